@@ -1,0 +1,91 @@
+"""Typed, frozen settings read once from CONVEYOR_* environment variables.
+
+Nothing deep in the code reads `os.environ`: `load(SettingsClass)` builds a
+frozen object at start and raises `ConfigurationError` naming every bad
+variable. Each service adds its own class with its own prefix
+(CONVEYOR_QUEUE_*, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ConfigurationError(Exception):
+    """The environment holds invalid settings; the message lists each one."""
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build settings from the environment (and explicit overrides, for tests)."""
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  {prefix}{name}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+class CoreSettings(BaseSettings):
+    """Settings shared by every service process."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of PostgreSQL (postgresql+asyncpg://...). "
+        "Empty: embedded SQLite files under data_dir.",
+    )
+    redis_url: str = Field("", description="redis://... Empty: in-process coordination.")
+    redis_key_prefix: str = Field("conveyor:", description="Prefix of every Redis key.")
+    data_dir: Path = Field(Path("data"), description="Where the embedded default keeps files.")
+    listen_address: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds.")
+    grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
+    db_pool_size: int = Field(10, ge=1, le=200)
+    db_statement_timeout_seconds: float = Field(30.0, gt=0)
+    migrate_on_start: bool = Field(True, description="Apply schema migrations at start.")
+    page_token_secret: str = Field(
+        "conveyor-dev-page-token-secret",
+        min_length=16,
+        description="HMAC key signing page tokens; set the same value on every replica.",
+    )
+    otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql", "sqlite")):
+            raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("listen_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+        return value
+
+    def database_url_for(self, service: str) -> str:
+        """The URL a service uses: the shared server, or its own SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
