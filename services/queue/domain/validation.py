@@ -1,0 +1,136 @@
+"""Resource names and request limits of the queue API. Raises InvalidArgument with field paths."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import timedelta
+
+from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_queue.domain.model import QueueRef, RetryPolicy, WorkOrderRef, WorkOrderSpec
+from conveyor_queue.settings import QueueSettings
+
+NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+_ID_RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
+_ID_RULE_QUEUE = "must match [a-z][a-z0-9._-]{0,127}"
+
+
+def _bad(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument(FieldViolation(field, description))
+
+
+def parse_namespace(value: str, field: str) -> str:
+    """`namespaces/{namespace}` -> namespace."""
+    if not value:
+        raise _bad(field, "required: namespaces/{namespace}")
+    parts = value.split("/")
+    if len(parts) != 2 or parts[0] != "namespaces":
+        raise _bad(field, f"must be namespaces/{{namespace}}, got {value!r}")
+    return check_namespace_id(parts[1], field)
+
+
+def check_namespace_id(namespace: str, field: str) -> str:
+    if not namespace:
+        raise _bad(field, "namespace is required")
+    if not NAMESPACE_ID.match(namespace):
+        raise _bad(field, f"namespace {namespace!r} {_ID_RULE_NS}")
+    return namespace
+
+
+def check_queue_id(queue: str, field: str) -> str:
+    if not queue:
+        raise _bad(field, "queue is required")
+    if not QUEUE_ID.match(queue):
+        raise _bad(field, f"queue {queue!r} {_ID_RULE_QUEUE}")
+    return queue
+
+
+def parse_queue(value: str, field: str, *, allow_any: bool = False) -> QueueRef:
+    """`namespaces/{namespace}/queues/{queue}` -> QueueRef ("-" for any queue if allowed)."""
+    if not value:
+        raise _bad(field, "required: namespaces/{namespace}/queues/{queue}")
+    parts = value.split("/")
+    if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != "queues":
+        raise _bad(field, f"must be namespaces/{{namespace}}/queues/{{queue}}, got {value!r}")
+    namespace = check_namespace_id(parts[1], field)
+    if allow_any and parts[3] == "-":
+        return QueueRef(namespace, "-")
+    return QueueRef(namespace, check_queue_id(parts[3], field))
+
+
+def parse_work_order(value: str, field: str) -> WorkOrderRef:
+    """`namespaces/{ns}/queues/{queue}/workOrders/{uuid}` -> WorkOrderRef."""
+    parts = value.split("/") if value else []
+    if len(parts) != 6 or parts[4] != "workOrders":
+        raise _bad(
+            field,
+            "must be namespaces/{namespace}/queues/{queue}/workOrders/{work_order}"
+            + (f", got {value!r}" if value else ""),
+        )
+    queue = parse_queue("/".join(parts[:4]), field)
+    try:
+        order_id = uuid.UUID(parts[5])
+    except ValueError:
+        raise _bad(field, f"work order id {parts[5]!r} is not a UUID") from None
+    return WorkOrderRef(queue.namespace, queue.queue, order_id)
+
+
+def spec_violations(spec: WorkOrderSpec, limits: QueueSettings, prefix: str) -> list[FieldViolation]:
+    """Everything wrong with a submitted spec (empty when valid)."""
+    out: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        out.append(FieldViolation(f"{prefix}{field}", description))
+
+    if not 0 <= spec.priority <= limits.max_priority:
+        bad("priority", f"must be in [0, {limits.max_priority}], got {spec.priority}")
+    if len(spec.payload.data) > limits.max_payload_bytes:
+        bad("payload.data", f"{len(spec.payload.data)} bytes exceeds the limit of "
+            f"{limits.max_payload_bytes} bytes")
+    if len(spec.payload.content_type) > 255:
+        bad("payload.content_type", "longer than 255 characters")
+    if spec.idempotency_key is not None and len(spec.idempotency_key) > limits.max_idempotency_key_length:
+        bad("idempotency_key", f"longer than {limits.max_idempotency_key_length} characters")
+    if len(spec.concurrency_key) > limits.max_concurrency_key_length:
+        bad("concurrency_key", f"longer than {limits.max_concurrency_key_length} characters")
+    if spec.not_before and spec.deadline and spec.deadline <= spec.not_before:
+        bad("deadline", "must be after not_before")
+    for name in ("start_to_close_timeout", "heartbeat_timeout"):
+        value: timedelta | None = getattr(spec, name)
+        if value is not None and value <= timedelta(0):
+            bad(name, "must be positive")
+    if len(spec.labels) > limits.max_labels:
+        bad("labels", f"at most {limits.max_labels} labels")
+    for key, value in spec.labels.items():
+        if not key or len(key) > limits.max_label_length or len(value) > limits.max_label_length:
+            bad(f"labels[{key!r}]", f"keys are 1..{limits.max_label_length} characters, "
+                f"values at most {limits.max_label_length}")
+    out.extend(retry_policy_violations(spec.retry_policy, limits, f"{prefix}retry_policy."))
+    return out
+
+
+def retry_policy_violations(
+    policy: RetryPolicy, limits: QueueSettings, prefix: str
+) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    if policy.initial_interval < timedelta(0):
+        out.append(FieldViolation(f"{prefix}initial_interval", "must not be negative"))
+    if policy.backoff_coefficient < 1:
+        out.append(FieldViolation(f"{prefix}backoff_coefficient", "must be >= 1"))
+    if policy.maximum_interval < policy.initial_interval:
+        out.append(FieldViolation(f"{prefix}maximum_interval", "must be >= initial_interval"))
+    if policy.maximum_interval.total_seconds() > limits.max_retry_interval_seconds:
+        out.append(FieldViolation(f"{prefix}maximum_interval",
+                                  f"must be at most {limits.max_retry_interval_seconds}s"))
+    if not 0 <= policy.jitter <= 1:
+        out.append(FieldViolation(f"{prefix}jitter", "must be in [0, 1]"))
+    if not 1 <= policy.maximum_attempts <= limits.max_attempts_limit:
+        out.append(FieldViolation(f"{prefix}maximum_attempts",
+                                  f"must be in [1, {limits.max_attempts_limit}]"))
+    return out
+
+
+def raise_if(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(violations)

@@ -1,0 +1,364 @@
+"""The queue engine: what each RPC does, over a store, a coordination backend and a clock.
+
+The servicer (api/) only translates protobuf to these calls. The engine
+applies defaults and limits, wakes long-polling leasers, keeps rate counters,
+runs the expiry sweeper, and gives every order's steps spans in the order's
+own trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+
+from conveyor_core.clock import Clock, SystemClock
+from conveyor_core.context import get_correlation_id
+from conveyor_core.coordination import Coordination
+from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_queue.domain.model import (
+    LeasedWorkOrder,
+    Position,
+    QueueConfig,
+    QueueRef,
+    QueueStats,
+    RateLimit,
+    Redrive,
+    WorkOrder,
+    WorkOrderEvent,
+    WorkOrderRef,
+    WorkOrderSpec,
+    WorkOrderState,
+)
+from conveyor_queue.domain.validation import raise_if, spec_violations
+from conveyor_queue.settings import QueueSettings
+from conveyor_queue.store.base import (
+    CancelParams,
+    CompleteParams,
+    FailParams,
+    HeartbeatParams,
+    LeaseParams,
+    ListParams,
+    NewWorkOrder,
+    RedriveParams,
+    SubmitResult,
+    WorkOrderStore,
+)
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("conveyor.queue")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitItem:
+    queue: QueueRef
+    spec: WorkOrderSpec
+    field_prefix: str = "work_order."
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRequest:
+    namespace: str
+    queues: tuple[str, ...]
+    max_work_orders: int
+    wait: timedelta
+    lease_duration: timedelta | None
+    worker: str
+
+
+class CoordinationGate:
+    """TokenGate over the coordination backend's shared token buckets."""
+
+    def __init__(self, coordination: Coordination) -> None:
+        self._coordination = coordination
+
+    async def take(self, bucket: str, requested: int, limit: RateLimit) -> int:
+        return await self._coordination.rate_limit_take(
+            bucket, requested, limit.per_second, limit.bucket
+        )
+
+
+def _traceparent() -> str:
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+class QueueEngine:
+    def __init__(
+        self,
+        store: WorkOrderStore,
+        coordination: Coordination,
+        settings: QueueSettings,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._coordination = coordination
+        self._gate = CoordinationGate(coordination)
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="queue-sweeper")
+
+    async def stop(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue sweeper pass failed; retrying")
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+
+    async def sweep(self) -> int:
+        """Expire leases and deadlines due now; returns how many orders changed."""
+        now = self.clock.now()
+        changed = await self.store.work_order_expire_leases(now, self.settings.sweep_batch)
+        changed += await self.store.work_order_expire_deadlines(now, self.settings.sweep_batch)
+        for order in changed:
+            log.info("work order %s expired (%s) -> %s", order.id,
+                     order.last_timeout_kind, order.state,
+                     extra={"work_order_id": str(order.id), "correlation_id": order.correlation_id})
+        await self._wake({QueueRef(o.namespace, o.queue) for o in changed
+                          if o.state is WorkOrderState.QUEUED})
+        return len(changed)
+
+    # -- submit -----------------------------------------------------------------
+
+    def with_defaults(self, spec: WorkOrderSpec) -> WorkOrderSpec:
+        policy = spec.retry_policy
+        if policy.maximum_attempts <= 0:
+            policy = replace(policy, maximum_attempts=self.settings.default_max_attempts)
+        return replace(spec, retry_policy=policy)
+
+    async def submit(self, items: Sequence[SubmitItem]) -> list[SubmitResult]:
+        if len(items) > self.settings.max_batch_size:
+            raise InvalidArgument(FieldViolation(
+                "requests", f"at most {self.settings.max_batch_size} per batch, got {len(items)}"))
+        violations: list[FieldViolation] = []
+        specs = []
+        for item in items:
+            spec = self.with_defaults(item.spec)
+            violations += spec_violations(spec, self.settings, item.field_prefix)
+            specs.append(spec)
+        raise_if(violations)
+        correlation_id, traceparent = get_correlation_id() or "", _traceparent()
+        new = [
+            NewWorkOrder(uuid.uuid4(), item.queue, spec, correlation_id, traceparent)
+            for item, spec in zip(items, specs, strict=True)
+        ]
+        now = self.clock.now()
+        results = await self.store.work_order_insert_many(new, now)
+        added = {}
+        for result in results:
+            if not result.already_exists:
+                ref = QueueRef(result.work_order.namespace, result.work_order.queue)
+                added[ref] = added.get(ref, 0) + 1
+        await self._wake(set(added))
+        await self._count("add", added, now)
+        return results
+
+    # -- lease and lease holders ------------------------------------------------
+
+    async def lease(self, request: LeaseRequest) -> list[LeasedWorkOrder]:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + min(request.wait.total_seconds(), s.max_wait_seconds)
+        lease_duration = request.lease_duration or timedelta(seconds=s.default_lease_seconds)
+        channels = [QueueRef(request.namespace, q).channel for q in request.queues]
+        async with self._coordination.listen(channels) as listener:
+            while True:
+                now = self.clock.now()
+                leased = await self.store.work_order_lease_available(LeaseParams(
+                    request.namespace, request.queues, request.max_work_orders, lease_duration,
+                    request.worker, now, s.fair_scan_limit), self._gate)
+                remaining = give_up - loop.time()
+                if leased or remaining <= 0:
+                    break
+                pause = min(remaining, s.poll_interval_seconds)
+                due = await self.store.work_order_next_available(
+                    request.namespace, request.queues, now)
+                if due is not None:
+                    pause = min(pause, max((due - now).total_seconds(), 0.001))
+                await listener.wait(pause)
+        if leased:
+            self._trace_each("work_order.leased", [lw.work_order for lw in leased])
+            counts: dict[QueueRef, int] = {}
+            for lw in leased:
+                ref = QueueRef(lw.work_order.namespace, lw.work_order.queue)
+                counts[ref] = counts.get(ref, 0) + 1
+            await self._count("dispatch", counts, self.clock.now())
+        return leased
+
+    async def heartbeat(
+        self, ref: WorkOrderRef, token: str, lease_duration: timedelta | None, progress
+    ) -> WorkOrder:  # type: ignore[no-untyped-def]
+        if lease_duration is not None and lease_duration.total_seconds() > self.settings.max_lease_seconds:
+            raise InvalidArgument(FieldViolation(
+                "lease_duration", f"at most {self.settings.max_lease_seconds}s"))
+        return await self.store.work_order_heartbeat(
+            HeartbeatParams(ref, token, lease_duration, progress, self.clock.now()))
+
+    async def complete(self, items: Sequence[CompleteParams]) -> list[WorkOrder | Exception]:
+        if len(items) > self.settings.max_batch_size:
+            raise InvalidArgument(FieldViolation(
+                "requests", f"at most {self.settings.max_batch_size} per batch, got {len(items)}"))
+        violations = [
+            FieldViolation(f"requests[{i}].result.data",
+                           f"exceeds the limit of {self.settings.max_payload_bytes} bytes")
+            for i, item in enumerate(items)
+            if len(item.result.data) > self.settings.max_payload_bytes
+        ]
+        raise_if(violations)
+        results = await self.store.work_order_complete_many(items, self.clock.now())
+        done = [r for r in results if isinstance(r, WorkOrder)]
+        self._trace_each("work_order.completed", done)
+        await self._wake_if_capped({QueueRef(o.namespace, o.queue) for o in done})
+        return results
+
+    async def fail(self, params: FailParams) -> WorkOrder:
+        order = await self.store.work_order_fail(params)
+        self._trace_each("work_order.failed", [order])
+        await self._wake({QueueRef(order.namespace, order.queue)})
+        return order
+
+    async def cancel(self, ref: WorkOrderRef, reason: str, actor: str) -> WorkOrder:
+        order = await self.store.work_order_cancel(CancelParams(ref, reason, actor, self.clock.now()))
+        self._trace_each("work_order.cancelled", [order])
+        return order
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get(self, ref: WorkOrderRef) -> WorkOrder:
+        return await self.store.work_order_get(ref)
+
+    async def list(self, params: ListParams) -> list[tuple[int, WorkOrder]]:
+        return await self.store.work_order_list(params)
+
+    async def events(self, ref: WorkOrderRef, after_seq: int, limit: int) -> list[WorkOrderEvent]:
+        return await self.store.work_order_events_list(ref, after_seq, limit)
+
+    async def position(self, ref: WorkOrderRef) -> Position:
+        order = await self.store.work_order_get(ref)
+        now = self.clock.now()
+        rate = (await self._rates(QueueRef(order.namespace, order.queue), now))[1]
+        if order.state is not WorkOrderState.QUEUED:
+            return Position(order.state, 0, rate, None)
+        ahead = await self.store.work_order_count_ahead(order, now)
+        start = max(now, order.available_at)
+        estimate = start + timedelta(seconds=ahead / rate) if rate > 0 else None
+        return Position(order.state, ahead, rate, estimate)
+
+    async def stats(self, ref: QueueRef) -> QueueStats:
+        now = self.clock.now()
+        window = timedelta(seconds=self.settings.stats_window_seconds)
+        depth = await self.store.queue_depth(ref)
+        add_rate, dispatch_rate = await self._rates(ref, now)
+        samples = sorted(await self.store.work_order_wait_samples(
+            ref, now - window, self.settings.stats_wait_sample))
+        percentiles = {p: _percentile(samples, p) for p in (50, 90, 99)} if samples else {}
+        oldest = depth.oldest_available_at
+        return QueueStats(
+            queue=ref,
+            depth=depth.by_state,
+            in_flight=depth.in_flight,
+            oldest_queued_age=max(now - oldest, timedelta(0)) if oldest else None,
+            add_rate_per_second=add_rate,
+            dispatch_rate_per_second=dispatch_rate,
+            wait_time_percentiles=percentiles,
+            window=window,
+        )
+
+    # -- queues and dead letters ----------------------------------------------------
+
+    async def queue_get(self, ref: QueueRef) -> QueueConfig:
+        return await self.store.queue_get(ref)
+
+    async def queue_update(self, config: QueueConfig, fields: frozenset[str]) -> QueueConfig:
+        updated = await self.store.queue_upsert(config, fields, self.clock.now())
+        await self._wake({updated.ref})
+        return updated
+
+    async def queue_set_paused(self, ref: QueueRef, paused: bool) -> QueueConfig:
+        return await self.queue_update(
+            QueueConfig(ref.namespace, ref.queue, paused=paused), frozenset({"paused"}))
+
+    async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
+        return await self.store.queue_list(namespace, after, limit)
+
+    async def redrive(self, params: RedriveParams) -> Redrive:
+        redrive = await self.store.redrive_run(params)
+        log.info("redrive %s of %s by %r (%s): %d orders", redrive.id, params.queue.name,
+                 redrive.requested_by, redrive.reason, redrive.redriven_count)
+        await self._wake({params.queue})
+        return redrive
+
+    async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> list[Redrive]:
+        return await self.store.redrive_list(ref, offset, limit)
+
+    # -- helpers ------------------------------------------------------------------
+
+    async def _wake(self, refs: set[QueueRef]) -> None:
+        for ref in refs:
+            await self._coordination.notify(ref.channel)
+
+    async def _wake_if_capped(self, refs: set[QueueRef]) -> None:
+        """Completing frees capacity: wake leasers of flow-controlled queues only."""
+        for ref in refs:
+            if (await self.store.queue_get(ref)).flow_controlled:
+                await self._coordination.notify(ref.channel)
+
+    async def _count(self, what: str, counts: dict[QueueRef, int], now: datetime) -> None:
+        minute = int(now.timestamp() // 60)
+        ttl = self.settings.stats_window_seconds + 120
+        for ref, n in counts.items():
+            await self._coordination.counter_add(
+                f"stats:{ref.namespace}/{ref.queue}:{what}:{minute}", n, ttl=ttl)
+
+    async def _rates(self, ref: QueueRef, now: datetime) -> tuple[float, float]:
+        """Submitted and leased per second over the stats window (whole minutes)."""
+        minutes = self.settings.stats_window_seconds // 60
+        current = int(now.timestamp() // 60)
+        buckets = range(current - minutes + 1, current + 1)
+        names = [f"stats:{ref.namespace}/{ref.queue}:{what}:{m}"
+                 for what in ("add", "dispatch") for m in buckets]
+        values = await self._coordination.counters_get(names)
+        elapsed = (minutes - 1) * 60 + (now.timestamp() % 60) or 1.0
+        return sum(values[:minutes]) / elapsed, sum(values[minutes:]) / elapsed
+
+    def _trace_each(self, name: str, orders: Sequence[WorkOrder]) -> None:
+        """One span per order, parented in the order's own trace (from its submit)."""
+        for order in orders:
+            context = extract({"traceparent": order.traceparent}) if order.traceparent else None
+            with tracer.start_as_current_span(name, context=context) as span:
+                span.set_attribute("conveyor.work_order.id", str(order.id))
+                span.set_attribute("conveyor.queue", f"{order.namespace}/{order.queue}")
+                span.set_attribute("conveyor.work_order.state", order.state.value)
+                span.set_attribute("conveyor.work_order.attempt", order.attempt)
+                span.set_attribute("conveyor.correlation_id", order.correlation_id)
+
+
+def _percentile(sorted_samples: list[timedelta], p: int) -> timedelta:
+    index = min(len(sorted_samples) - 1, max(0, math.ceil(p / 100 * len(sorted_samples)) - 1))
+    return sorted_samples[index]

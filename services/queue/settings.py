@@ -1,0 +1,40 @@
+"""Settings of the work-order-queue service (CONVEYOR_QUEUE_*). Every limit is named here."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class QueueSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_QUEUE_", frozen=True, extra="ignore")
+
+    max_payload_bytes: int = Field(1024 * 1024, ge=1, description="Largest payload or result.")
+    max_priority: int = Field(1000, ge=0, description="Priorities range over [0, max_priority].")
+    max_idempotency_key_length: int = Field(256, ge=1)
+    max_concurrency_key_length: int = Field(256, ge=1)
+    max_labels: int = Field(32, ge=0)
+    max_label_length: int = Field(256, ge=1)
+    max_failure_message_length: int = Field(4096, ge=1)
+    max_batch_size: int = Field(1000, ge=1, description="Items in one batch submit/complete.")
+    max_lease_batch: int = Field(1000, ge=1, description="Orders in one lease call.")
+    max_lease_queues: int = Field(32, ge=1, description="Queues named in one lease call.")
+    default_lease_seconds: float = Field(30.0, gt=0)
+    max_lease_seconds: float = Field(3600.0, gt=0)
+    max_wait_seconds: float = Field(60.0, ge=0, description="Longest long-poll of a lease call.")
+    poll_interval_seconds: float = Field(
+        1.0, gt=0, description="Long-poll re-check period when no wake-up arrives."
+    )
+    default_max_attempts: int = Field(3, ge=1)
+    max_attempts_limit: int = Field(1000, ge=1)
+    max_retry_interval_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    sweep_interval_seconds: float = Field(0.5, gt=0, description="Lease/deadline sweeper period.")
+    sweep_batch: int = Field(500, ge=1)
+    redrive_chunk_size: int = Field(500, ge=1, description="Orders redriven per transaction.")
+    fair_scan_limit: int = Field(
+        2000, ge=1, description="Candidates examined per lease of a fair/per-key-limited queue."
+    )
+    stats_window_seconds: int = Field(300, ge=60, le=3600)
+    stats_wait_sample: int = Field(2000, ge=10)
+    default_page_size: int = Field(50, ge=1)
+    max_page_size: int = Field(1000, ge=1)

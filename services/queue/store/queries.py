@@ -1,0 +1,143 @@
+"""Hot-path SQL of the queue, written out so it is read as SQL, not guessed from ORM calls.
+
+PostgreSQL dequeues with `FOR UPDATE SKIP LOCKED`, so concurrent leasers
+never wait on each other's rows and never take the same row. SQLite has a
+single writer, so the same statements run without row locks.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, text
+
+from conveyor_queue.store.tables import work_orders
+
+# Columns set when an order is leased; :now, :lease_us, :token, :worker bound.
+# lease_expires_at is the earliest of the lease, the heartbeat timeout and the
+# start-to-close timeout, so one index finds every kind of expiry.
+_LEASE_SET = """
+    state = 'LEASED',
+    attempt = w.attempt + 1,
+    lease_token = :token,
+    leased_by = :worker,
+    leased_at = :now,
+    heartbeat_at = NULL,
+    progress_percent = NULL,
+    progress_message = NULL,
+    lease_duration_us = :lease_us,
+    lease_expires_at = {least}(
+        :now + :lease_us,
+        CASE WHEN w.heartbeat_timeout_us > 0 THEN :now + w.heartbeat_timeout_us ELSE :far END,
+        CASE WHEN w.start_to_close_us > 0 THEN :now + w.start_to_close_us ELSE :far END),
+    updated_at = :now
+"""
+
+_ELIGIBLE = """
+    namespace = :ns AND queue = {queue} AND state = 'QUEUED' AND available_at <= :now
+    AND (deadline_at IS NULL OR deadline_at > :now)
+"""
+
+
+def _typed(sql: str) -> TextClause:
+    return text(sql).columns(*work_orders.columns)
+
+
+def lease_fifo_postgres(queue_count: int) -> TextClause:
+    """Lease the first :limit eligible orders of one or more plain queues."""
+    if queue_count == 1:
+        picked = f"""
+            SELECT seq FROM queue_work_orders
+            WHERE {_ELIGIBLE.format(queue=":q0")}
+            ORDER BY priority DESC, seq
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED"""
+    else:
+        # One index scan per queue (each stops after :limit rows), merged by priority.
+        parts = " UNION ALL ".join(
+            f"""(SELECT seq, priority FROM queue_work_orders
+                 WHERE {_ELIGIBLE.format(queue=f":q{i}")}
+                 ORDER BY priority DESC, seq LIMIT :limit FOR UPDATE SKIP LOCKED)"""
+            for i in range(queue_count)
+        )
+        picked = f"SELECT seq FROM ({parts}) AS c ORDER BY priority DESC, seq LIMIT :limit"
+    return _typed(f"""
+        WITH picked AS ({picked})
+        UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="LEAST")}
+        FROM picked WHERE w.seq = picked.seq
+        RETURNING w.*""")
+
+
+def lease_fifo_sqlite(queue_count: int) -> TextClause:
+    queues = ", ".join(f":q{i}" for i in range(queue_count))
+    return _typed(f"""
+        UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="MIN")}
+        WHERE seq IN (
+            SELECT seq FROM queue_work_orders
+            WHERE {_ELIGIBLE.format(queue="queue").replace("queue = queue", f"queue IN ({queues})")}
+            ORDER BY priority DESC, seq
+            LIMIT :limit)
+        RETURNING *""")
+
+
+def lease_chosen(postgres: bool, count: int) -> TextClause:
+    """Lease exactly the chosen rows (flow-controlled path; the queue row is locked)."""
+    seqs = ", ".join(f":s{i}" for i in range(count))
+    least = "LEAST" if postgres else "MIN"
+    returning = "w.*" if postgres else "*"
+    return _typed(f"""
+        UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least=least)}
+        WHERE w.seq IN ({seqs}) AND w.state = 'QUEUED'
+        RETURNING {returning}""")
+
+
+# Round-robin candidates of a flow-controlled queue: rank each order within its
+# (key, priority), then take ranks in turn, keys served least recently first.
+FAIR_CANDIDATES = text("""
+    SELECT c.seq, c.concurrency_key
+    FROM (
+        SELECT seq, concurrency_key, priority,
+               ROW_NUMBER() OVER (PARTITION BY concurrency_key, priority ORDER BY seq) AS rk
+        FROM queue_work_orders
+        WHERE namespace = :ns AND queue = :q0 AND state = 'QUEUED' AND available_at <= :now
+          AND (deadline_at IS NULL OR deadline_at > :now)
+    ) AS c
+    LEFT JOIN queue_keys AS k
+      ON k.namespace = :ns AND k.queue = :q0 AND k.concurrency_key = c.concurrency_key
+    WHERE c.rk <= :max_rank
+    ORDER BY c.priority DESC, c.rk, COALESCE(k.last_served, 0), c.seq
+    LIMIT :scan
+""")
+
+FIFO_CANDIDATES = text(f"""
+    SELECT seq, concurrency_key FROM queue_work_orders
+    WHERE {_ELIGIBLE.format(queue=":q0")}
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+""")
+
+IN_FLIGHT_BY_KEY = text("""
+    SELECT concurrency_key, COUNT(*) AS n FROM queue_work_orders
+    WHERE namespace = :ns AND queue = :q0 AND state = 'LEASED'
+    GROUP BY concurrency_key
+""")
+
+IN_FLIGHT = text("""
+    SELECT COUNT(*) FROM queue_work_orders
+    WHERE namespace = :ns AND queue = :q0 AND state = 'LEASED'
+""")
+
+LOCK_QUEUE_POSTGRES = text("""
+    SELECT dispatch_seq FROM queue_queues WHERE namespace = :ns AND queue = :q0 FOR UPDATE
+""")
+
+# Batch completion in one statement: the items arrive as parallel arrays.
+COMPLETE_MANY_POSTGRES = _typed("""
+    UPDATE queue_work_orders AS w SET
+        state = 'SUCCEEDED', result = v.result, result_content_type = v.content_type,
+        completed_at = :now, updated_at = :now, lease_token = NULL, lease_expires_at = NULL
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:queues AS text[]), CAST(:tokens AS text[]),
+                CAST(:results AS bytea[]), CAST(:content_types AS text[]))
+         AS v(id, queue, token, result, content_type)
+    WHERE w.id = v.id AND w.namespace = :ns AND w.queue = v.queue AND w.lease_token = v.token
+      AND w.state = 'LEASED' AND w.lease_expires_at > :now
+    RETURNING w.*
+""")
