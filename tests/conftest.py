@@ -1,0 +1,202 @@
+"""Suite-wide fixtures: PostgreSQL databases and Redis key prefixes isolated per run.
+
+Services are found by `tests.helpers.services`; a test that needs a missing
+service is skipped, or fails when `CONVEYOR_REQUIRE_SERVICES=1` (CI).
+
+* `postgres_admin_url` (session): admin URL of the server.
+* `make_postgres_database` (session): `await make_postgres_database(template=None)`
+  creates `conveyor_t_<RUN_ID>_<n>` (optionally a TEMPLATE clone) and returns its
+  URL; every database it created is dropped at the end of the session.
+* `redis_url` (session) and `redis_prefix` (function): a key prefix
+  `conveyor-test:<RUN_ID>:<n>:` whose keys are deleted after the test.
+
+Tests using these fixtures get the `postgres` / `redis` markers, so
+`-m "not postgres and not redis"` selects the tests that need no server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from tests.helpers import services
+
+# The environment never leaks into tests: only the test suite's own knobs stay.
+for _name in list(os.environ):
+    if (
+        _name.startswith("CONVEYOR_")
+        and not _name.startswith("CONVEYOR_TEST_")
+        and _name != services.REQUIRE_SERVICES_ENV
+    ):
+        del os.environ[_name]
+
+_POSTGRES_FIXTURES = {"postgres_admin_url", "make_postgres_database"}
+_REDIS_FIXTURES = {"redis_url", "redis_prefix"}
+
+MakePostgresDatabase = Callable[..., Awaitable[str]]
+
+
+def pytest_report_header() -> str:
+    return f"conveyor test run id: {services.RUN_ID}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if fixtures & _REDIS_FIXTURES:
+            item.add_marker(pytest.mark.redis)
+
+
+def _unavailable(service: str, reason: str) -> NoReturn:
+    if services.services_required():
+        pytest.fail(
+            f"{service} is required ({services.REQUIRE_SERVICES_ENV}=1) but {reason}",
+            pytrace=False,
+        )
+    pytest.skip(f"{service} unavailable: {reason}")
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# -- PostgreSQL -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def postgres_admin_url() -> str:
+    """Admin URL of a reachable PostgreSQL server (skip or fail when there is none)."""
+
+    url = services.find_postgres()
+    if url is None:
+        _unavailable(
+            "PostgreSQL",
+            f"{services.POSTGRES_URL_ENV} is unset, no Docker engine answers "
+            "and nothing listens on 127.0.0.1:5432",
+        )
+    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 5})
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        reason = f"connecting to {_redacted(url)} failed: {type(exc).__name__}: {exc}"
+        if os.environ.get(services.POSTGRES_URL_ENV):
+            pytest.fail(f"{services.POSTGRES_URL_ENV}: {reason}", pytrace=False)
+        _unavailable("PostgreSQL", reason)
+    finally:
+        await engine.dispose()
+    return url
+
+
+def _redacted(url: str) -> str:
+    """`url` without its password, fit for a skip or failure message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest.fixture(scope="session")
+async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[MakePostgresDatabase]:
+    """Factory of databases private to this run: `await make(template=None) -> url`.
+
+    `template` is a database name or a URL returned by an earlier call; nobody
+    may be connected to it while it is cloned (dispose engines first).
+    """
+
+    admin = create_async_engine(
+        postgres_admin_url,
+        isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE refuse transactions
+        poolclass=NullPool,
+        connect_args={"timeout": 10},
+    )
+    numbers = itertools.count(1)
+    created: list[str] = []
+
+    async def make(template: str | None = None) -> str:
+        name = f"conveyor_t_{services.RUN_ID}_{next(numbers)}"
+        statement = f"CREATE DATABASE {_quote_identifier(name)}"
+        if template:
+            if "://" in template:
+                template = make_url(template).database or ""
+            statement += f" TEMPLATE {_quote_identifier(template)}"
+        async with admin.connect() as connection:
+            await connection.execute(text(statement))
+        created.append(name)
+        url = make_url(postgres_admin_url).set(database=name)
+        return url.render_as_string(hide_password=False)
+
+    yield make
+
+    failures = []
+    async with admin.connect() as connection:  # NullPool: opened only for teardown
+        for name in reversed(created):
+            try:
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+                await connection.execute(
+                    text(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
+                )
+            except Exception as exc:
+                failures.append(f"{name}: {exc}")
+    await admin.dispose()
+    if failures:
+        pytest.fail("could not drop test databases: " + "; ".join(failures), pytrace=False)
+
+
+# -- Redis ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def redis_url() -> str:
+    """URL of a reachable Redis server (skip or fail when there is none)."""
+
+    url = services.find_redis()
+    if url is None:
+        _unavailable(
+            "Redis",
+            f"{services.REDIS_URL_ENV} is unset, no Docker engine answers "
+            "and nothing listens on 127.0.0.1:6379",
+        )
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        await client.ping()
+    except Exception as exc:
+        reason = f"PING to {_redacted(url)} failed: {type(exc).__name__}: {exc}"
+        if os.environ.get(services.REDIS_URL_ENV):
+            pytest.fail(f"{services.REDIS_URL_ENV}: {reason}", pytrace=False)
+        _unavailable("Redis", reason)
+    finally:
+        await client.aclose()
+    return url
+
+
+_redis_prefix_numbers = itertools.count(1)
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A key prefix private to this test; its keys are deleted afterwards."""
+
+    prefix = f"conveyor-test:{services.RUN_ID}:{next(_redis_prefix_numbers)}:"
+    yield prefix
+    async with Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) as client:
+        await services.delete_keys_with_prefix(client, prefix)
