@@ -1,0 +1,92 @@
+"""Hosting services in a process: one, several, or all four on one port (the embedded default).
+
+A service package exposes `build(core, coordination, clock=None)` returning an
+object with `name`, `registrations()`, `start()`, `self_check()` and `stop()`;
+`SERVICES` maps service names to those factories. Adding a service is adding
+a line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from conveyor_core.clock import Clock
+from conveyor_core.coordination import Coordination, InProcessCoordination, RedisCoordination
+from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_server
+from conveyor_core.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+
+SERVICES: dict[str, str] = {
+    "queue": "conveyor_queue.service:build",
+}
+
+
+class HostedService(Protocol):
+    name: str
+
+    def registrations(self) -> list[ServiceRegistration]: ...
+    async def start(self) -> None: ...
+    async def self_check(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def build_service(name: str, core: CoreSettings, coordination: Coordination,
+                  clock: Clock | None = None) -> HostedService:
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    module, _, factory = SERVICES[name].partition(":")
+    return getattr(importlib.import_module(module), factory)(core, coordination, clock=clock)
+
+
+def coordination_from(core: CoreSettings) -> Coordination:
+    if core.redis_url:
+        return RedisCoordination(core.redis_url, core.redis_key_prefix)
+    return InProcessCoordination()
+
+
+class Platform:
+    """Services sharing one gRPC server, one coordination backend and one clock."""
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        names: Sequence[str] = tuple(SERVICES),
+        *,
+        coordination: Coordination | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.core = core
+        self.coordination = coordination or coordination_from(core)
+        self.services = [build_service(n, core, self.coordination, clock) for n in names]
+        self.server: GrpcServer | None = None
+        self.port = 0
+
+    def service(self, name: str) -> Any:
+        return next(s for s in self.services if s.name == name)
+
+    async def start(self, address: str | None = None) -> int:
+        """Start coordination, every service, then the server; readiness after self-checks."""
+        await self.coordination.start()
+        for service in self.services:
+            await service.start()
+        registrations = [r for s in self.services for r in s.registrations()]
+        self.server, self.port = await create_server(
+            address or self.core.listen_address, registrations, self.core)
+        await self.server.start()
+        await self.coordination.ping()
+        for service in self.services:
+            await service.self_check()
+            for registration in service.registrations():
+                await self.server.set_serving(registration.name, True)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self.server is not None:
+            await self.server.stop(self.core.shutdown_grace_seconds if grace is None else grace)
+        for service in reversed(self.services):
+            await service.stop()
+        await self.coordination.stop()
