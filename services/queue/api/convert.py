@@ -64,11 +64,13 @@ def payload_to_pb(payload: Payload | None) -> types_pb2.Payload | None:
 
 def retry_policy_from_pb(message: types_pb2.RetryPolicy) -> RetryPolicy:
     default = RetryPolicy()
-    initial = opt_dur(message, "initial_interval") or default.initial_interval
+    initial = opt_dur(message, "initial_interval")
+    initial = default.initial_interval if initial is None else initial
+    maximum = opt_dur(message, "maximum_interval")
     return RetryPolicy(
         initial_interval=initial,
         backoff_coefficient=message.backoff_coefficient or default.backoff_coefficient,
-        maximum_interval=opt_dur(message, "maximum_interval") or initial * 100,
+        maximum_interval=initial * 100 if maximum is None else maximum,
         jitter=message.jitter,
         maximum_attempts=message.maximum_attempts,
         non_retryable_error_types=tuple(message.non_retryable_error_types),
