@@ -1,0 +1,267 @@
+"""In-process coordination: the embedded single-process default.
+
+Everything lives in this process's memory, built on asyncio primitives and a
+monotonic clock, with the same semantics as `RedisCoordination`. It must only
+be used when a single process runs the platform (the embedded default), since
+nothing is shared with other processes.
+
+`ListenerHub` (local wake-up delivery) is also what `RedisCoordination` uses
+to deliver notifications to the listeners of its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+
+from conveyor_core.coordination.base import (
+    Lease,
+    Listener,
+    check_lease_args,
+    check_positive,
+    check_rate_limit_args,
+)
+
+logger = logging.getLogger(__name__)
+
+#: How often (seconds) expired counters and refilled buckets are swept from memory.
+_SWEEP_INTERVAL = 60.0
+
+
+class _LocalListener:
+    """A listener fed by a `ListenerHub`; one task waits on it at a time."""
+
+    __slots__ = ("_event", "channels")
+
+    def __init__(self, channels: frozenset[str]) -> None:
+        self.channels = channels
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    # The Listener protocol fixes the `timeout` parameter (a bounded wait is its point).
+    async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109
+        if not self._event.is_set():
+            if timeout <= 0:
+                return False
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
+            except TimeoutError:
+                return False
+        # A notify landing after this clear is kept for the next wait().
+        self._event.clear()
+        return True
+
+
+def _channel_set(channels: Iterable[str]) -> frozenset[str]:
+    if isinstance(channels, str):
+        raise TypeError("listen() takes a sequence of channel names, not a single string")
+    channel_set = frozenset(channels)
+    if not channel_set:
+        raise ValueError("listen() needs at least one channel")
+    return channel_set
+
+
+class ListenerHub:
+    """Registry of this process's listeners, by channel."""
+
+    def __init__(self) -> None:
+        self._by_channel: dict[str, set[_LocalListener]] = {}
+
+    def deliver(self, channel: str) -> None:
+        """Wake the listeners of `channel`."""
+        for listener in self._by_channel.get(channel, ()):
+            listener.wake()
+
+    def wake_all(self) -> None:
+        """Wake every listener: used when notifications may have been missed."""
+        for listeners in self._by_channel.values():
+            for listener in listeners:
+                listener.wake()
+
+    @asynccontextmanager
+    async def listen(self, channels: Sequence[str]) -> AsyncIterator[Listener]:
+        listener = _LocalListener(_channel_set(channels))
+        for channel in listener.channels:
+            self._by_channel.setdefault(channel, set()).add(listener)
+        try:
+            yield listener
+        finally:
+            for channel in listener.channels:
+                registered = self._by_channel.get(channel)
+                if registered is not None:
+                    registered.discard(listener)
+                    if not registered:
+                        del self._by_channel[channel]
+
+
+def fencing_token_floor() -> int:
+    """A lower bound for new fencing tokens: wall-clock epoch milliseconds.
+
+    Tokens are max(previous + 1, this floor), so they keep increasing across a
+    restart of the process (in-process state) or a loss of Redis data, as long
+    as the wall clock does not step back further than the gap between
+    acquisitions.
+    """
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _HeldLease:
+    holder: str
+    token: int
+    deadline: float
+
+
+@dataclass
+class _Counter:
+    value: int
+    deadline: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and self.deadline <= now
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+    burst: int
+    rate: float
+
+    def full_at(self) -> float:
+        return self.updated + (self.burst - self.tokens) / self.rate
+
+
+class InProcessCoordination:
+    """`Coordination` for a single process, in memory.
+
+    Args:
+        monotonic: Clock for lease, counter and bucket expiry (seconds); tests
+            may inject a manual one. Fencing tokens use `fencing_token_floor`.
+    """
+
+    def __init__(self, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._listeners = ListenerHub()
+        self._leases: dict[str, _HeldLease] = {}
+        self._last_tokens: dict[str, int] = {}
+        self._counters: dict[str, _Counter] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._last_sweep = monotonic()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    # -- wake-ups ---------------------------------------------------------
+
+    async def notify(self, channel: str) -> None:
+        self._listeners.deliver(channel)
+
+    def listen(self, channels: Sequence[str]) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(channels)
+
+    # -- leases -----------------------------------------------------------
+
+    async def lease_acquire(self, name: str, holder: str, ttl: float) -> Lease | None:
+        check_lease_args(name, holder, ttl)
+        now = self._monotonic()
+        held = self._leases.get(name)
+        if held is not None and held.deadline > now and held.holder != holder:
+            return None
+        token = max(self._last_tokens.get(name, 0) + 1, fencing_token_floor())
+        self._last_tokens[name] = token
+        self._leases[name] = _HeldLease(holder, token, now + ttl)
+        return Lease(name=name, holder=holder, token=token, ttl=ttl)
+
+    async def lease_renew(self, lease: Lease) -> bool:
+        check_positive("lease ttl", lease.ttl)
+        now = self._monotonic()
+        held = self._held_by(lease)
+        if held is None or held.deadline <= now:
+            return False
+        held.deadline = now + lease.ttl
+        return True
+
+    async def lease_release(self, lease: Lease) -> None:
+        if self._held_by(lease) is not None:
+            del self._leases[lease.name]
+
+    def _held_by(self, lease: Lease) -> _HeldLease | None:
+        held = self._leases.get(lease.name)
+        if held is None or held.holder != lease.holder or held.token != lease.token:
+            return None
+        return held
+
+    # -- counters ---------------------------------------------------------
+
+    async def counter_add(self, name: str, amount: int = 1, ttl: float | None = None) -> int:
+        if ttl is not None:
+            check_positive("counter ttl", ttl)
+        now = self._monotonic()
+        self._maybe_sweep(now)
+        counter = self._live_counter(name, now)
+        if counter is None:
+            counter = self._counters[name] = _Counter(0, None)
+        counter.value += amount
+        if ttl is not None and counter.deadline is None:
+            counter.deadline = now + ttl
+        return counter.value
+
+    async def counters_get(self, names: Sequence[str]) -> list[int]:
+        now = self._monotonic()
+        values = []
+        for name in names:
+            counter = self._live_counter(name, now)
+            values.append(0 if counter is None else counter.value)
+        return values
+
+    def _live_counter(self, name: str, now: float) -> _Counter | None:
+        counter = self._counters.get(name)
+        if counter is not None and counter.expired(now):
+            del self._counters[name]
+            return None
+        return counter
+
+    # -- rate limits ------------------------------------------------------
+
+    async def rate_limit_take(self, key: str, requested: int, rate: float, burst: int) -> int:
+        check_rate_limit_args(requested, rate, burst)
+        now = self._monotonic()
+        self._maybe_sweep(now)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(burst), now, burst, rate)
+        else:
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(float(burst), bucket.tokens + elapsed * rate)
+            bucket.updated, bucket.burst, bucket.rate = now, burst, rate
+        # The epsilon keeps float error (2.9999999) from withholding a whole token.
+        taken = min(requested, math.floor(bucket.tokens + 1e-9))
+        bucket.tokens = max(0.0, bucket.tokens - taken)
+        return taken
+
+    def _maybe_sweep(self, now: float) -> None:
+        """Forget expired counters and buckets that have refilled (as Redis expiry would)."""
+        if now - self._last_sweep < _SWEEP_INTERVAL:
+            return
+        self._last_sweep = now
+        for name in [n for n, c in self._counters.items() if c.expired(now)]:
+            del self._counters[name]
+        for key in [k for k, b in self._buckets.items() if b.full_at() <= now]:
+            del self._buckets[key]
+        for name in [n for n, lease in self._leases.items() if lease.deadline <= now]:
+            del self._leases[name]

@@ -1,0 +1,401 @@
+"""Redis coordination: wake-ups, leases, counters and rate limits shared by replicas.
+
+Every key and channel lives under `key_prefix`:
+
+* `{prefix}wake:{channel}`       pub/sub channel of wake-ups (payload: sender id)
+* `{prefix}lease:{name}`         "<holder>|<token>", expires with the lease
+* `{prefix}lease-token:{name}`   last fencing token issued (never expires)
+* `{prefix}counter:{name}`       shared counter
+* `{prefix}rate:{key}`           token bucket hash {tokens, ts}
+
+Multi-step operations are Lua scripts, so each is atomic on the server, and
+time-dependent ones read Redis `TIME`, never a replica's clock.
+
+Wake-ups: `notify` wakes this process's listeners at once and publishes; one
+background task per instance holds `PSUBSCRIBE {prefix}wake:*` and wakes local
+listeners for messages from other instances. A message published while that
+subscription is down is lost, so every time it is (re)established every local
+listener is woken once: a duplicate wake-up costs a database check, a lost one
+would leave work waiting until the listener's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor_core.coordination.base import (
+    CoordinationUnavailable,
+    Lease,
+    Listener,
+    check_lease_args,
+    check_positive,
+    check_rate_limit_args,
+    ttl_millis,
+)
+from conveyor_core.coordination.inprocess import ListenerHub
+
+logger = logging.getLogger(__name__)
+
+# KEYS: holder key, token key. ARGV: holder, ttl ms.
+# Free (or held by the same holder): issue the next token. Tokens never fall below
+# the server's epoch milliseconds, so they keep increasing even if Redis loses the
+# token key (restart without persistence, flush, failover to a stale replica).
+_LEASE_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.match(current, '^(.*)|%d+$') ~= ARGV[1] then
+  return false
+end
+local time = redis.call('TIME')
+local floor = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local token = redis.call('INCR', KEYS[2])
+if token < floor then
+  token = floor
+  redis.call('SET', KEYS[2], string.format('%.0f', token))
+end
+local value = ARGV[1] .. '|' .. string.format('%.0f', token)
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return token
+"""
+
+# KEYS: holder key. ARGV: "<holder>|<token>", ttl ms.
+_LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: holder key. ARGV: "<holder>|<token>".
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: counter key. ARGV: amount, ttl ms or "" (expiry set only when the key has none).
+_COUNTER_ADD = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+# KEYS: bucket hash. ARGV: requested, rate (tokens/s), burst.
+# Time is the server's, in microseconds (exact in a Lua double until 2255).
+_RATE_LIMIT_TAKE = """
+local requested = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil or updated == nil then
+  tokens = burst
+else
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate / 1000000)
+end
+local taken = math.min(requested, math.floor(tokens + 1e-9))
+tokens = math.max(0, tokens - taken)
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+           'ts', string.format('%.0f', now))
+-- Once full again the bucket equals a missing one: let it expire then.
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return taken
+"""
+
+
+@contextmanager
+def _unavailable_on_connection_error(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise CoordinationUnavailable(f"Redis {operation} failed: {exc}") from exc
+
+
+def _glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters so a key prefix matches only itself."""
+    return "".join("\\" + char if char in "\\*?[]" else char for char in text)
+
+
+class RedisCoordination:
+    """`Coordination` shared through Redis by every replica using the same key prefix.
+
+    Args:
+        url: redis://, rediss:// or unix:// URL.
+        key_prefix: Prefix of every key and channel (for example "conveyor:").
+        client_name: CLIENT SETNAME of the connections (the subscriber's gets a
+            "-wake" suffix), so operators can tell replicas apart in CLIENT LIST.
+        connect_timeout: Seconds to connect, and for start() to establish the
+            wake-up subscription before raising `CoordinationUnavailable`.
+        command_timeout: Seconds a command may take before it fails.
+    """
+
+    #: Seconds without traffic on the subscription before it is probed with PING.
+    idle_ping_after = 10.0
+    #: Seconds to wait for that PING's reply before reconnecting.
+    pong_timeout = 5.0
+    #: Reconnect delays (seconds) double from the first to the cap, with jitter.
+    reconnect_delay_first = 0.05
+    reconnect_delay_max = 5.0
+
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str,
+        *,
+        client_name: str = "conveyor",
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+    ) -> None:
+        check_positive("connect_timeout", connect_timeout)
+        check_positive("command_timeout", command_timeout)
+        self._url = url
+        self._prefix = key_prefix
+        self._client_name = client_name
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._wake_prefix = f"{key_prefix}wake:"
+        self._wake_pattern = _glob_escape(self._wake_prefix) + "*"
+        #: Sent with each wake-up so the subscriber skips its own (delivered already).
+        self._sender_id = uuid.uuid4().hex
+        self._client: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            client_name=client_name,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=command_timeout,
+            socket_keepalive=True,
+        )
+        self._lease_acquire = self._client.register_script(_LEASE_ACQUIRE)
+        self._lease_renew = self._client.register_script(_LEASE_RENEW)
+        self._lease_release = self._client.register_script(_LEASE_RELEASE)
+        self._counter_add = self._client.register_script(_COUNTER_ADD)
+        self._rate_limit_take = self._client.register_script(_RATE_LIMIT_TAKE)
+        self._listeners = ListenerHub()
+        self._lifecycle_lock = asyncio.Lock()
+        self._subscriber: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._failed_attempts = 0
+        self._last_error: BaseException | None = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the wake-up subscriber and wait until it is subscribed.
+
+        Raises:
+            CoordinationUnavailable: The subscription was not established
+                within `connect_timeout` seconds.
+        """
+        async with self._lifecycle_lock:
+            if self._subscriber is not None:
+                return
+            self._subscribed.clear()
+            self._subscriber = asyncio.create_task(
+                self._run_subscriber(), name=f"coordination-subscriber:{self._prefix}"
+            )
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await self._subscribed.wait()
+            except TimeoutError:
+                await self._stop_subscriber()
+                raise CoordinationUnavailable(
+                    f"Redis wake-up subscription not established within "
+                    f"{self._connect_timeout}s: {self._last_error}"
+                ) from None
+
+    async def stop(self) -> None:
+        async with self._lifecycle_lock:
+            await self._stop_subscriber()
+            await self._client.aclose()
+
+    async def _stop_subscriber(self) -> None:
+        task, self._subscriber = self._subscriber, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # stop() itself was cancelled
+
+    async def ping(self) -> None:
+        with _unavailable_on_connection_error("PING"):
+            await self._client.ping()
+
+    # -- wake-ups ---------------------------------------------------------
+
+    async def notify(self, channel: str) -> None:
+        """Wake listeners on `channel` here at once and in other replicas via PUBLISH.
+
+        A failed PUBLISH is logged, not raised: the caller's own change is
+        already committed, and remote listeners still wake on their timeout
+        (or on their subscriber's reconnect, if Redis itself went away).
+        """
+        self._listeners.deliver(channel)
+        try:
+            await self._client.publish(self._wake_prefix + channel, self._sender_id)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            logger.warning("coordination: wake-up for channel %r not published: %s", channel, exc)
+
+    def listen(self, channels: Sequence[str]) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(channels)
+
+    async def _run_subscriber(self) -> None:
+        """Hold the wake-up subscription for the life of the instance, reconnecting."""
+        while True:
+            try:
+                await self._subscribe_and_dispatch()
+            except Exception as exc:
+                # Any failure (connection reset, CLIENT KILL, timeout, protocol) -> reconnect.
+                self._subscribed.clear()
+                self._last_error = exc
+                self._failed_attempts += 1
+                delay = min(
+                    self.reconnect_delay_max,
+                    self.reconnect_delay_first * 2 ** (self._failed_attempts - 1),
+                ) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "coordination: Redis wake-up subscription down (%s: %s); "
+                    "reconnecting in %.2fs (attempt %d)",
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    self._failed_attempts,
+                )
+                await asyncio.sleep(delay)
+
+    async def _subscribe_and_dispatch(self) -> None:
+        client: Redis = Redis.from_url(
+            self._url,
+            decode_responses=True,
+            client_name=f"{self._client_name}-wake",
+            socket_connect_timeout=self._connect_timeout,
+            socket_timeout=self._command_timeout,
+            socket_keepalive=True,
+            # No silent retries: a lost connection surfaces here, is logged, and
+            # the subscription is rebuilt (then every listener is woken).
+            retry=Retry(NoBackoff(), 0),
+        )
+        pubsub = client.pubsub()
+        try:
+            await pubsub.psubscribe(self._wake_pattern)
+            await self._dispatch(pubsub)
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    async def _dispatch(self, pubsub: PubSub) -> None:
+        """Deliver messages until the connection fails; PING it when idle to detect loss."""
+        loop = asyncio.get_running_loop()
+        last_traffic = loop.time()
+        pinged = False
+        while True:
+            quiet_limit = self.idle_ping_after + (self.pong_timeout if pinged else 0.0)
+            remaining = last_traffic + quiet_limit - loop.time()
+            message = await pubsub.get_message(timeout=max(remaining, 0.001))
+            if message is not None:
+                last_traffic, pinged = loop.time(), False
+                self._handle(message)
+            elif loop.time() - last_traffic >= quiet_limit:
+                if pinged:
+                    raise RedisTimeoutError(f"no reply to PING within {self.pong_timeout}s")
+                await pubsub.ping()
+                pinged = True
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "pmessage":
+            channel: str = message["channel"]
+            if message["data"] != self._sender_id and channel.startswith(self._wake_prefix):
+                self._listeners.deliver(channel[len(self._wake_prefix) :])
+        elif kind == "psubscribe":
+            self._on_subscribed()
+
+    def _on_subscribed(self) -> None:
+        if self._failed_attempts:
+            logger.info(
+                "coordination: Redis wake-up subscription re-established after %d attempt(s)",
+                self._failed_attempts,
+            )
+        self._failed_attempts = 0
+        self._last_error = None
+        self._subscribed.set()
+        # Wake-ups published while unsubscribed are lost: make every listener re-check.
+        self._listeners.wake_all()
+
+    # -- leases -----------------------------------------------------------
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self._prefix}lease:{name}"
+
+    async def lease_acquire(self, name: str, holder: str, ttl: float) -> Lease | None:
+        check_lease_args(name, holder, ttl)
+        keys = [self._lease_key(name), f"{self._prefix}lease-token:{name}"]
+        args = [holder, ttl_millis(ttl)]
+        with _unavailable_on_connection_error("lease acquire"):
+            token = await self._lease_acquire(keys=keys, args=args)
+        if token is None:
+            return None
+        return Lease(name=name, holder=holder, token=int(token), ttl=ttl)
+
+    async def lease_renew(self, lease: Lease) -> bool:
+        check_positive("lease ttl", lease.ttl)
+        args = [f"{lease.holder}|{lease.token}", ttl_millis(lease.ttl)]
+        with _unavailable_on_connection_error("lease renew"):
+            renewed = await self._lease_renew(keys=[self._lease_key(lease.name)], args=args)
+        return bool(renewed)
+
+    async def lease_release(self, lease: Lease) -> None:
+        args = [f"{lease.holder}|{lease.token}"]
+        with _unavailable_on_connection_error("lease release"):
+            await self._lease_release(keys=[self._lease_key(lease.name)], args=args)
+
+    # -- counters ---------------------------------------------------------
+
+    def _counter_key(self, name: str) -> str:
+        return f"{self._prefix}counter:{name}"
+
+    async def counter_add(self, name: str, amount: int = 1, ttl: float | None = None) -> int:
+        if ttl is not None:
+            check_positive("counter ttl", ttl)
+        args = [int(amount), "" if ttl is None else ttl_millis(ttl)]
+        with _unavailable_on_connection_error("counter add"):
+            value = await self._counter_add(keys=[self._counter_key(name)], args=args)
+        return int(value)
+
+    async def counters_get(self, names: Sequence[str]) -> list[int]:
+        if not names:
+            return []
+        with _unavailable_on_connection_error("counters get"):
+            values = await self._client.mget([self._counter_key(name) for name in names])
+        return [0 if value is None else int(value) for value in values]
+
+    # -- rate limits ------------------------------------------------------
+
+    async def rate_limit_take(self, key: str, requested: int, rate: float, burst: int) -> int:
+        check_rate_limit_args(requested, rate, burst)
+        args = [int(requested), repr(float(rate)), int(burst)]
+        with _unavailable_on_connection_error("rate limit take"):
+            taken = await self._rate_limit_take(keys=[f"{self._prefix}rate:{key}"], args=args)
+        return int(taken)

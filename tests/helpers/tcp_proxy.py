@@ -1,0 +1,75 @@
+"""A TCP proxy that can silently drop traffic, to simulate a network partition.
+
+Killing a connection (CLIENT KILL, a server restart) is noticed at once; a
+partition is not: the socket stays open and nothing arrives. Tests put this
+proxy between a client and its server and set `blackholed` to check that the
+client notices silence on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class BlackholeProxy:
+    """Forwards 127.0.0.1:<port> to `target`; while `blackholed`, drops bytes both ways."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.blackholed = False
+        self.port = 0
+
+    async def start(self) -> int:
+        """Listen on an ephemeral port and return it."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _accept(self, client_reader, client_writer) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.close()
+            return
+        self._writers.update((client_writer, upstream_writer))
+        pumps = [
+            asyncio.create_task(self._pump(client_reader, upstream_writer)),
+            asyncio.create_task(self._pump(upstream_reader, client_writer)),
+        ]
+        self._tasks.update(pumps)
+        try:
+            # Either side closing ends the pair.
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._tasks.difference_update(pumps)
+            for writer in (client_writer, upstream_writer):
+                self._writers.discard(writer)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := await reader.read(65536):
+                if not self.blackholed:
+                    writer.write(chunk)
+                    await writer.drain()
