@@ -1,0 +1,198 @@
+"""Tracing and logging set-up, done once at process start.
+
+`configure_tracing` installs one OpenTelemetry SDK `TracerProvider` per process
+(exporting to an OTLP/gRPC collector such as Jaeger when
+`CoreSettings.otlp_endpoint` is set) and W3C trace-context propagation, which
+the gRPC interceptors use to carry one trace across services.
+
+`configure_logging` sets up the root logger so that every record carries
+`trace_id`, `span_id` and `correlation_id`: in text format they are appended to
+the line, in JSON format they are fields, along with any `extra={...}` fields
+(such as `work_order_id`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from conveyor_core.context import get_correlation_id
+from conveyor_core.settings import CoreSettings
+
+logger = logging.getLogger(__name__)
+
+_provider: TracerProvider | None = None
+_provider_lock = threading.Lock()
+
+
+def configure_tracing(
+    service_name: str,
+    settings: CoreSettings,
+    extra_exporter: SpanExporter | None = None,
+) -> TracerProvider:
+    """Install the process-wide tracer provider, or extend the one already installed.
+
+    The OpenTelemetry API allows one global provider per process, so the first
+    call decides the resource (`service.name`) and the OTLP export; a later
+    call (another service in the same process, or a test) only adds
+    `extra_exporter` to the existing provider.
+
+    Args:
+        service_name: `service.name` of the resource, e.g. "conveyor-queue".
+        settings: `otlp_endpoint` selects OTLP/gRPC export (batched); empty: none.
+        extra_exporter: exported to synchronously, span by span (tests pass an
+            `InMemorySpanExporter`).
+
+    Returns:
+        The provider in use.
+    """
+    global _provider
+    with _provider_lock:
+        if _provider is None:
+            _provider = _adopt_or_create_provider(service_name, settings)
+        elif _provider.resource.attributes.get(SERVICE_NAME) != service_name:
+            logger.info(
+                "tracing already configured for %s; %s shares its provider",
+                _provider.resource.attributes.get(SERVICE_NAME),
+                service_name,
+            )
+        if extra_exporter is not None:
+            _provider.add_span_processor(SimpleSpanProcessor(extra_exporter))
+        return _provider
+
+
+def _adopt_or_create_provider(service_name: str, settings: CoreSettings) -> TracerProvider:
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    )
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        # Someone (a test harness, auto-instrumentation) installed an SDK
+        # provider first; setting another would be ignored with a warning.
+        return existing
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    if settings.otlp_endpoint:
+        # Imported here: the exporter pulls in its own gRPC channel machinery,
+        # which processes without a collector never need.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+        )
+        logger.info("exporting traces to %s", settings.otlp_endpoint)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer(name: str) -> trace.Tracer:
+    """A tracer for instrumentation scope `name` (use the module's `__name__`).
+
+    Safe to call before `configure_tracing`: the API's proxy tracer starts
+    recording once a provider is installed.
+    """
+    return trace.get_tracer(name)
+
+
+class TelemetryContextFilter(logging.Filter):
+    """Adds `trace_id`, `span_id` and `correlation_id` ("" when absent) to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            record.trace_id = format(span_context.trace_id, "032x")
+            record.span_id = format(span_context.span_id, "016x")
+        else:
+            record.trace_id = record.span_id = ""
+        record.correlation_id = get_correlation_id() or ""
+        return True
+
+
+_CONTEXT_FIELDS = ("trace_id", "span_id", "correlation_id")
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD_RECORD_FIELDS = frozenset(
+    [
+        *logging.LogRecord("", 0, "", 0, "", (), None).__dict__,
+        "message",
+        "asctime",
+        *_CONTEXT_FIELDS,
+    ]
+)
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger message key=value...`: the context and extra fields that are set."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        fields = [
+            f"{key}={value}" for key, value in _fields_of(record).items() if value not in ("", None)
+        ]
+        return f"{line} {' '.join(fields)}" if fields else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        document.update(
+            (key, value) for key, value in _fields_of(record).items() if value not in ("", None)
+        )
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(document, default=str)
+
+
+def _fields_of(record: logging.LogRecord) -> dict[str, object]:
+    fields = {key: getattr(record, key, "") for key in _CONTEXT_FIELDS}
+    fields.update(
+        (key, value)
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD_RECORD_FIELDS and not key.startswith("_")
+    )
+    return fields
+
+
+class _ConveyorHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler `configure_logging` installed, so a second call replaces it."""
+
+
+def configure_logging(settings: CoreSettings) -> logging.Handler:
+    """Log to stderr at `settings.log_level` in `settings.log_format` ("text" or "json").
+
+    Idempotent: a second call replaces the handler the first one installed and
+    leaves other handlers (pytest's, for instance) alone.
+
+    Returns:
+        The installed handler.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ConveyorHandler)]:
+        root.removeHandler(handler)
+    handler = _ConveyorHandler(sys.stderr)
+    handler.addFilter(TelemetryContextFilter())
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    return handler
