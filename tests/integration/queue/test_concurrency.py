@@ -1,0 +1,125 @@
+"""Concurrent leasers, concurrent replicas, wake-up latency and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+from conveyor.queue.v1 import messages_pb2 as m
+from conveyor.queue.v1 import service_pb2 as rpc
+from conveyor_core.settings import CoreSettings
+from tests.helpers.queue import QueueEnv, queue_name, spec, wall_clock
+
+S = m.WorkOrderState
+
+
+async def _drain(env: QueueEnv, worker: str, seen: Counter, batch: int) -> None:
+    while True:
+        leased = await env.lease(n=batch, worker=worker, lease=120)
+        if not leased:
+            return
+        for lw in leased:
+            seen[lw.work_order.id] += 1
+        await env.stub.BatchCompleteWorkOrders(rpc.BatchCompleteWorkOrdersRequest(
+            parent="namespaces/test",
+            requests=[rpc.CompleteWorkOrderRequest(name=lw.work_order.name, lease_token=lw.lease_token)
+                      for lw in leased]))
+
+
+async def test_eight_concurrent_leasers_lease_each_of_2000_orders_exactly_once(env: QueueEnv) -> None:
+    submitted = []
+    for chunk in range(0, 2000, 500):
+        submitted += await env.submit_many([spec(priority=i % 4) for i in range(chunk, chunk + 500)])
+    seen: Counter = Counter()
+    await asyncio.gather(*(_drain(env, f"w{i}", seen, batch=1 + i * 3) for i in range(8)))
+    assert len(submitted) == 2000
+    assert set(seen) == {o.id for o in submitted}, "an order was lost"
+    assert max(seen.values()) == 1, "an order was leased twice"
+    stats = (await env.stub.GetQueueStats(rpc.GetQueueStatsRequest(name=queue_name()))).stats
+    assert {d.state: d.count for d in stats.depth} == {S.WORK_ORDER_STATE_SUCCEEDED: 2000}
+
+
+async def test_two_replicas_on_one_database_never_share_an_order(core: CoreSettings) -> None:
+    """Two servers on one database (PostgreSQL+Redis; the same SQLite file in the embedded case)."""
+    first = await QueueEnv(core, wall_clock()).start()
+    second = await QueueEnv(core, wall_clock()).start()
+    try:
+        orders = await first.submit_many([spec() for _ in range(300)])
+        seen: Counter = Counter()
+        await asyncio.gather(*(_drain(e, f"{n}-{i}", seen, batch=7)
+                               for n, e in (("a", first), ("b", second)) for i in range(3)))
+        assert set(seen) == {o.id for o in orders} and max(seen.values()) == 1
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def test_long_polling_leaser_is_woken_promptly_by_a_submit(env: QueueEnv) -> None:
+    latencies = []
+    for _ in range(20):
+        waiter = asyncio.create_task(env.lease(wait=10))
+        await asyncio.sleep(0.02)  # let the lease call reach its wait
+        started = time.perf_counter()
+        await env.submit()
+        [leased] = await waiter
+        latencies.append(time.perf_counter() - started)
+        await env.complete(leased)
+    # Far below the 1 s poll interval: the submit's notification woke the leaser.
+    assert sorted(latencies)[len(latencies) // 2] < 0.5
+
+
+async def test_wake_up_crosses_replicas(core: CoreSettings) -> None:
+    """A leaser on replica B wakes for a submit on replica A (Redis pub/sub; in-process shares)."""
+    replica_a = await QueueEnv(core, wall_clock()).start()
+    replica_b = await QueueEnv(core, wall_clock(), coordination=(
+        replica_a.platform.coordination if not core.redis_url else None)).start()
+    try:
+        waiter = asyncio.create_task(replica_b.lease(wait=30))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        order = await replica_a.submit()
+        [leased] = await waiter
+        assert leased.work_order.id == order.id
+        assert time.perf_counter() - started < 0.9  # woken, not found by the 1 s re-poll
+    finally:
+        await replica_b.stop()
+        await replica_a.stop()
+
+
+async def test_long_poll_returns_empty_after_its_wait(env: QueueEnv) -> None:
+    started = time.perf_counter()
+    assert await env.lease(wait=0.3) == []
+    assert time.perf_counter() - started >= 0.29
+
+
+async def test_restart_in_the_middle_of_leased_work_loses_nothing(core: CoreSettings) -> None:
+    clock = wall_clock()
+    env = await QueueEnv(core, clock).start()
+    orders = await env.submit_many([spec(data=str(i).encode()) for i in range(50)])
+    leased = await env.lease(n=20, lease=30)
+    await env.complete(leased[0])
+    await env.stop()  # the service goes away with 19 orders leased and 30 queued
+
+    env = await QueueEnv(core, clock).start()
+    try:
+        listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
+            parent=queue_name(), page_size=100))
+        states = Counter(o.state for o in listed.work_orders)
+        assert states == {S.WORK_ORDER_STATE_SUCCEEDED: 1, S.WORK_ORDER_STATE_LEASED: 19,
+                          S.WORK_ORDER_STATE_QUEUED: 30}
+        # the surviving worker can still finish its leases on the new process
+        assert (await env.complete(leased[1])).state == S.WORK_ORDER_STATE_SUCCEEDED
+        # the rest come back after their leases expire, and everything completes once
+        clock.advance(31)
+        assert await env.sweep() == 18
+        clock.advance(2)  # an expired lease is a failed attempt: past its retry backoff
+        done: Counter = Counter()
+        await _drain(env, "after-restart", done, batch=25)
+        assert len(done) == 48 and max(done.values()) == 1
+        final = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
+            parent=queue_name(), page_size=100))
+        assert {o.id for o in final.work_orders} == {o.id for o in orders}
+        assert all(o.state == S.WORK_ORDER_STATE_SUCCEEDED for o in final.work_orders)
+    finally:
+        await env.stop()
