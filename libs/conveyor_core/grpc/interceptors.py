@@ -1,0 +1,317 @@
+"""Server interceptors: correlation id, tracing, and domain-error mapping.
+
+Each interceptor is one async context manager (`_scope`) placed around the
+handler, whatever the call shape: `_ScopedInterceptor` wraps unary-unary,
+unary-stream, stream-unary and stream-stream handlers alike, and for
+server-streaming handlers the scope stays open until the last response, so an
+exception raised mid-stream is seen too.
+
+`server_interceptors()` returns them in the order to install (the first is
+outermost):
+
+1. `CorrelationInterceptor` adopts the caller's `x-correlation-id` (or makes
+   one), sets `conveyor_core.context.correlation_id_var` for the call and sends
+   the id back in the initial metadata. Handlers therefore must not call
+   `context.send_initial_metadata` themselves (gRPC allows it once per call).
+2. `TracingInterceptor` continues the caller's W3C trace in a SERVER span.
+3. `ErrorInterceptor` turns a `ConveyorError` into its status code with rich
+   details, and any other exception into a masked INTERNAL, inside the span so
+   the span records the final code.
+
+In grpc.aio, `await context.abort(...)` records code, message and trailing
+metadata on the call and raises `AbortError` (an `Exception` subclass with no
+public name) for the runtime to send; outer scopes read the outcome from
+`context.code()` and must let that exception through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
+
+import grpc
+
+# grpc.aio raises this from context.abort() and exports no public name for it.
+from grpc._cython.cygrpc import AbortError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from conveyor_core.context import (
+    CORRELATION_METADATA_KEY,
+    correlation_id_var,
+    get_correlation_id,
+    is_valid_correlation_id,
+    new_correlation_id,
+)
+from conveyor_core.errors import ConveyorError
+from conveyor_core.grpc.status import internal_status, status_for_error
+
+logger = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
+
+Behavior = Callable[..., Any]
+CallScope = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
+
+# Kubernetes probes and reflection clients poll these: a span per probe would
+# bury the traces that matter.
+UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+
+# Server-side codes that mean the server failed (OpenTelemetry gRPC semantic
+# conventions); other non-OK codes are the caller's doing and leave the span
+# status unset, though `rpc.grpc.status_code` always records the code.
+SERVER_FAULT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """("pkg.Service", "Method") from "/pkg.Service/Method"."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+def metadata_value(metadata: Sequence[Any] | None, key: str) -> str | None:
+    """The first text value of `key` in invocation metadata."""
+    for entry_key, value in metadata or ():
+        if entry_key == key and isinstance(value, str):
+            return value
+    return None
+
+
+class _ScopedInterceptor(grpc.aio.ServerInterceptor):
+    """Runs every call of every shape inside the async context manager `_scope`."""
+
+    def _applies_to(self, method: str) -> bool:
+        return True
+
+    def _scope(
+        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self._applies_to(handler_call_details.method):
+            return handler
+
+        def scope(context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+            return self._scope(handler_call_details, context)
+
+        return wrap_handler(handler, scope)
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+    """A handler of the same shape whose behavior runs inside `scope(context)`."""
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary_response(handler.unary_unary, scope), **codec
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            _unary_response(handler.stream_unary, scope), **codec
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _stream_response(handler.unary_stream, scope), **codec
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        _stream_response(handler.stream_stream, scope), **codec
+    )
+
+
+def _unary_response(behavior: Behavior, scope: CallScope) -> Behavior:
+    async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with scope(context):
+            response = behavior(request_or_iterator, context)
+            if inspect.isawaitable(response):
+                response = await response
+            return response
+
+    return scoped
+
+
+def _stream_response(behavior: Behavior, scope: CallScope) -> Behavior:
+    # The wrapper writes the responses itself instead of being an async
+    # generator: grpc.aio leaves a generator suspended at `yield` when the call
+    # is cancelled, and the event loop later closes it in another context,
+    # where the scopes' context-variable resets fail. A coroutine is cancelled
+    # in place, inside the call's own task.
+    async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+        async with scope(context):
+            await _write_responses(behavior(request_or_iterator, context), context)
+
+    return scoped
+
+
+async def _write_responses(result: Any, context: grpc.aio.ServicerContext) -> None:
+    """Send what a streaming handler produced, in any of the styles grpc.aio accepts."""
+    if inspect.isawaitable(result):  # a coroutine that calls context.write() itself
+        await result
+    elif hasattr(result, "__aiter__"):  # an async generator
+        # Close the generator here, in the call's task, even when cancelled.
+        closing = contextlib.aclosing(result) if hasattr(result, "aclose") else nullcontext()
+        async with closing:
+            async for response in result:
+                await context.write(response)
+    else:  # a plain iterable
+        for response in result:
+            await context.write(response)
+
+
+class CorrelationInterceptor(_ScopedInterceptor):
+    """Sets the call's correlation id (the caller's, or a new one) and echoes it back."""
+
+    @asynccontextmanager
+    async def _scope(
+        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        received = metadata_value(call_details.invocation_metadata, CORRELATION_METADATA_KEY)
+        if received is not None and is_valid_correlation_id(received):
+            correlation_id = received
+        else:
+            correlation_id = new_correlation_id()
+            if received is not None:
+                logger.debug("replacing malformed correlation id from %s", context.peer())
+        token = correlation_id_var.set(correlation_id)
+        try:
+            await context.send_initial_metadata(((CORRELATION_METADATA_KEY, correlation_id),))
+            yield
+        finally:
+            correlation_id_var.reset(token)
+
+
+class TracingInterceptor(_ScopedInterceptor):
+    """Runs the call in a SERVER span that continues the caller's W3C trace context."""
+
+    def __init__(self, untraced_services: frozenset[str] = UNTRACED_SERVICES) -> None:
+        self._untraced_services = untraced_services
+
+    def _applies_to(self, method: str) -> bool:
+        return split_method(method)[0] not in self._untraced_services
+
+    @asynccontextmanager
+    async def _scope(
+        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        carrier = {
+            key: value
+            for key, value in call_details.invocation_metadata or ()
+            if isinstance(value, str)
+        }
+        service, method = split_method(call_details.method)
+        with _tracer.start_as_current_span(
+            f"{service}/{method}",
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes=rpc_attributes(service, method),
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except AbortError:
+                record_server_status(span, context.code(), context.details())
+                raise
+            except BaseException as exc:  # cancellation, or an unmapped error
+                code = _cancellation_code(context) if _is_cancellation(exc) else None
+                record_server_status(span, code or grpc.StatusCode.UNKNOWN, repr(exc))
+                raise
+            else:
+                record_server_status(span, context.code() or grpc.StatusCode.OK, None)
+
+
+def rpc_attributes(service: str, method: str) -> dict[str, str]:
+    """Span attributes naming the call (OpenTelemetry RPC conventions) and correlation id."""
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
+    correlation_id = get_correlation_id()
+    if correlation_id:
+        attributes["conveyor.correlation_id"] = correlation_id
+    return attributes
+
+
+def record_server_status(
+    span: trace.Span, code: grpc.StatusCode | None, details: str | bytes | None
+) -> None:
+    code = code or grpc.StatusCode.UNKNOWN
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_FAULT_CODES:
+        description = details.decode() if isinstance(details, bytes) else details
+        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {description or ''}"))
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, GeneratorExit | asyncio.CancelledError)
+
+
+def _cancellation_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Why the runtime cancelled the handler: its deadline passed, or the client gave up."""
+    remaining = context.time_remaining()  # None: the call has no deadline
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+class ErrorInterceptor(_ScopedInterceptor):
+    """Maps `ConveyorError` to its status with rich details; masks everything else as INTERNAL."""
+
+    @asynccontextmanager
+    async def _scope(
+        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except AbortError:
+            raise  # the handler chose its own status
+        except ConveyorError as error:
+            await self._abort_for_domain_error(call_details.method, context, error)
+        except Exception as error:
+            await self._abort_internal(call_details.method, context, error)
+
+    async def _abort_for_domain_error(
+        self, method: str, context: grpc.aio.ServicerContext, error: ConveyorError
+    ) -> None:
+        if error.code is grpc.StatusCode.INTERNAL:
+            # A ConveyorError with no better code is a bug report, not an answer.
+            return await self._abort_internal(method, context, error)
+        logger.debug("%s failed: %s %s", method, error.code.name, error.message)
+        status = status_for_error(error, get_correlation_id())
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def _abort_internal(
+        self, method: str, context: grpc.aio.ServicerContext, error: Exception
+    ) -> None:
+        correlation_id = get_correlation_id() or new_correlation_id()
+        logger.error(
+            "%s failed with an unexpected error (correlation id %s)",
+            method,
+            correlation_id,
+            exc_info=error,
+        )
+        trace.get_current_span().record_exception(error)
+        status = internal_status(correlation_id)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors every Conveyor server installs, outermost first."""
+    return [CorrelationInterceptor(), TracingInterceptor(), ErrorInterceptor()]
