@@ -19,16 +19,16 @@ _LEASE_SET = """
     attempt = w.attempt + 1,
     lease_token = :token,
     leased_by = :worker,
-    leased_at = :now,
+    leased_at = CAST(:now AS BIGINT),
     heartbeat_at = NULL,
     progress_percent = NULL,
     progress_message = NULL,
-    lease_duration_us = :lease_us,
+    lease_duration_us = CAST(:lease_us AS BIGINT),
     lease_expires_at = {least}(
-        :now + :lease_us,
-        CASE WHEN w.heartbeat_timeout_us > 0 THEN :now + w.heartbeat_timeout_us ELSE :far END,
-        CASE WHEN w.start_to_close_us > 0 THEN :now + w.start_to_close_us ELSE :far END),
-    updated_at = :now
+        CAST(:now AS BIGINT) + CAST(:lease_us AS BIGINT),
+        CASE WHEN w.heartbeat_timeout_us > 0 THEN CAST(:now AS BIGINT) + w.heartbeat_timeout_us ELSE CAST(:far AS BIGINT) END,
+        CASE WHEN w.start_to_close_us > 0 THEN CAST(:now AS BIGINT) + w.start_to_close_us ELSE CAST(:far AS BIGINT) END),
+    updated_at = CAST(:now AS BIGINT)
 """
 
 _ELIGIBLE = """
