@@ -20,6 +20,7 @@ from conveyor_queue.api import convert
 from conveyor_queue.domain import validation as names
 from conveyor_queue.domain.model import QueueConfig, QueueRef
 from conveyor_queue.engine import LeaseRequest, QueueEngine, SubmitItem
+from conveyor_queue.settings import QueueSettings
 from conveyor_queue.store.base import CompleteParams, FailParams, ListParams, RedriveParams
 
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
@@ -42,7 +43,10 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
     def __init__(self, engine: QueueEngine, page_tokens: PageTokens) -> None:
         self._engine = engine
         self._tokens = page_tokens
-        self._settings = engine.settings
+
+    @property
+    def _settings(self) -> QueueSettings:
+        return self._engine.settings
 
     async def SubmitWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
         queue = names.parse_queue(request.parent, "parent")
