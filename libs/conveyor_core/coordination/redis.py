@@ -209,6 +209,7 @@ class RedisCoordination:
             if self._subscriber is not None:
                 return
             self._subscribed.clear()
+            self._failed_attempts = 0
             self._subscriber = asyncio.create_task(
                 self._run_subscriber(), name=f"coordination-subscriber:{self._prefix}"
             )
