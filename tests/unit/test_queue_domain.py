@@ -1,0 +1,82 @@
+"""Pure queue logic: backoff, the failure decision, flow-control picking, names and settings."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor_core.errors import InvalidArgument
+from conveyor_core.pagination import PageTokens, page_size
+from conveyor_core.settings import ConfigurationError, CoreSettings, load
+from conveyor_queue.domain import flow, validation
+from conveyor_queue.domain.model import Failure, RetryPolicy, WorkOrderState
+from conveyor_queue.domain.retry import after_failed_attempt, backoff_delay
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_backoff_grows_and_caps() -> None:
+    policy = RetryPolicy(timedelta(seconds=1), 2.0, timedelta(seconds=5), jitter=0)
+    assert [backoff_delay(policy, n).total_seconds() for n in range(1, 6)] == [1, 2, 4, 5, 5]
+
+
+def test_jitter_stays_within_its_fraction() -> None:
+    policy = RetryPolicy(timedelta(seconds=10), 1.0, timedelta(seconds=10), jitter=0.3)
+    rng = random.Random(7)
+    delays = [backoff_delay(policy, 1, rng).total_seconds() for _ in range(500)]
+    assert min(delays) >= 7 and max(delays) <= 13 and max(delays) - min(delays) > 4
+
+
+@pytest.mark.parametrize(("failure", "attempt", "cancel", "state"), [
+    (Failure("network"), 1, False, WorkOrderState.QUEUED),
+    (Failure("network"), 3, False, WorkOrderState.DEAD),
+    (Failure("network", retryable=False), 1, False, WorkOrderState.FAILED),
+    (Failure("invalid_input"), 1, False, WorkOrderState.FAILED),
+    (Failure("network"), 1, True, WorkOrderState.CANCELLED),
+])
+def test_after_failed_attempt(failure: Failure, attempt: int, cancel: bool, state: WorkOrderState) -> None:
+    policy = RetryPolicy(maximum_attempts=3, non_retryable_error_types=("invalid_input",), jitter=0)
+    outcome = after_failed_attempt(policy=policy, attempt=attempt, failure=failure,
+                                   cancel_requested=cancel, now=NOW)
+    assert outcome.state is state
+    assert (outcome.available_at is not None) == (state is WorkOrderState.QUEUED)
+
+
+def test_pick_respects_budget_and_key_room() -> None:
+    candidates = [flow.Candidate(i, key) for i, key in enumerate("aabacbb")]
+    assert [c.seq for c in flow.pick(candidates, 3)] == [0, 1, 2]
+    picked = flow.pick(candidates, 10, {"a": 1, "b": 2, "c": 0})
+    assert [c.seq for c in picked] == [0, 2, 5]
+    assert [c.seq for c in flow.trim_per_key(picked, {"a": 1, "b": 1})] == [0, 2]
+
+
+@pytest.mark.parametrize("name", ["", "namespaces/x/queues", "namespaces/X/queues/q",
+                                  "namespaces/x/queues/q/extra", "tenants/x/queues/q"])
+def test_bad_queue_names(name: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        validation.parse_queue(name, "parent")
+    assert info.value.violations[0].field == "parent"
+
+
+def test_page_tokens_are_bound_to_scope_and_tamper_evident() -> None:
+    tokens = PageTokens("a-secret-of-sixteen+")
+    token = tokens.encode("scope-1", {"seq": 42})
+    assert tokens.decode("scope-1", token) == {"seq": 42}
+    assert tokens.decode("scope-1", "") is None
+    for scope, bad in (("scope-2", token), ("scope-1", token[:-3] + "AAA"), ("scope-1", "%%%")):
+        with pytest.raises(InvalidArgument):
+            tokens.decode(scope, bad)
+    with pytest.raises(InvalidArgument):
+        PageTokens("another-secret-xyz").decode("scope-1", token)
+    assert (page_size(0, 50, 1000), page_size(5000, 50, 1000)) == (50, 1000)
+
+
+def test_settings_errors_name_every_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "mysql://nope")
+    monkeypatch.setenv("CONVEYOR_LISTEN_ADDRESS", "no-port")
+    with pytest.raises(ConfigurationError) as info:
+        load(CoreSettings)
+    message = str(info.value)
+    assert "CONVEYOR_DATABASE_URL" in message and "CONVEYOR_LISTEN_ADDRESS" in message
