@@ -1,9 +1,9 @@
 """`conveyor` command line: serve services, run the embedded platform, migrate schemas.
 
-    conveyor serve queue            # one service, as a Kubernetes pod runs it
-    conveyor serve                  # every service in one process
-    conveyor run --example          # embedded default + an example producer and worker
-    conveyor migrate [queue ...]    # apply schema migrations and exit
+conveyor serve queue            # one service, as a Kubernetes pod runs it
+conveyor serve                  # every service in one process
+conveyor run --example          # embedded default + an example producer and worker
+conveyor migrate [queue ...]    # apply schema migrations and exit
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ async def _serve(core: CoreSettings, names: Sequence[str], example: bool) -> Non
 
 
 def _print_banner(core: CoreSettings, names: Sequence[str], address: str) -> None:
-    storage = db.redacted(core.database_url) if core.database_url else f"SQLite under {core.data_dir}/"
+    storage = (
+        db.redacted(core.database_url) if core.database_url else f"SQLite under {core.data_dir}/"
+    )
     coordination = "Redis" if core.redis_url else "in-process"
     lines = [
         f"Conveyor is serving {', '.join(names)} on {address}",
         f"  storage: {storage}; coordination: {coordination}",
         "  talk to it with any gRPC client, e.g. (grpcurl uses server reflection):",
         f"    grpcurl -plaintext {address} list",
-        f"    grpcurl -plaintext -d '{{\"parent\": \"namespaces/demo/queues/default\","
-        f" \"work_order\": {{\"priority\": 5}}}}' {address}"
+        f'    grpcurl -plaintext -d \'{{"parent": "namespaces/demo/queues/default",'
+        f' "work_order": {{"priority": 5}}}}\' {address}'
         " conveyor.queue.v1.WorkOrderQueueService/SubmitWorkOrder",
         "  Python: from conveyor.queue.v1 import service_pb2_grpc (stubs in libs/conveyor_proto)",
         "  stop with Ctrl-C",
@@ -74,13 +76,16 @@ async def _migrate(core: CoreSettings, names: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="conveyor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="conveyor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve services (default: all) on CONVEYOR_LISTEN_ADDRESS")
     serve.add_argument("services", nargs="*", choices=[[], *SERVICES], default=[])
     run = sub.add_parser("run", help="the whole platform on the embedded default")
-    run.add_argument("--example", action="store_true", help="also run an example producer and worker")
+    run.add_argument(
+        "--example", action="store_true", help="also run an example producer and worker"
+    )
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     migrate.add_argument("services", nargs="*", default=[])
     args = parser.parse_args(argv)

@@ -32,28 +32,45 @@ async def _produce(stub: service_pb2_grpc.WorkOrderQueueServiceStub, period: flo
     while True:
         n += 1
         body = json.dumps({"greeting": f"hello #{n}"}).encode()
-        response = await stub.SubmitWorkOrder(rpc.SubmitWorkOrderRequest(
-            parent=QUEUE,
-            work_order=m.WorkOrderSpec(
-                priority=n % 3,
-                payload=types_pb2.Payload(data=body, content_type="application/json"),
-                idempotency_key=f"example-{n}",
-            ),
-        ))
+        response = await stub.SubmitWorkOrder(
+            rpc.SubmitWorkOrderRequest(
+                parent=QUEUE,
+                work_order=m.WorkOrderSpec(
+                    priority=n % 3,
+                    payload=types_pb2.Payload(data=body, content_type="application/json"),
+                    idempotency_key=f"example-{n}",
+                ),
+            )
+        )
         print(f"[example] submitted {response.work_order.id} (priority {n % 3})", flush=True)
         await asyncio.sleep(period)
 
 
 async def _work(stub: service_pb2_grpc.WorkOrderQueueServiceStub) -> None:
     while True:
-        leased = await stub.LeaseWorkOrders(rpc.LeaseWorkOrdersRequest(
-            parent="namespaces/demo", queues=["example"], max_work_orders=10,
-            wait_time=duration_pb2.Duration(seconds=10), worker_identity="example-worker"))
+        leased = await stub.LeaseWorkOrders(
+            rpc.LeaseWorkOrdersRequest(
+                parent="namespaces/demo",
+                queues=["example"],
+                max_work_orders=10,
+                wait_time=duration_pb2.Duration(seconds=10),
+                worker_identity="example-worker",
+            )
+        )
         for item in leased.work_orders:
             order = item.work_order
             greeting = json.loads(order.spec.payload.data)["greeting"]
-            await stub.CompleteWorkOrder(rpc.CompleteWorkOrderRequest(
-                name=order.name, lease_token=item.lease_token,
-                result=types_pb2.Payload(data=greeting.upper().encode(), content_type="text/plain")))
-            print(f"[example] worker completed {order.id}: {greeting!r} -> "
-                  f"{greeting.upper()!r} (attempt {order.attempt})", flush=True)
+            await stub.CompleteWorkOrder(
+                rpc.CompleteWorkOrderRequest(
+                    name=order.name,
+                    lease_token=item.lease_token,
+                    result=types_pb2.Payload(
+                        data=greeting.upper().encode(), content_type="text/plain"
+                    ),
+                )
+            )
+            print(
+                f"[example] worker completed {order.id}: {greeting!r} -> "
+                f"{greeting.upper()!r} (attempt {order.attempt})",
+                flush=True,
+            )

@@ -38,7 +38,9 @@ class PageTokens:
             raise _invalid(field, "is not a page token from this API") from None
         mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
         if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, self._mac(scope, body)):
-            raise _invalid(field, "was altered, or the request's filters changed since it was issued")
+            raise _invalid(
+                field, "was altered, or the request's filters changed since it was issued"
+            )
         cursor = json.loads(body)
         if not isinstance(cursor, dict):
             raise _invalid(field, "is not a page token from this API")

@@ -34,8 +34,9 @@ class HostedService(Protocol):
     async def stop(self) -> None: ...
 
 
-def build_service(name: str, core: CoreSettings, coordination: Coordination,
-                  clock: Clock | None = None) -> HostedService:
+def build_service(
+    name: str, core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+) -> HostedService:
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
     module, _, factory = SERVICES[name].partition(":")
@@ -75,7 +76,8 @@ class Platform:
             await service.start()
         registrations = [r for s in self.services for r in s.registrations()]
         self.server, self.port = await create_server(
-            address or self.core.listen_address, registrations, self.core)
+            address or self.core.listen_address, registrations, self.core
+        )
         await self.server.start()
         await self.coordination.ping()
         for service in self.services:

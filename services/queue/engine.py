@@ -9,6 +9,7 @@ own trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
@@ -116,10 +117,8 @@ class QueueEngine:
         task, self._sweeper = self._sweeper, None
         if task is not None:
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -137,11 +136,16 @@ class QueueEngine:
         changed = await self.store.work_order_expire_leases(now, self.settings.sweep_batch)
         changed += await self.store.work_order_expire_deadlines(now, self.settings.sweep_batch)
         for order in changed:
-            log.info("work order %s expired (%s) -> %s", order.id,
-                     order.last_timeout_kind, order.state,
-                     extra={"work_order_id": str(order.id), "correlation_id": order.correlation_id})
-        await self._wake({QueueRef(o.namespace, o.queue) for o in changed
-                          if o.state is WorkOrderState.QUEUED})
+            log.info(
+                "work order %s expired (%s) -> %s",
+                order.id,
+                order.last_timeout_kind,
+                order.state,
+                extra={"work_order_id": str(order.id), "correlation_id": order.correlation_id},
+            )
+        await self._wake(
+            {QueueRef(o.namespace, o.queue) for o in changed if o.state is WorkOrderState.QUEUED}
+        )
         return len(changed)
 
     # -- submit -----------------------------------------------------------------
@@ -154,8 +158,12 @@ class QueueEngine:
 
     async def submit(self, items: Sequence[SubmitItem]) -> list[SubmitResult]:
         if len(items) > self.settings.max_batch_size:
-            raise InvalidArgument(FieldViolation(
-                "requests", f"at most {self.settings.max_batch_size} per batch, got {len(items)}"))
+            raise InvalidArgument(
+                FieldViolation(
+                    "requests",
+                    f"at most {self.settings.max_batch_size} per batch, got {len(items)}",
+                )
+            )
         violations: list[FieldViolation] = []
         specs = []
         for item in items:
@@ -190,15 +198,25 @@ class QueueEngine:
         async with self._coordination.listen(channels) as listener:
             while True:
                 now = self.clock.now()
-                leased = await self.store.work_order_lease_available(LeaseParams(
-                    request.namespace, request.queues, request.max_work_orders, lease_duration,
-                    request.worker, now, s.fair_scan_limit), self._gate)
+                leased = await self.store.work_order_lease_available(
+                    LeaseParams(
+                        request.namespace,
+                        request.queues,
+                        request.max_work_orders,
+                        lease_duration,
+                        request.worker,
+                        now,
+                        s.fair_scan_limit,
+                    ),
+                    self._gate,
+                )
                 remaining = give_up - loop.time()
                 if leased or remaining <= 0:
                     break
                 pause = min(remaining, s.poll_interval_seconds)
                 due = await self.store.work_order_next_available(
-                    request.namespace, request.queues, now)
+                    request.namespace, request.queues, now
+                )
                 if due is not None:
                     pause = min(pause, max((due - now).total_seconds(), 0.001))
                 await listener.wait(pause)
@@ -214,19 +232,30 @@ class QueueEngine:
     async def heartbeat(
         self, ref: WorkOrderRef, token: str, lease_duration: timedelta | None, progress
     ) -> WorkOrder:  # type: ignore[no-untyped-def]
-        if lease_duration is not None and lease_duration.total_seconds() > self.settings.max_lease_seconds:
-            raise InvalidArgument(FieldViolation(
-                "lease_duration", f"at most {self.settings.max_lease_seconds}s"))
+        if (
+            lease_duration is not None
+            and lease_duration.total_seconds() > self.settings.max_lease_seconds
+        ):
+            raise InvalidArgument(
+                FieldViolation("lease_duration", f"at most {self.settings.max_lease_seconds}s")
+            )
         return await self.store.work_order_heartbeat(
-            HeartbeatParams(ref, token, lease_duration, progress, self.clock.now()))
+            HeartbeatParams(ref, token, lease_duration, progress, self.clock.now())
+        )
 
     async def complete(self, items: Sequence[CompleteParams]) -> list[WorkOrder | Exception]:
         if len(items) > self.settings.max_batch_size:
-            raise InvalidArgument(FieldViolation(
-                "requests", f"at most {self.settings.max_batch_size} per batch, got {len(items)}"))
+            raise InvalidArgument(
+                FieldViolation(
+                    "requests",
+                    f"at most {self.settings.max_batch_size} per batch, got {len(items)}",
+                )
+            )
         violations = [
-            FieldViolation(f"requests[{i}].result.data",
-                           f"exceeds the limit of {self.settings.max_payload_bytes} bytes")
+            FieldViolation(
+                f"requests[{i}].result.data",
+                f"exceeds the limit of {self.settings.max_payload_bytes} bytes",
+            )
             for i, item in enumerate(items)
             if len(item.result.data) > self.settings.max_payload_bytes
         ]
@@ -244,7 +273,9 @@ class QueueEngine:
         return order
 
     async def cancel(self, ref: WorkOrderRef, reason: str, actor: str) -> WorkOrder:
-        order = await self.store.work_order_cancel(CancelParams(ref, reason, actor, self.clock.now()))
+        order = await self.store.work_order_cancel(
+            CancelParams(ref, reason, actor, self.clock.now())
+        )
         self._trace_each("work_order.cancelled", [order])
         return order
 
@@ -275,8 +306,11 @@ class QueueEngine:
         window = timedelta(seconds=self.settings.stats_window_seconds)
         depth = await self.store.queue_depth(ref)
         add_rate, dispatch_rate = await self._rates(ref, now)
-        samples = sorted(await self.store.work_order_wait_samples(
-            ref, now - window, self.settings.stats_wait_sample))
+        samples = sorted(
+            await self.store.work_order_wait_samples(
+                ref, now - window, self.settings.stats_wait_sample
+            )
+        )
         percentiles = {p: _percentile(samples, p) for p in (50, 90, 99)} if samples else {}
         oldest = depth.oldest_available_at
         return QueueStats(
@@ -302,15 +336,22 @@ class QueueEngine:
 
     async def queue_set_paused(self, ref: QueueRef, paused: bool) -> QueueConfig:
         return await self.queue_update(
-            QueueConfig(ref.namespace, ref.queue, paused=paused), frozenset({"paused"}))
+            QueueConfig(ref.namespace, ref.queue, paused=paused), frozenset({"paused"})
+        )
 
     async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
         return await self.store.queue_list(namespace, after, limit)
 
     async def redrive(self, params: RedriveParams) -> Redrive:
         redrive = await self.store.redrive_run(params)
-        log.info("redrive %s of %s by %r (%s): %d orders", redrive.id, params.queue.name,
-                 redrive.requested_by, redrive.reason, redrive.redriven_count)
+        log.info(
+            "redrive %s of %s by %r (%s): %d orders",
+            redrive.id,
+            params.queue.name,
+            redrive.requested_by,
+            redrive.reason,
+            redrive.redriven_count,
+        )
         await self._wake({params.queue})
         return redrive
 
@@ -334,15 +375,19 @@ class QueueEngine:
         ttl = self.settings.stats_window_seconds + 120
         for ref, n in counts.items():
             await self._coordination.counter_add(
-                f"stats:{ref.namespace}/{ref.queue}:{what}:{minute}", n, ttl=ttl)
+                f"stats:{ref.namespace}/{ref.queue}:{what}:{minute}", n, ttl=ttl
+            )
 
     async def _rates(self, ref: QueueRef, now: datetime) -> tuple[float, float]:
         """Submitted and leased per second over the stats window (whole minutes)."""
         minutes = self.settings.stats_window_seconds // 60
         current = int(now.timestamp() // 60)
         buckets = range(current - minutes + 1, current + 1)
-        names = [f"stats:{ref.namespace}/{ref.queue}:{what}:{m}"
-                 for what in ("add", "dispatch") for m in buckets]
+        names = [
+            f"stats:{ref.namespace}/{ref.queue}:{what}:{m}"
+            for what in ("add", "dispatch")
+            for m in buckets
+        ]
         values = await self._coordination.counters_get(names)
         elapsed = (minutes - 1) * 60 + (now.timestamp() % 60) or 1.0
         return sum(values[:minutes]) / elapsed, sum(values[minutes:]) / elapsed

@@ -30,5 +30,7 @@ class InvalidState(FailedPrecondition):
 
     def __init__(self, ref: WorkOrderRef, state: WorkOrderState, operation: str) -> None:
         super().__init__(
-            PreconditionViolation("STATE", ref.name, f"cannot {operation} an order that is {state.value}")
+            PreconditionViolation(
+                "STATE", ref.name, f"cannot {operation} an order that is {state.value}"
+            )
         )

@@ -43,11 +43,14 @@ class QueueService:
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
-        return [ServiceRegistration(
-            SERVICE_NAME,
-            lambda server: service_pb2_grpc.add_WorkOrderQueueServiceServicer_to_server(
-                self.servicer, server),
-        )]
+        return [
+            ServiceRegistration(
+                SERVICE_NAME,
+                lambda server: service_pb2_grpc.add_WorkOrderQueueServiceServicer_to_server(
+                    self.servicer, server
+                ),
+            )
+        ]
 
     async def start(self) -> None:
         if self._started:
@@ -70,5 +73,7 @@ class QueueService:
         self._started = False
 
 
-def build(core: CoreSettings, coordination: Coordination, clock: Clock | None = None) -> QueueService:
+def build(
+    core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+) -> QueueService:
     return QueueService(core, coordination, clock=clock)

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from google.protobuf import duration_pb2
+
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
@@ -15,7 +17,6 @@ from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
-from google.protobuf import duration_pb2
 
 NAMESPACE = "test"
 
@@ -45,8 +46,9 @@ class QueueEnv:
     stub: service_pb2_grpc.WorkOrderQueueServiceStub = field(init=False)
 
     async def start(self) -> QueueEnv:
-        self.platform = Platform(self.core, ["queue"], coordination=self.coordination,
-                                 clock=self.clock)
+        self.platform = Platform(
+            self.core, ["queue"], coordination=self.coordination, clock=self.clock
+        )
         port = await self.platform.start("127.0.0.1:0")
         self._channel = create_channel(f"127.0.0.1:{port}")
         self.stub = service_pb2_grpc.WorkOrderQueueServiceStub(self._channel)
@@ -63,37 +65,66 @@ class QueueEnv:
         return self.platform.service("queue").engine
 
     async def submit(self, queue: str = "jobs", **spec_fields) -> m.WorkOrder:  # type: ignore[no-untyped-def]
-        response = await self.stub.SubmitWorkOrder(rpc.SubmitWorkOrderRequest(
-            parent=queue_name(queue), work_order=spec(**spec_fields)))
+        response = await self.stub.SubmitWorkOrder(
+            rpc.SubmitWorkOrderRequest(parent=queue_name(queue), work_order=spec(**spec_fields))
+        )
         return response.work_order
 
-    async def submit_many(self, specs: Sequence[m.WorkOrderSpec], queue: str = "jobs") -> list[m.WorkOrder]:
-        response = await self.stub.BatchSubmitWorkOrders(rpc.BatchSubmitWorkOrdersRequest(
-            parent=queue_name(queue),
-            requests=[rpc.SubmitWorkOrderRequest(work_order=s) for s in specs]))
+    async def submit_many(
+        self, specs: Sequence[m.WorkOrderSpec], queue: str = "jobs"
+    ) -> list[m.WorkOrder]:
+        response = await self.stub.BatchSubmitWorkOrders(
+            rpc.BatchSubmitWorkOrdersRequest(
+                parent=queue_name(queue),
+                requests=[rpc.SubmitWorkOrderRequest(work_order=s) for s in specs],
+            )
+        )
         return [r.work_order for r in response.responses]
 
-    async def lease(self, n: int = 1, queues: Sequence[str] = ("jobs",), wait: float = 0,
-                    lease: float | None = None, worker: str = "worker-1") -> list[rpc.LeasedWorkOrder]:
+    async def lease(
+        self,
+        n: int = 1,
+        queues: Sequence[str] = ("jobs",),
+        wait: float = 0,
+        lease: float | None = None,
+        worker: str = "worker-1",
+    ) -> list[rpc.LeasedWorkOrder]:
         request = rpc.LeaseWorkOrdersRequest(
-            parent=f"namespaces/{NAMESPACE}", queues=list(queues), max_work_orders=n,
-            wait_time=seconds(wait), worker_identity=worker)
+            parent=f"namespaces/{NAMESPACE}",
+            queues=list(queues),
+            max_work_orders=n,
+            wait_time=seconds(wait),
+            worker_identity=worker,
+        )
         if lease is not None:
             request.lease_duration.CopyFrom(seconds(lease))
         return list((await self.stub.LeaseWorkOrders(request)).work_orders)
 
     async def complete(self, leased: rpc.LeasedWorkOrder, data: bytes = b"") -> m.WorkOrder:
-        response = await self.stub.CompleteWorkOrder(rpc.CompleteWorkOrderRequest(
-            name=leased.work_order.name, lease_token=leased.lease_token,
-            result=types_pb2.Payload(data=data)))
+        response = await self.stub.CompleteWorkOrder(
+            rpc.CompleteWorkOrderRequest(
+                name=leased.work_order.name,
+                lease_token=leased.lease_token,
+                result=types_pb2.Payload(data=data),
+            )
+        )
         return response.work_order
 
-    async def fail(self, leased: rpc.LeasedWorkOrder, error_type: str = "network",
-                   retryable: bool = True, **fields) -> m.WorkOrder:  # type: ignore[no-untyped-def]
-        response = await self.stub.FailWorkOrder(rpc.FailWorkOrderRequest(
-            name=leased.work_order.name, lease_token=leased.lease_token,
-            failure=types_pb2.Failure(type=error_type, message="boom", retryable=retryable),
-            **fields))
+    async def fail(
+        self,
+        leased: rpc.LeasedWorkOrder,
+        error_type: str = "network",
+        retryable: bool = True,
+        **fields,
+    ) -> m.WorkOrder:  # type: ignore[no-untyped-def]
+        response = await self.stub.FailWorkOrder(
+            rpc.FailWorkOrderRequest(
+                name=leased.work_order.name,
+                lease_token=leased.lease_token,
+                failure=types_pb2.Failure(type=error_type, message="boom", retryable=retryable),
+                **fields,
+            )
+        )
         return response.work_order
 
     async def get(self, name: str) -> m.WorkOrder:

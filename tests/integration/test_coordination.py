@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from redis.asyncio import Redis
+
 from conveyor_core.coordination import (
     Coordination,
     CoordinationUnavailable,
@@ -23,8 +25,6 @@ from conveyor_core.coordination import (
     Lease,
     RedisCoordination,
 )
-from redis.asyncio import Redis
-
 from tests.helpers.tcp_proxy import BlackholeProxy
 
 DEADLINE = 10.0  # seconds; generous, only reached when something is broken

@@ -18,6 +18,12 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
 from conveyor_core.context import (
     CORRELATION_METADATA_KEY,
     correlation_scope,
@@ -40,11 +46,6 @@ from conveyor_core.grpc import (
 )
 from conveyor_core.settings import CoreSettings
 from conveyor_core.telemetry import configure_tracing
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
 
 SERVICE = "conveyor.test.v1.ProbeService"
 SECRET = "hunter2-database-password"

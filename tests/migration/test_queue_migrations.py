@@ -14,7 +14,6 @@ from conveyor_core.settings import CoreSettings
 from conveyor_queue.migrations import MIGRATIONS
 from conveyor_queue.store.tables import metadata
 
-
 # Alembic cannot compare expression indexes (`priority DESC`); checked by hand below.
 EXPRESSION_INDEXES = {"ix_queue_work_orders_dequeue"}
 
@@ -38,7 +37,9 @@ async def empty_postgres_url(make_postgres_database) -> str:  # type: ignore[no-
     return await make_postgres_database()
 
 
-@pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
+@pytest.mark.filterwarnings(
+    "ignore:autogenerate skipping metadata-specified expression-based index"
+)
 @pytest.mark.filterwarnings("ignore:Generating approximate signature for index")
 async def test_upgrade_head_matches_models_and_downgrade_empties(database_url: str) -> None:
     engine = db.create_engine(database_url, CoreSettings())
@@ -47,12 +48,16 @@ async def test_upgrade_head_matches_models_and_downgrade_empties(database_url: s
         await migrations.upgrade(engine, MIGRATIONS)  # idempotent
         assert await migrations.current_revision(engine, MIGRATIONS) == "0001"
         async with engine.connect() as conn:
-            diff = await conn.run_sync(lambda sync: compare_metadata(
-                MigrationContext.configure(sync, opts={"include_object": _ours}), metadata))
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"include_object": _ours}), metadata
+                )
+            )
         assert diff == []
         async with engine.connect() as conn:
             indexes = await conn.run_sync(
-                lambda sync: {i["name"]: i for i in inspect(sync).get_indexes("queue_work_orders")})
+                lambda sync: {i["name"]: i for i in inspect(sync).get_indexes("queue_work_orders")}
+            )
         dequeue = indexes["ix_queue_work_orders_dequeue"]
         assert dequeue["column_names"][:2] == ["namespace", "queue"]
         assert dequeue["column_names"][-1] == "seq"

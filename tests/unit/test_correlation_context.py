@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 
 import pytest
+
 from conveyor_core.context import (
     correlation_scope,
     ensure_correlation_id,

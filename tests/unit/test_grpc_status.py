@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+
 from conveyor_core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -13,7 +15,6 @@ from conveyor_core.errors import (
 )
 from conveyor_core.grpc import ERROR_DOMAIN, internal_status, rich_error_details, status_for_error
 from conveyor_core.grpc.status import STATUS_DETAILS_METADATA_KEY
-from google.rpc import error_details_pb2, status_pb2
 
 
 def as_received(

@@ -15,8 +15,12 @@ BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
 
 
 def test_generated_stubs_match_the_protos() -> None:
-    result = subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), "--check"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "protos" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -26,6 +30,7 @@ def test_buf_lint_is_clean() -> None:
         if os.environ.get("CI"):
             pytest.fail("buf is not installed: `make test` installs it into .tools/")
         pytest.skip("buf not installed (make test installs it into .tools/)")
-    result = subprocess.run([buf, "lint"], cwd=ROOT / "protos", capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [buf, "lint"], cwd=ROOT / "protos", capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr

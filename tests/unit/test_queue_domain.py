@@ -29,17 +29,23 @@ def test_jitter_stays_within_its_fraction() -> None:
     assert min(delays) >= 7 and max(delays) <= 13 and max(delays) - min(delays) > 4
 
 
-@pytest.mark.parametrize(("failure", "attempt", "cancel", "state"), [
-    (Failure("network"), 1, False, WorkOrderState.QUEUED),
-    (Failure("network"), 3, False, WorkOrderState.DEAD),
-    (Failure("network", retryable=False), 1, False, WorkOrderState.FAILED),
-    (Failure("invalid_input"), 1, False, WorkOrderState.FAILED),
-    (Failure("network"), 1, True, WorkOrderState.CANCELLED),
-])
-def test_after_failed_attempt(failure: Failure, attempt: int, cancel: bool, state: WorkOrderState) -> None:
+@pytest.mark.parametrize(
+    ("failure", "attempt", "cancel", "state"),
+    [
+        (Failure("network"), 1, False, WorkOrderState.QUEUED),
+        (Failure("network"), 3, False, WorkOrderState.DEAD),
+        (Failure("network", retryable=False), 1, False, WorkOrderState.FAILED),
+        (Failure("invalid_input"), 1, False, WorkOrderState.FAILED),
+        (Failure("network"), 1, True, WorkOrderState.CANCELLED),
+    ],
+)
+def test_after_failed_attempt(
+    failure: Failure, attempt: int, cancel: bool, state: WorkOrderState
+) -> None:
     policy = RetryPolicy(maximum_attempts=3, non_retryable_error_types=("invalid_input",), jitter=0)
-    outcome = after_failed_attempt(policy=policy, attempt=attempt, failure=failure,
-                                   cancel_requested=cancel, now=NOW)
+    outcome = after_failed_attempt(
+        policy=policy, attempt=attempt, failure=failure, cancel_requested=cancel, now=NOW
+    )
     assert outcome.state is state
     assert (outcome.available_at is not None) == (state is WorkOrderState.QUEUED)
 
@@ -52,8 +58,16 @@ def test_pick_respects_budget_and_key_room() -> None:
     assert [c.seq for c in flow.trim_per_key(picked, {"a": 1, "b": 1})] == [0, 2]
 
 
-@pytest.mark.parametrize("name", ["", "namespaces/x/queues", "namespaces/X/queues/q",
-                                  "namespaces/x/queues/q/extra", "tenants/x/queues/q"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "namespaces/x/queues",
+        "namespaces/X/queues/q",
+        "namespaces/x/queues/q/extra",
+        "tenants/x/queues/q",
+    ],
+)
 def test_bad_queue_names(name: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         validation.parse_queue(name, "parent")

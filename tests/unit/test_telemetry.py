@@ -7,10 +7,11 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from conveyor_core.context import correlation_scope
 from conveyor_core.settings import CoreSettings
 from conveyor_core.telemetry import configure_logging, configure_tracing, tracer
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 logger = logging.getLogger("conveyor_test.telemetry")
 

@@ -58,8 +58,11 @@ def payload_from_pb(message: types_pb2.Payload) -> Payload:
 
 
 def payload_to_pb(payload: Payload | None) -> types_pb2.Payload | None:
-    return None if payload is None else types_pb2.Payload(data=payload.data,
-                                                          content_type=payload.content_type)
+    return (
+        None
+        if payload is None
+        else types_pb2.Payload(data=payload.data, content_type=payload.content_type)
+    )
 
 
 def retry_policy_from_pb(message: types_pb2.RetryPolicy) -> RetryPolicy:
@@ -89,8 +92,11 @@ def retry_policy_to_pb(policy: RetryPolicy) -> types_pb2.RetryPolicy:
 
 
 def spec_from_pb(message: pb.WorkOrderSpec) -> WorkOrderSpec:
-    policy = (retry_policy_from_pb(message.retry_policy) if message.HasField("retry_policy")
-              else RetryPolicy(maximum_attempts=0))
+    policy = (
+        retry_policy_from_pb(message.retry_policy)
+        if message.HasField("retry_policy")
+        else RetryPolicy(maximum_attempts=0)
+    )
     return WorkOrderSpec(
         priority=message.priority,
         payload=payload_from_pb(message.payload),
@@ -127,8 +133,12 @@ def failure_from_pb(message: types_pb2.Failure) -> Failure:
 def failure_to_pb(failure: Failure | None) -> types_pb2.Failure | None:
     if failure is None:
         return None
-    return types_pb2.Failure(type=failure.type, message=failure.message,
-                             retryable=failure.retryable, details=failure.details)
+    return types_pb2.Failure(
+        type=failure.type,
+        message=failure.message,
+        retryable=failure.retryable,
+        details=failure.details,
+    )
 
 
 def progress_from_pb(message: pb.Progress) -> Progress:
@@ -138,8 +148,9 @@ def progress_from_pb(message: pb.Progress) -> Progress:
 def progress_to_pb(progress: Progress | None) -> pb.Progress | None:
     if progress is None:
         return None
-    return pb.Progress(percent=progress.percent, message=progress.message,
-                       update_time=ts(progress.updated_at))
+    return pb.Progress(
+        percent=progress.percent, message=progress.message, update_time=ts(progress.updated_at)
+    )
 
 
 def order_to_pb(order: WorkOrder) -> pb.WorkOrder:
@@ -215,7 +226,9 @@ def stats_to_pb(stats: QueueStats) -> pb.QueueStats:
     p = stats.wait_time_percentiles
     return pb.QueueStats(
         queue=stats.queue.name,
-        depth=[pb.StateCount(state=STATE_TO_PB[s], count=n) for s, n in sorted(stats.depth.items())],
+        depth=[
+            pb.StateCount(state=STATE_TO_PB[s], count=n) for s, n in sorted(stats.depth.items())
+        ],
         in_flight=stats.in_flight,
         oldest_queued_age=dur(stats.oldest_queued_age),
         add_rate_per_second=stats.add_rate_per_second,

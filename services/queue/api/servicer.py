@@ -24,8 +24,9 @@ from conveyor_queue.settings import QueueSettings
 from conveyor_queue.store.base import CompleteParams, FailParams, ListParams, RedriveParams
 
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
-QUEUE_FIELDS = frozenset({"paused", "max_in_flight", "max_in_flight_per_key", "fair",
-                          "rate_limit", "rate_limit_per_key"})
+QUEUE_FIELDS = frozenset(
+    {"paused", "max_in_flight", "max_in_flight_per_key", "fair", "rate_limit", "rate_limit_per_key"}
+)
 
 
 def _scope(*parts: object) -> str:
@@ -50,24 +51,38 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
 
     async def SubmitWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
         queue = names.parse_queue(request.parent, "parent")
-        [result] = await self._engine.submit([SubmitItem(queue, convert.spec_from_pb(request.work_order))])
-        return rpc.SubmitWorkOrderResponse(work_order=convert.order_to_pb(result.work_order),
-                                           already_exists=result.already_exists)
+        [result] = await self._engine.submit(
+            [SubmitItem(queue, convert.spec_from_pb(request.work_order))]
+        )
+        return rpc.SubmitWorkOrderResponse(
+            work_order=convert.order_to_pb(result.work_order), already_exists=result.already_exists
+        )
 
     async def BatchSubmitWorkOrders(self, request, context):  # type: ignore[no-untyped-def]
         default = names.parse_queue(request.parent, "parent")
         items = []
         for i, item in enumerate(request.requests):
-            queue = names.parse_queue(item.parent, f"requests[{i}].parent") if item.parent else default
+            queue = (
+                names.parse_queue(item.parent, f"requests[{i}].parent") if item.parent else default
+            )
             if queue.namespace != default.namespace:
-                raise InvalidArgument(FieldViolation(f"requests[{i}].parent",
-                                                     "must be in the namespace of parent"))
-            items.append(SubmitItem(queue, convert.spec_from_pb(item.work_order),
-                                    f"requests[{i}].work_order."))
+                raise InvalidArgument(
+                    FieldViolation(f"requests[{i}].parent", "must be in the namespace of parent")
+                )
+            items.append(
+                SubmitItem(
+                    queue, convert.spec_from_pb(item.work_order), f"requests[{i}].work_order."
+                )
+            )
         results = await self._engine.submit(items)
-        return rpc.BatchSubmitWorkOrdersResponse(responses=[
-            rpc.SubmitWorkOrderResponse(work_order=convert.order_to_pb(r.work_order),
-                                        already_exists=r.already_exists) for r in results])
+        return rpc.BatchSubmitWorkOrdersResponse(
+            responses=[
+                rpc.SubmitWorkOrderResponse(
+                    work_order=convert.order_to_pb(r.work_order), already_exists=r.already_exists
+                )
+                for r in results
+            ]
+        )
 
     async def LeaseWorkOrders(self, request, context):  # type: ignore[no-untyped-def]
         s = self._settings
@@ -78,31 +93,52 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
         if len(request.queues) > s.max_lease_queues:
             violations.append(FieldViolation("queues", f"at most {s.max_lease_queues} queues"))
         if not 1 <= request.max_work_orders <= s.max_lease_batch:
-            violations.append(FieldViolation("max_work_orders", f"must be in [1, {s.max_lease_batch}]"))
+            violations.append(
+                FieldViolation("max_work_orders", f"must be in [1, {s.max_lease_batch}]")
+            )
         if violations:
             raise InvalidArgument(violations)
-        queues = tuple(dict.fromkeys(names.check_queue_id(q, f"queues[{i}]")
-                                     for i, q in enumerate(request.queues)))
+        queues = tuple(
+            dict.fromkeys(
+                names.check_queue_id(q, f"queues[{i}]") for i, q in enumerate(request.queues)
+            )
+        )
         wait = _positive_duration(request, "wait_time", s.max_wait_seconds) or timedelta(0)
         lease = _positive_duration(request, "lease_duration", s.max_lease_seconds)
         if lease is not None and lease <= timedelta(0):
             raise InvalidArgument(FieldViolation("lease_duration", "must be positive"))
-        leased = await self._engine.lease(LeaseRequest(
-            namespace, queues, request.max_work_orders, wait, lease,
-            request.worker_identity or context.peer()))
-        return rpc.LeaseWorkOrdersResponse(work_orders=[
-            rpc.LeasedWorkOrder(work_order=convert.order_to_pb(lw.work_order),
-                                lease_token=lw.lease_token) for lw in leased])
+        leased = await self._engine.lease(
+            LeaseRequest(
+                namespace,
+                queues,
+                request.max_work_orders,
+                wait,
+                lease,
+                request.worker_identity or context.peer(),
+            )
+        )
+        return rpc.LeaseWorkOrdersResponse(
+            work_orders=[
+                rpc.LeasedWorkOrder(
+                    work_order=convert.order_to_pb(lw.work_order), lease_token=lw.lease_token
+                )
+                for lw in leased
+            ]
+        )
 
     async def HeartbeatWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
         ref = names.parse_work_order(request.name, "name")
         lease = _positive_duration(request, "lease_duration", self._settings.max_lease_seconds)
-        progress = convert.progress_from_pb(request.progress) if request.HasField("progress") else None
+        progress = (
+            convert.progress_from_pb(request.progress) if request.HasField("progress") else None
+        )
         if progress is not None and not 0 <= progress.percent <= 100:
             raise InvalidArgument(FieldViolation("progress.percent", "must be in [0, 100]"))
         order = await self._engine.heartbeat(ref, _token(request.lease_token), lease, progress)
-        return rpc.HeartbeatWorkOrderResponse(lease_expire_time=convert.ts(order.lease_expires_at),
-                                              cancel_requested=order.cancel_requested)
+        return rpc.HeartbeatWorkOrderResponse(
+            lease_expire_time=convert.ts(order.lease_expires_at),
+            cancel_requested=order.cancel_requested,
+        )
 
     async def CompleteWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
         [result] = await self._engine.complete([_complete_params(request, "")])
@@ -112,11 +148,14 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
 
     async def BatchCompleteWorkOrders(self, request, context):  # type: ignore[no-untyped-def]
         namespace = names.parse_namespace(request.parent, "parent")
-        items = [_complete_params(item, f"requests[{i}].") for i, item in enumerate(request.requests)]
+        items = [
+            _complete_params(item, f"requests[{i}].") for i, item in enumerate(request.requests)
+        ]
         for i, item in enumerate(items):
             if item.ref.namespace != namespace:
-                raise InvalidArgument(FieldViolation(f"requests[{i}].name",
-                                                     "must be in the namespace of parent"))
+                raise InvalidArgument(
+                    FieldViolation(f"requests[{i}].name", "must be in the namespace of parent")
+                )
         results = await self._engine.complete(items)
         return rpc.BatchCompleteWorkOrdersResponse(statuses=[_item_status(r) for r in results])
 
@@ -125,12 +164,23 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
         if not request.failure.type:
             raise InvalidArgument(FieldViolation("failure.type", "required: classify the failure"))
         if len(request.failure.message) > self._settings.max_failure_message_length:
-            raise InvalidArgument(FieldViolation(
-                "failure.message", f"longer than {self._settings.max_failure_message_length}"))
-        delay = _positive_duration(request, "retry_delay", self._settings.max_retry_interval_seconds)
-        order = await self._engine.fail(FailParams(
-            ref, _token(request.lease_token), convert.failure_from_pb(request.failure), delay,
-            self._engine.clock.now()))
+            raise InvalidArgument(
+                FieldViolation(
+                    "failure.message", f"longer than {self._settings.max_failure_message_length}"
+                )
+            )
+        delay = _positive_duration(
+            request, "retry_delay", self._settings.max_retry_interval_seconds
+        )
+        order = await self._engine.fail(
+            FailParams(
+                ref,
+                _token(request.lease_token),
+                convert.failure_from_pb(request.failure),
+                delay,
+                self._engine.clock.now(),
+            )
+        )
         return rpc.FailWorkOrderResponse(work_order=convert.order_to_pb(order))
 
     async def CancelWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
@@ -144,38 +194,56 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
 
     async def ListWorkOrders(self, request, context):  # type: ignore[no-untyped-def]
         queue = names.parse_queue(request.parent, "parent", allow_any=True)
-        states = tuple(convert.STATE_FROM_PB[s] for s in request.states if s in convert.STATE_FROM_PB)
+        states = tuple(
+            convert.STATE_FROM_PB[s] for s in request.states if s in convert.STATE_FROM_PB
+        )
         if len(states) != len(request.states):
             raise InvalidArgument(FieldViolation("states", "contains an unknown state"))
         newest = request.order == 2
         scope = _scope("orders", queue, states, request.concurrency_key, request.error_type, newest)
         cursor = self._tokens.decode(scope, request.page_token)
-        size = page_size(request.page_size, self._settings.default_page_size, self._settings.max_page_size)
-        rows = await self._engine.list(ListParams(
-            queue, states, request.concurrency_key or None, request.error_type or None,
-            _int_cursor(cursor, "seq"), size + 1, newest))
+        size = page_size(
+            request.page_size, self._settings.default_page_size, self._settings.max_page_size
+        )
+        rows = await self._engine.list(
+            ListParams(
+                queue,
+                states,
+                request.concurrency_key or None,
+                request.error_type or None,
+                _int_cursor(cursor, "seq"),
+                size + 1,
+                newest,
+            )
+        )
         page, more = rows[:size], len(rows) > size
         return rpc.ListWorkOrdersResponse(
             work_orders=[convert.order_to_pb(o) for _, o in page],
-            next_page_token=self._tokens.encode(scope, {"seq": page[-1][0]}) if more else "")
+            next_page_token=self._tokens.encode(scope, {"seq": page[-1][0]}) if more else "",
+        )
 
     async def ListWorkOrderEvents(self, request, context):  # type: ignore[no-untyped-def]
         ref = names.parse_work_order(request.parent, "parent")
         scope = _scope("events", ref)
         after = _int_cursor(self._tokens.decode(scope, request.page_token), "seq") or 0
-        size = page_size(request.page_size, self._settings.default_page_size, self._settings.max_page_size)
+        size = page_size(
+            request.page_size, self._settings.default_page_size, self._settings.max_page_size
+        )
         events = await self._engine.events(ref, after, size + 1)
         page, more = events[:size], len(events) > size
         return rpc.ListWorkOrderEventsResponse(
             events=[convert.event_to_pb(e) for e in page],
-            next_page_token=self._tokens.encode(scope, {"seq": page[-1].sequence}) if more else "")
+            next_page_token=self._tokens.encode(scope, {"seq": page[-1].sequence}) if more else "",
+        )
 
     async def GetWorkOrderPosition(self, request, context):  # type: ignore[no-untyped-def]
         position = await self._engine.position(names.parse_work_order(request.name, "name"))
         return rpc.GetWorkOrderPositionResponse(
-            state=convert.STATE_TO_PB[position.state], ahead=position.ahead,
+            state=convert.STATE_TO_PB[position.state],
+            ahead=position.ahead,
             estimated_start_time=convert.ts(position.estimated_start),
-            dispatch_rate_per_second=position.dispatch_rate_per_second)
+            dispatch_rate_per_second=position.dispatch_rate_per_second,
+        )
 
     async def GetQueue(self, request, context):  # type: ignore[no-untyped-def]
         config = await self._engine.queue_get(names.parse_queue(request.name, "name"))
@@ -185,22 +253,28 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
         namespace = names.parse_namespace(request.parent, "parent")
         scope = _scope("queues", namespace)
         cursor = self._tokens.decode(scope, request.page_token) or {}
-        size = page_size(request.page_size, self._settings.default_page_size, self._settings.max_page_size)
+        size = page_size(
+            request.page_size, self._settings.default_page_size, self._settings.max_page_size
+        )
         configs = await self._engine.queue_list(namespace, str(cursor.get("after", "")), size + 1)
         page, more = configs[:size], len(configs) > size
         return rpc.ListQueuesResponse(
             queues=[convert.queue_to_pb(c) for c in page],
-            next_page_token=self._tokens.encode(scope, {"after": page[-1].queue}) if more else "")
+            next_page_token=self._tokens.encode(scope, {"after": page[-1].queue}) if more else "",
+        )
 
     async def UpdateQueue(self, request, context):  # type: ignore[no-untyped-def]
         ref = names.parse_queue(request.queue.name, "queue.name")
         fields = frozenset(request.update_mask.paths) or QUEUE_FIELDS
         unknown = sorted(fields - QUEUE_FIELDS)
         if unknown:
-            raise InvalidArgument(FieldViolation("update_mask", f"unknown or read-only fields: {unknown}"))
+            raise InvalidArgument(
+                FieldViolation("update_mask", f"unknown or read-only fields: {unknown}")
+            )
         config = _queue_from_pb(ref, request.queue)
         return rpc.UpdateQueueResponse(
-            queue=convert.queue_to_pb(await self._engine.queue_update(config, fields)))
+            queue=convert.queue_to_pb(await self._engine.queue_update(config, fields))
+        )
 
     async def PauseQueue(self, request, context):  # type: ignore[no-untyped-def]
         config = await self._engine.queue_set_paused(names.parse_queue(request.name, "name"), True)
@@ -225,22 +299,34 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             violations.append(FieldViolation("max_work_orders", "must not be negative"))
         if violations:
             raise InvalidArgument(violations)
-        redrive = await self._engine.redrive(RedriveParams(
-            queue, request.error_type, convert.opt_ts(request, "dead_after"),
-            request.max_work_orders, request.reason, request.requested_by, request.request_id,
-            self._settings.redrive_chunk_size, self._engine.clock.now()))
+        redrive = await self._engine.redrive(
+            RedriveParams(
+                queue,
+                request.error_type,
+                convert.opt_ts(request, "dead_after"),
+                request.max_work_orders,
+                request.reason,
+                request.requested_by,
+                request.request_id,
+                self._settings.redrive_chunk_size,
+                self._engine.clock.now(),
+            )
+        )
         return rpc.RedriveWorkOrdersResponse(redrive=convert.redrive_to_pb(redrive))
 
     async def ListRedrives(self, request, context):  # type: ignore[no-untyped-def]
         queue = names.parse_queue(request.parent, "parent")
         scope = _scope("redrives", queue)
         offset = _int_cursor(self._tokens.decode(scope, request.page_token), "offset") or 0
-        size = page_size(request.page_size, self._settings.default_page_size, self._settings.max_page_size)
+        size = page_size(
+            request.page_size, self._settings.default_page_size, self._settings.max_page_size
+        )
         redrives = await self._engine.redrive_list(queue, offset, size + 1)
         page, more = redrives[:size], len(redrives) > size
         return rpc.ListRedrivesResponse(
             redrives=[convert.redrive_to_pb(r) for r in page],
-            next_page_token=self._tokens.encode(scope, {"offset": offset + size}) if more else "")
+            next_page_token=self._tokens.encode(scope, {"offset": offset + size}) if more else "",
+        )
 
 
 def _token(value: str) -> str:
@@ -280,13 +366,20 @@ def _queue_from_pb(ref: QueueRef, message) -> QueueConfig:  # type: ignore[no-un
     for field in ("rate_limit", "rate_limit_per_key"):
         rate = getattr(message, field)
         if rate.tokens < 0 or rate.burst < 0:
-            violations.append(FieldViolation(f"queue.{field}", "tokens and burst must not be negative"))
+            violations.append(
+                FieldViolation(f"queue.{field}", "tokens and burst must not be negative")
+            )
         elif rate.tokens and rate.period.ToTimedelta() <= timedelta(0):
             violations.append(FieldViolation(f"queue.{field}.period", "must be positive"))
     if violations:
         raise InvalidArgument(violations)
     return QueueConfig(
-        ref.namespace, ref.queue, paused=message.paused, max_in_flight=message.max_in_flight,
-        max_in_flight_per_key=message.max_in_flight_per_key, fair=message.fair,
+        ref.namespace,
+        ref.queue,
+        paused=message.paused,
+        max_in_flight=message.max_in_flight,
+        max_in_flight_per_key=message.max_in_flight_per_key,
+        fair=message.fair,
         rate_limit=convert.rate_from_pb(message.rate_limit),
-        rate_limit_per_key=convert.rate_from_pb(message.rate_limit_per_key))
+        rate_limit_per_key=convert.rate_from_pb(message.rate_limit_per_key),
+    )

@@ -50,9 +50,15 @@ def after_failed_attempt(
             WorkOrderState.DEAD, None, f"attempts exhausted ({attempt}/{policy.maximum_attempts})"
         )
     delay = retry_delay if retry_delay is not None else backoff_delay(policy, attempt, rng)
-    return AttemptOutcome(WorkOrderState.QUEUED, now + delay, f"retry in {delay.total_seconds():.3f}s")
+    return AttemptOutcome(
+        WorkOrderState.QUEUED, now + delay, f"retry in {delay.total_seconds():.3f}s"
+    )
 
 
 def timeout_failure(kind: TimeoutKind) -> Failure:
-    return Failure(type="timeout", message=f"{kind.value.lower()} timeout", retryable=True,
-                   details={"timeout_kind": kind.value})
+    return Failure(
+        type="timeout",
+        message=f"{kind.value.lower()} timeout",
+        retryable=True,
+        details={"timeout_kind": kind.value},
+    )

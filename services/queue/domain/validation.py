@@ -76,7 +76,9 @@ def parse_work_order(value: str, field: str) -> WorkOrderRef:
     return WorkOrderRef(queue.namespace, queue.queue, order_id)
 
 
-def spec_violations(spec: WorkOrderSpec, limits: QueueSettings, prefix: str) -> list[FieldViolation]:
+def spec_violations(
+    spec: WorkOrderSpec, limits: QueueSettings, prefix: str
+) -> list[FieldViolation]:
     """Everything wrong with a submitted spec (empty when valid)."""
     out: list[FieldViolation] = []
 
@@ -86,11 +88,16 @@ def spec_violations(spec: WorkOrderSpec, limits: QueueSettings, prefix: str) -> 
     if not 0 <= spec.priority <= limits.max_priority:
         bad("priority", f"must be in [0, {limits.max_priority}], got {spec.priority}")
     if len(spec.payload.data) > limits.max_payload_bytes:
-        bad("payload.data", f"{len(spec.payload.data)} bytes exceeds the limit of "
-            f"{limits.max_payload_bytes} bytes")
+        bad(
+            "payload.data",
+            f"{len(spec.payload.data)} bytes exceeds the limit of {limits.max_payload_bytes} bytes",
+        )
     if len(spec.payload.content_type) > 255:
         bad("payload.content_type", "longer than 255 characters")
-    if spec.idempotency_key is not None and len(spec.idempotency_key) > limits.max_idempotency_key_length:
+    if (
+        spec.idempotency_key is not None
+        and len(spec.idempotency_key) > limits.max_idempotency_key_length
+    ):
         bad("idempotency_key", f"longer than {limits.max_idempotency_key_length} characters")
     if len(spec.concurrency_key) > limits.max_concurrency_key_length:
         bad("concurrency_key", f"longer than {limits.max_concurrency_key_length} characters")
@@ -104,8 +111,11 @@ def spec_violations(spec: WorkOrderSpec, limits: QueueSettings, prefix: str) -> 
         bad("labels", f"at most {limits.max_labels} labels")
     for key, value in spec.labels.items():
         if not key or len(key) > limits.max_label_length or len(value) > limits.max_label_length:
-            bad(f"labels[{key!r}]", f"keys are 1..{limits.max_label_length} characters, "
-                f"values at most {limits.max_label_length}")
+            bad(
+                f"labels[{key!r}]",
+                f"keys are 1..{limits.max_label_length} characters, "
+                f"values at most {limits.max_label_length}",
+            )
     out.extend(retry_policy_violations(spec.retry_policy, limits, f"{prefix}retry_policy."))
     return out
 
@@ -121,13 +131,19 @@ def retry_policy_violations(
     if policy.maximum_interval < policy.initial_interval:
         out.append(FieldViolation(f"{prefix}maximum_interval", "must be >= initial_interval"))
     if policy.maximum_interval.total_seconds() > limits.max_retry_interval_seconds:
-        out.append(FieldViolation(f"{prefix}maximum_interval",
-                                  f"must be at most {limits.max_retry_interval_seconds}s"))
+        out.append(
+            FieldViolation(
+                f"{prefix}maximum_interval", f"must be at most {limits.max_retry_interval_seconds}s"
+            )
+        )
     if not 0 <= policy.jitter <= 1:
         out.append(FieldViolation(f"{prefix}jitter", "must be in [0, 1]"))
     if not 1 <= policy.maximum_attempts <= limits.max_attempts_limit:
-        out.append(FieldViolation(f"{prefix}maximum_attempts",
-                                  f"must be in [1, {limits.max_attempts_limit}]"))
+        out.append(
+            FieldViolation(
+                f"{prefix}maximum_attempts", f"must be in [1, {limits.max_attempts_limit}]"
+            )
+        )
     return out
 
 

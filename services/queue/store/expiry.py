@@ -59,11 +59,19 @@ async def expire_leases(
             cancel_requested=current.cancel_requested,
             now=now,
         )
-        changed.append(await store.end_attempt(
-            conn, row, outcome.state, outcome.available_at,
-            f"{kind.value.lower()} timeout; {outcome.reason}", now_us,
-            failure=failure, timeout_kind=kind, actor="sweeper",
-        ))
+        changed.append(
+            await store.end_attempt(
+                conn,
+                row,
+                outcome.state,
+                outcome.available_at,
+                f"{kind.value.lower()} timeout; {outcome.reason}",
+                now_us,
+                failure=failure,
+                timeout_kind=kind,
+                actor="sweeper",
+            )
+        )
     return changed
 
 
@@ -79,20 +87,38 @@ async def expire_deadlines(
     )
     if store.postgres:
         picked = picked.with_for_update(skip_locked=True)
-    failure = Failure("timeout", "not started before its schedule-to-start deadline", False,
-                      {"timeout_kind": TimeoutKind.SCHEDULE_TO_START.value})
+    failure = Failure(
+        "timeout",
+        "not started before its schedule-to-start deadline",
+        False,
+        {"timeout_kind": TimeoutKind.SCHEDULE_TO_START.value},
+    )
     result = await conn.execute(
         update(work_orders)
         .where(wo.seq.in_(picked.scalar_subquery()), wo.state == WorkOrderState.QUEUED.value)
-        .values(state=WorkOrderState.FAILED.value, completed_at=now_us, updated_at=now_us,
-                timeout_kind=TimeoutKind.SCHEDULE_TO_START.value,
-                failure=failure_to_json(failure))
+        .values(
+            state=WorkOrderState.FAILED.value,
+            completed_at=now_us,
+            updated_at=now_us,
+            timeout_kind=TimeoutKind.SCHEDULE_TO_START.value,
+            failure=failure_to_json(failure),
+        )
         .returning(*work_orders.columns)
     )
     orders = [order_from_row(row._mapping) for row in result]
-    await insert_events(conn, [
-        event_row(o, WorkOrderState.QUEUED, "schedule_to_start timeout", actor="sweeper",
-                  at_us=now_us, failure=failure, timeout_kind=TimeoutKind.SCHEDULE_TO_START)
-        for o in orders
-    ])
+    await insert_events(
+        conn,
+        [
+            event_row(
+                o,
+                WorkOrderState.QUEUED,
+                "schedule_to_start timeout",
+                actor="sweeper",
+                at_us=now_us,
+                failure=failure,
+                timeout_kind=TimeoutKind.SCHEDULE_TO_START,
+            )
+            for o in orders
+        ],
+    )
     return orders

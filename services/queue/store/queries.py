@@ -26,8 +26,10 @@ _LEASE_SET = """
     lease_duration_us = CAST(:lease_us AS BIGINT),
     lease_expires_at = {least}(
         CAST(:now AS BIGINT) + CAST(:lease_us AS BIGINT),
-        CASE WHEN w.heartbeat_timeout_us > 0 THEN CAST(:now AS BIGINT) + w.heartbeat_timeout_us ELSE CAST(:far AS BIGINT) END,
-        CASE WHEN w.start_to_close_us > 0 THEN CAST(:now AS BIGINT) + w.start_to_close_us ELSE CAST(:far AS BIGINT) END),
+        CASE WHEN w.heartbeat_timeout_us > 0 THEN CAST(:now AS BIGINT) + w.heartbeat_timeout_us
+             ELSE CAST(:far AS BIGINT) END,
+        CASE WHEN w.start_to_close_us > 0 THEN CAST(:now AS BIGINT) + w.start_to_close_us
+             ELSE CAST(:far AS BIGINT) END),
     updated_at = CAST(:now AS BIGINT)
 """
 

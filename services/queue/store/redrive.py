@@ -61,10 +61,15 @@ async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParam
         await conn.execute(insert(redrives).on_conflict_do_nothing(), [row])
         if not p.request_id:
             return row["id"]
-        return (await conn.execute(
-            select(rd.id).where(rd.namespace == p.queue.namespace, rd.queue == p.queue.queue,
-                                rd.request_id == p.request_id)
-        )).scalar_one()
+        return (
+            await conn.execute(
+                select(rd.id).where(
+                    rd.namespace == p.queue.namespace,
+                    rd.queue == p.queue.queue,
+                    rd.request_id == p.request_id,
+                )
+            )
+        ).scalar_one()
 
 
 async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams) -> bool:
@@ -78,8 +83,12 @@ async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams)
     size = p.chunk_size
     if redrive.max_work_orders:
         size = min(size, redrive.max_work_orders - redrive.redriven_count)
-    conditions = [wo.namespace == redrive.namespace, wo.queue == redrive.queue,
-                  wo.state == WorkOrderState.DEAD.value, wo.seq > redrive.cursor_seq]
+    conditions = [
+        wo.namespace == redrive.namespace,
+        wo.queue == redrive.queue,
+        wo.state == WorkOrderState.DEAD.value,
+        wo.seq > redrive.cursor_seq,
+    ]
     if redrive.error_type:
         conditions.append(wo.failure["type"].as_string() == redrive.error_type)
     if redrive.dead_after is not None:
@@ -93,26 +102,46 @@ async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams)
         result = await conn.execute(
             update(work_orders)
             .where(wo.seq.in_([r.seq for r in rows]), wo.state == WorkOrderState.DEAD.value)
-            .values(state=WorkOrderState.QUEUED.value, attempt=0, available_at=now_us,
-                    completed_at=None, cancel_requested=False, updated_at=now_us,
-                    redrive_count=wo.redrive_count + 1, last_redrive_id=redrive_id)
+            .values(
+                state=WorkOrderState.QUEUED.value,
+                attempt=0,
+                available_at=now_us,
+                completed_at=None,
+                cancel_requested=False,
+                updated_at=now_us,
+                redrive_count=wo.redrive_count + 1,
+                last_redrive_id=redrive_id,
+            )
             .returning(*work_orders.columns)
         )
         orders = [order_from_row(r._mapping) for r in result]
-        await insert_events(conn, [
-            event_row(o, WorkOrderState.DEAD, f"redriven: {redrive.reason}",
-                      actor=redrive.requested_by, at_us=now_us)
-            for o in orders
-        ])
+        await insert_events(
+            conn,
+            [
+                event_row(
+                    o,
+                    WorkOrderState.DEAD,
+                    f"redriven: {redrive.reason}",
+                    actor=redrive.requested_by,
+                    at_us=now_us,
+                )
+                for o in orders
+            ],
+        )
     total = redrive.redriven_count + len(rows)
-    finished = size <= 0 or len(rows) < size or (
-        bool(redrive.max_work_orders) and total >= redrive.max_work_orders
+    finished = (
+        size <= 0
+        or len(rows) < size
+        or (bool(redrive.max_work_orders) and total >= redrive.max_work_orders)
     )
     await conn.execute(
-        update(redrives).where(rd.id == redrive_id).values(
+        update(redrives)
+        .where(rd.id == redrive_id)
+        .values(
             redriven_count=total,
             cursor_seq=rows[-1].seq if rows else redrive.cursor_seq,
-            done=finished, updated_at=now_us,
+            done=finished,
+            updated_at=now_us,
         )
     )
     return finished

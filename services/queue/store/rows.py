@@ -95,8 +95,9 @@ def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
     )
     progress = None
     if m["progress_percent"] is not None or m["progress_message"]:
-        progress = Progress(m["progress_percent"] or 0.0, m["progress_message"] or "",
-                            opt_dt(m["heartbeat_at"]))
+        progress = Progress(
+            m["progress_percent"] or 0.0, m["progress_message"] or "", opt_dt(m["heartbeat_at"])
+        )
     result = None
     if m["result"] is not None:
         result = Payload(m["result"], m["result_content_type"] or "")
@@ -158,7 +159,9 @@ def queue_from_row(m: Mapping[str, Any]) -> QueueConfig:
         max_in_flight_per_key=m["max_in_flight_per_key"],
         fair=m["fair"],
         rate_limit=_rate(m["rate_tokens"], m["rate_period_us"], m["rate_burst"]),
-        rate_limit_per_key=_rate(m["key_rate_tokens"], m["key_rate_period_us"], m["key_rate_burst"]),
+        rate_limit_per_key=_rate(
+            m["key_rate_tokens"], m["key_rate_period_us"], m["key_rate_burst"]
+        ),
         created_at=from_micros(m["created_at"]),
         updated_at=from_micros(m["updated_at"]),
     )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -89,10 +89,13 @@ class SqlWorkOrderStore:
             result = await conn.execute(stmt, rows)
             inserted = {row.id: order_from_row(row._mapping) for row in result}
             existing = await self._existing_by_key(conn, orders, inserted)
-            await insert_events(conn, [
-                event_row(order, None, "submitted", actor="", at_us=now_us)
-                for order in inserted.values()
-            ])
+            await insert_events(
+                conn,
+                [
+                    event_row(order, None, "submitted", actor="", at_us=now_us)
+                    for order in inserted.values()
+                ],
+            )
         out = []
         for order in orders:
             if order.id in inserted:
@@ -158,8 +161,15 @@ class SqlWorkOrderStore:
             return
         await conn.execute(
             self._insert(queues).on_conflict_do_nothing(),
-            [{"namespace": r.namespace, "queue": r.queue, "created_at": now_us,
-              "updated_at": now_us} for r in new],
+            [
+                {
+                    "namespace": r.namespace,
+                    "queue": r.queue,
+                    "created_at": now_us,
+                    "updated_at": now_us,
+                }
+                for r in new
+            ],
         )
         self._known_queues.update((r.namespace, r.queue) for r in new)
 
@@ -180,24 +190,36 @@ class SqlWorkOrderStore:
         }
         async with self._engine.begin() as conn:
             configs = await self._queue_configs(conn, params.namespace, params.queues)
-            plain = [q for q in params.queues if not configs.get(q, _PLAIN).flow_controlled
-                     and not configs.get(q, _PLAIN).paused]
-            flowing = [configs[q] for q in params.queues
-                       if configs.get(q, _PLAIN).flow_controlled and not configs[q].paused]
+            plain = [
+                q
+                for q in params.queues
+                if not configs.get(q, _PLAIN).flow_controlled and not configs.get(q, _PLAIN).paused
+            ]
+            flowing = [
+                configs[q]
+                for q in params.queues
+                if configs.get(q, _PLAIN).flow_controlled and not configs[q].paused
+            ]
             rows: list[Any] = []
             if plain:
                 rows += await self._lease_plain(conn, plain, params.limit, base)
             for config in flowing:
                 if len(rows) >= params.limit:
                     break
-                rows += await self._lease_flow(conn, config, params, base, gate,
-                                               params.limit - len(rows))
-            leased = sorted((order_from_row(r._mapping) for r in rows),
-                            key=lambda o: (-o.spec.priority, o.created_at))
-            await insert_events(conn, [
-                event_row(o, WorkOrderState.QUEUED, "leased", actor=params.worker, at_us=now_us)
-                for o in leased
-            ])
+                rows += await self._lease_flow(
+                    conn, config, params, base, gate, params.limit - len(rows)
+                )
+            leased = sorted(
+                (order_from_row(r._mapping) for r in rows),
+                key=lambda o: (-o.spec.priority, o.created_at),
+            )
+            await insert_events(
+                conn,
+                [
+                    event_row(o, WorkOrderState.QUEUED, "leased", actor=params.worker, at_us=now_us)
+                    for o in leased
+                ],
+            )
         return [LeasedWorkOrder(o, token) for o in leased]
 
     async def _queue_configs(
@@ -231,10 +253,13 @@ class SqlWorkOrderStore:
         if self._postgres:  # serialise leasers of this queue: counts must stay true
             dispatch_seq = (await conn.execute(queries.LOCK_QUEUE_POSTGRES, bind)).scalar() or 0
         elif config.per_key:
-            dispatch_seq = (await conn.execute(
-                select(queues.c.dispatch_seq).where(
-                    queues.c.namespace == config.namespace, queues.c.queue == config.queue)
-            )).scalar() or 0
+            dispatch_seq = (
+                await conn.execute(
+                    select(queues.c.dispatch_seq).where(
+                        queues.c.namespace == config.namespace, queues.c.queue == config.queue
+                    )
+                )
+            ).scalar() or 0
         if config.max_in_flight:
             in_flight = (await conn.execute(queries.IN_FLIGHT, bind)).scalar() or 0
             budget = min(budget, config.max_in_flight - in_flight)
@@ -245,9 +270,9 @@ class SqlWorkOrderStore:
         if not chosen:
             return []
         sql = queries.lease_chosen(self._postgres, len(chosen))
-        rows = list(await conn.execute(
-            sql, {**base, **{f"s{i}": c.seq for i, c in enumerate(chosen)}}
-        ))
+        rows = list(
+            await conn.execute(sql, {**base, **{f"s{i}": c.seq for i, c in enumerate(chosen)}})
+        )
         if config.per_key and rows:
             await self._mark_served(conn, config, chosen, dispatch_seq)
         return rows
@@ -264,26 +289,34 @@ class SqlWorkOrderStore:
         candidates = [flow.Candidate(r.seq, r.concurrency_key) for r in result]
         room = None
         if config.max_in_flight_per_key:
-            in_flight = {r.concurrency_key: r.n for r in await conn.execute(
-                queries.IN_FLIGHT_BY_KEY, bind)}
-            room = {c.concurrency_key: config.max_in_flight_per_key
-                    - in_flight.get(c.concurrency_key, 0) for c in candidates}
+            in_flight = {
+                r.concurrency_key: r.n for r in await conn.execute(queries.IN_FLIGHT_BY_KEY, bind)
+            }
+            room = {
+                c.concurrency_key: config.max_in_flight_per_key
+                - in_flight.get(c.concurrency_key, 0)
+                for c in candidates
+            }
         return flow.pick(candidates, budget, room)
 
     async def _apply_rate_limits(
         self, config: QueueConfig, chosen: list[flow.Candidate], gate: TokenGate
     ) -> list[flow.Candidate]:
         if chosen and config.rate_limit:
-            granted = await gate.take(f"rate:{config.namespace}/{config.queue}", len(chosen),
-                                      config.rate_limit)
+            granted = await gate.take(
+                f"rate:{config.namespace}/{config.queue}", len(chosen), config.rate_limit
+            )
             chosen = chosen[:granted]
         if chosen and config.rate_limit_per_key:
             wanted: dict[str, int] = {}
             for c in chosen:
                 wanted[c.concurrency_key] = wanted.get(c.concurrency_key, 0) + 1
             granted_by_key = {
-                key: await gate.take(f"rate:{config.namespace}/{config.queue}/key:{key}", n,
-                                     config.rate_limit_per_key)
+                key: await gate.take(
+                    f"rate:{config.namespace}/{config.queue}/key:{key}",
+                    n,
+                    config.rate_limit_per_key,
+                )
                 for key, n in wanted.items()
             }
             chosen = flow.trim_per_key(chosen, granted_by_key)
@@ -300,10 +333,18 @@ class SqlWorkOrderStore:
             index_elements=["namespace", "queue", "concurrency_key"],
             set_={"last_served": stmt.excluded.last_served},
         )
-        await conn.execute(stmt, [
-            {"namespace": config.namespace, "queue": config.queue, "concurrency_key": key,
-             "last_served": last} for key, last in served.items()
-        ])
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "namespace": config.namespace,
+                    "queue": config.queue,
+                    "concurrency_key": key,
+                    "last_served": last,
+                }
+                for key, last in served.items()
+            ],
+        )
         await conn.execute(
             update(queues)
             .where(queues.c.namespace == config.namespace, queues.c.queue == config.queue)
@@ -322,8 +363,11 @@ class SqlWorkOrderStore:
         row = (await conn.execute(stmt)).first()
         if row is None or row.namespace != ref.namespace or row.queue != ref.queue:
             raise WorkOrderNotFound(ref)
-        if (row.state != WorkOrderState.LEASED.value or row.lease_token != token
-                or row.lease_expires_at <= now_us):
+        if (
+            row.state != WorkOrderState.LEASED.value
+            or row.lease_token != token
+            or row.lease_expires_at <= now_us
+        ):
             raise StaleLease(ref, WorkOrderState(row.state))
         return row
 
@@ -337,13 +381,18 @@ class SqlWorkOrderStore:
                 limits.append(now_us + row.heartbeat_timeout_us)
             if row.start_to_close_us:
                 limits.append(row.leased_at + row.start_to_close_us)
-            values: dict[str, Any] = {"lease_expires_at": min(limits), "heartbeat_at": now_us,
-                                      "updated_at": now_us}
+            values: dict[str, Any] = {
+                "lease_expires_at": min(limits),
+                "heartbeat_at": now_us,
+                "updated_at": now_us,
+            }
             if params.progress is not None:
                 values["progress_percent"] = params.progress.percent
                 values["progress_message"] = params.progress.message
             result = await conn.execute(
-                update(work_orders).where(wo.seq == row.seq).values(**values)
+                update(work_orders)
+                .where(wo.seq == row.seq)
+                .values(**values)
                 .returning(*work_orders.columns)
             )
             return order_from_row(result.one()._mapping)
@@ -357,10 +406,13 @@ class SqlWorkOrderStore:
                 done = await self._complete_postgres(conn, items, now_us)
             else:
                 done = await self._complete_each(conn, items, now_us)
-            await insert_events(conn, [
-                event_row(o, WorkOrderState.LEASED, "completed", actor="", at_us=now_us)
-                for o in done.values()
-            ])
+            await insert_events(
+                conn,
+                [
+                    event_row(o, WorkOrderState.LEASED, "completed", actor="", at_us=now_us)
+                    for o in done.values()
+                ],
+            )
             missing = [i.ref for i in items if i.ref.id not in done]
             states = await self._states(conn, missing)
         out: list[WorkOrder | Exception] = []
@@ -377,15 +429,18 @@ class SqlWorkOrderStore:
         self, conn: AsyncConnection, items: Sequence[CompleteParams], now_us: int
     ) -> dict[uuid.UUID, WorkOrder]:
         namespace = items[0].ref.namespace if items else ""
-        result = await conn.execute(queries.COMPLETE_MANY_POSTGRES, {
-            "ns": namespace,
-            "now": now_us,
-            "ids": [i.ref.id for i in items],
-            "queues": [i.ref.queue for i in items],
-            "tokens": [i.lease_token for i in items],
-            "results": [i.result.data for i in items],
-            "content_types": [i.result.content_type for i in items],
-        })
+        result = await conn.execute(
+            queries.COMPLETE_MANY_POSTGRES,
+            {
+                "ns": namespace,
+                "now": now_us,
+                "ids": [i.ref.id for i in items],
+                "queues": [i.ref.queue for i in items],
+                "tokens": [i.lease_token for i in items],
+                "results": [i.result.data for i in items],
+                "content_types": [i.result.content_type for i in items],
+            },
+        )
         return {row.id: order_from_row(row._mapping) for row in result}
 
     async def _complete_each(
@@ -395,12 +450,23 @@ class SqlWorkOrderStore:
         for item in items:
             result = await conn.execute(
                 update(work_orders)
-                .where(wo.id == item.ref.id, wo.namespace == item.ref.namespace,
-                       wo.queue == item.ref.queue, wo.lease_token == item.lease_token,
-                       wo.state == WorkOrderState.LEASED.value, wo.lease_expires_at > now_us)
-                .values(state=WorkOrderState.SUCCEEDED.value, result=item.result.data,
-                        result_content_type=item.result.content_type, completed_at=now_us,
-                        updated_at=now_us, lease_token=None, lease_expires_at=None)
+                .where(
+                    wo.id == item.ref.id,
+                    wo.namespace == item.ref.namespace,
+                    wo.queue == item.ref.queue,
+                    wo.lease_token == item.lease_token,
+                    wo.state == WorkOrderState.LEASED.value,
+                    wo.lease_expires_at > now_us,
+                )
+                .values(
+                    state=WorkOrderState.SUCCEEDED.value,
+                    result=item.result.data,
+                    result_content_type=item.result.content_type,
+                    completed_at=now_us,
+                    updated_at=now_us,
+                    lease_token=None,
+                    lease_expires_at=None,
+                )
                 .returning(*work_orders.columns)
             )
             row = result.first()
@@ -437,8 +503,14 @@ class SqlWorkOrderStore:
                 retry_delay=params.retry_delay,
             )
             return await self.end_attempt(
-                conn, row, outcome.state, outcome.available_at, outcome.reason, now_us,
-                failure=params.failure, actor=row.leased_by,
+                conn,
+                row,
+                outcome.state,
+                outcome.available_at,
+                outcome.reason,
+                now_us,
+                failure=params.failure,
+                actor=row.leased_by,
             )
 
     async def end_attempt(
@@ -468,14 +540,26 @@ class SqlWorkOrderStore:
         else:
             values["completed_at"] = now_us
         result = await conn.execute(
-            update(work_orders).where(wo.seq == row.seq).values(**values)
+            update(work_orders)
+            .where(wo.seq == row.seq)
+            .values(**values)
             .returning(*work_orders.columns)
         )
         order = order_from_row(result.one()._mapping)
-        await insert_events(conn, [event_row(
-            order, WorkOrderState(row.state), reason, actor=actor, at_us=now_us,
-            failure=failure, timeout_kind=timeout_kind,
-        )])
+        await insert_events(
+            conn,
+            [
+                event_row(
+                    order,
+                    WorkOrderState(row.state),
+                    reason,
+                    actor=actor,
+                    at_us=now_us,
+                    failure=failure,
+                    timeout_kind=timeout_kind,
+                )
+            ],
+        )
         return order
 
     async def work_order_cancel(self, params: CancelParams) -> WorkOrder:
@@ -485,7 +569,10 @@ class SqlWorkOrderStore:
             if self._postgres:
                 stmt = stmt.with_for_update()
             row = (await conn.execute(stmt)).first()
-            if row is None or (row.namespace, row.queue) != (params.ref.namespace, params.ref.queue):
+            if row is None or (row.namespace, row.queue) != (
+                params.ref.namespace,
+                params.ref.queue,
+            ):
                 raise WorkOrderNotFound(params.ref)
             state = WorkOrderState(row.state)
             if state is WorkOrderState.CANCELLED or (
@@ -501,12 +588,15 @@ class SqlWorkOrderStore:
                 values = {"cancel_requested": True}
                 reason = "cancel requested" + (f": {params.reason}" if params.reason else "")
             result = await conn.execute(
-                update(work_orders).where(wo.seq == row.seq)
-                .values(updated_at=now_us, **values).returning(*work_orders.columns)
+                update(work_orders)
+                .where(wo.seq == row.seq)
+                .values(updated_at=now_us, **values)
+                .returning(*work_orders.columns)
             )
             order = order_from_row(result.one()._mapping)
-            await insert_events(conn, [event_row(order, state, reason, actor=params.actor,
-                                                 at_us=now_us)])
+            await insert_events(
+                conn, [event_row(order, state, reason, actor=params.actor, at_us=now_us)]
+            )
             return order
 
     # -- reads ----------------------------------------------------------------
@@ -529,8 +619,9 @@ class SqlWorkOrderStore:
         if params.error_type is not None:
             conditions.append(wo.failure["type"].as_string() == params.error_type)
         if params.after_seq is not None:
-            conditions.append(wo.seq < params.after_seq if params.newest_first
-                              else wo.seq > params.after_seq)
+            conditions.append(
+                wo.seq < params.after_seq if params.newest_first else wo.seq > params.after_seq
+            )
         order = wo.seq.desc() if params.newest_first else wo.seq.asc()
         async with self._engine.connect() as conn:
             result = await conn.execute(
@@ -545,8 +636,10 @@ class SqlWorkOrderStore:
         ev = work_order_events.c
         async with self._engine.connect() as conn:
             result = await conn.execute(
-                select(work_order_events).where(ev.work_order_id == ref.id, ev.seq > after_seq)
-                .order_by(ev.seq).limit(limit)
+                select(work_order_events)
+                .where(ev.work_order_id == ref.id, ev.seq > after_seq)
+                .order_by(ev.seq)
+                .limit(limit)
             )
             return [event_from_row(row._mapping) for row in result]
 
@@ -562,24 +655,37 @@ class SqlWorkOrderStore:
         horizon = to_micros(max(now, order.available_at))
         async with self._engine.connect() as conn:
             seq = (await conn.execute(select(wo.seq).where(wo.id == order.id))).scalar_one()
-            return (await conn.execute(
-                select(func.count()).select_from(work_orders).where(
-                    wo.namespace == order.namespace, wo.queue == order.queue,
-                    wo.state == WorkOrderState.QUEUED.value, wo.available_at <= horizon,
-                    or_(wo.priority > order.spec.priority,
-                        and_(wo.priority == order.spec.priority, wo.seq < seq)),
+            return (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(work_orders)
+                    .where(
+                        wo.namespace == order.namespace,
+                        wo.queue == order.queue,
+                        wo.state == WorkOrderState.QUEUED.value,
+                        wo.available_at <= horizon,
+                        or_(
+                            wo.priority > order.spec.priority,
+                            and_(wo.priority == order.spec.priority, wo.seq < seq),
+                        ),
+                    )
                 )
-            )).scalar_one()
+            ).scalar_one()
 
     async def work_order_next_available(
         self, namespace: str, queue_names: Sequence[str], now: datetime
     ) -> datetime | None:
         async with self._engine.connect() as conn:
-            value = (await conn.execute(
-                select(func.min(wo.available_at)).where(
-                    wo.namespace == namespace, wo.queue.in_(queue_names),
-                    wo.state == WorkOrderState.QUEUED.value, wo.available_at > to_micros(now))
-            )).scalar()
+            value = (
+                await conn.execute(
+                    select(func.min(wo.available_at)).where(
+                        wo.namespace == namespace,
+                        wo.queue.in_(queue_names),
+                        wo.state == WorkOrderState.QUEUED.value,
+                        wo.available_at > to_micros(now),
+                    )
+                )
+            ).scalar()
         return None if value is None else from_micros(value)
 
     async def work_order_wait_samples(
@@ -588,9 +694,14 @@ class SqlWorkOrderStore:
         async with self._engine.connect() as conn:
             result = await conn.execute(
                 select((wo.leased_at - wo.available_at).label("wait"))
-                .where(wo.namespace == queue.namespace, wo.queue == queue.queue,
-                       wo.leased_at >= to_micros(since), wo.leased_at >= wo.available_at)
-                .order_by(wo.seq.desc()).limit(limit)
+                .where(
+                    wo.namespace == queue.namespace,
+                    wo.queue == queue.queue,
+                    wo.leased_at >= to_micros(since),
+                    wo.leased_at >= wo.available_at,
+                )
+                .order_by(wo.seq.desc())
+                .limit(limit)
             )
             return [timedelta(microseconds=row.wait) for row in result]
 
@@ -612,8 +723,13 @@ class SqlWorkOrderStore:
 
     async def queue_get(self, ref: QueueRef) -> QueueConfig:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(select(queues).where(
-                queues.c.namespace == ref.namespace, queues.c.queue == ref.queue))).first()
+            row = (
+                await conn.execute(
+                    select(queues).where(
+                        queues.c.namespace == ref.namespace, queues.c.queue == ref.queue
+                    )
+                )
+            ).first()
         return queue_from_row(row._mapping) if row else QueueConfig(ref.namespace, ref.queue)
 
     async def queue_upsert(
@@ -623,7 +739,10 @@ class SqlWorkOrderStore:
         values = queue_to_row(config)
         changed = {k: v for k, v in values.items() if _field_of(k) in fields}
         stmt = self._insert(queues).values(
-            namespace=config.namespace, queue=config.queue, created_at=now_us, updated_at=now_us,
+            namespace=config.namespace,
+            queue=config.queue,
+            created_at=now_us,
+            updated_at=now_us,
             **values,
         )
         stmt = stmt.on_conflict_do_update(
@@ -637,8 +756,10 @@ class SqlWorkOrderStore:
     async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
         async with self._engine.connect() as conn:
             result = await conn.execute(
-                select(queues).where(queues.c.namespace == namespace, queues.c.queue > after)
-                .order_by(queues.c.queue).limit(limit)
+                select(queues)
+                .where(queues.c.namespace == namespace, queues.c.queue > after)
+                .order_by(queues.c.queue)
+                .limit(limit)
             )
             return [queue_from_row(row._mapping) for row in result]
 
@@ -648,14 +769,21 @@ class SqlWorkOrderStore:
             counts = {
                 WorkOrderState(row.state): row.n
                 for row in await conn.execute(
-                    select(wo.state, func.count().label("n")).where(*where).group_by(wo.state))
+                    select(wo.state, func.count().label("n")).where(*where).group_by(wo.state)
+                )
             }
-            oldest = (await conn.execute(
-                select(func.min(wo.available_at)).where(
-                    *where, wo.state == WorkOrderState.QUEUED.value)
-            )).scalar()
-        return QueueDepth(counts, counts.get(WorkOrderState.LEASED, 0),
-                          None if oldest is None else from_micros(oldest))
+            oldest = (
+                await conn.execute(
+                    select(func.min(wo.available_at)).where(
+                        *where, wo.state == WorkOrderState.QUEUED.value
+                    )
+                )
+            ).scalar()
+        return QueueDepth(
+            counts,
+            counts.get(WorkOrderState.LEASED, 0),
+            None if oldest is None else from_micros(oldest),
+        )
 
     # -- dead letters -------------------------------------------------------------
 
@@ -665,10 +793,11 @@ class SqlWorkOrderStore:
     async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> list[Redrive]:
         async with self._engine.connect() as conn:
             result = await conn.execute(
-                select(redrives).where(redrives.c.namespace == ref.namespace,
-                                       redrives.c.queue == ref.queue)
+                select(redrives)
+                .where(redrives.c.namespace == ref.namespace, redrives.c.queue == ref.queue)
                 .order_by(redrives.c.created_at.desc(), redrives.c.id)
-                .offset(offset).limit(limit)
+                .offset(offset)
+                .limit(limit)
             )
             return [redrive_from_row(row._mapping) for row in result]
 

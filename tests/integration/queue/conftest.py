@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
+
 from conveyor_core import db, migrations
 from conveyor_core.coordination import RedisCoordination
 from conveyor_core.settings import CoreSettings
 from conveyor_queue.migrations import MIGRATIONS
-from sqlalchemy.engine import make_url
-
 from tests.helpers.queue import QueueEnv, wall_clock
 
 BACKENDS = ["sqlite", "postgres"]
@@ -34,11 +34,16 @@ async def queue_template_db(make_postgres_database) -> str:  # type: ignore[no-u
 
 @pytest.fixture
 async def postgres_core(
-    make_postgres_database, queue_template_db: str, redis_url: str, redis_prefix: str, tmp_path: Path
+    make_postgres_database,
+    queue_template_db: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
 ) -> CoreSettings:  # type: ignore[no-untyped-def]
     url = await make_postgres_database(template=queue_template_db)
-    return CoreSettings(database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix,
-                        data_dir=tmp_path)
+    return CoreSettings(
+        database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
+    )
 
 
 @pytest.fixture(params=BACKENDS)

@@ -18,23 +18,47 @@ BIG = b"x" * (1024 * 1024 + 1)
 ORDER = f"namespaces/test/queues/jobs/workOrders/{uuid.uuid4()}"
 
 BAD_SUBMITS = {
-    "queue name format": (rpc.SubmitWorkOrderRequest(parent="namespaces/test/queues/Bad Queue!"), "parent"),
+    "queue name format": (
+        rpc.SubmitWorkOrderRequest(parent="namespaces/test/queues/Bad Queue!"),
+        "parent",
+    ),
     "missing namespace": (rpc.SubmitWorkOrderRequest(parent="namespaces//queues/jobs"), "parent"),
     "missing parent": (rpc.SubmitWorkOrderRequest(), "parent"),
     "not a queue name": (rpc.SubmitWorkOrderRequest(parent="queues/jobs"), "parent"),
-    "negative priority": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(priority=-1)),
-                          "work_order.priority"),
-    "priority above range": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(priority=10**6)),
-                             "work_order.priority"),
-    "oversize payload": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(data=BIG)),
-                         "work_order.payload.data"),
-    "negative timeout": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=m.WorkOrderSpec(
-        heartbeat_timeout=duration_pb2.Duration(seconds=-1))), "work_order.heartbeat_timeout"),
-    "bad retry policy": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=m.WorkOrderSpec(
-        retry_policy=types_pb2.RetryPolicy(backoff_coefficient=0.5, maximum_attempts=2))),
-        "work_order.retry_policy.backoff_coefficient"),
-    "long idempotency key": (rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=m.WorkOrderSpec(
-        idempotency_key="k" * 300)), "work_order.idempotency_key"),
+    "negative priority": (
+        rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(priority=-1)),
+        "work_order.priority",
+    ),
+    "priority above range": (
+        rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(priority=10**6)),
+        "work_order.priority",
+    ),
+    "oversize payload": (
+        rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(data=BIG)),
+        "work_order.payload.data",
+    ),
+    "negative timeout": (
+        rpc.SubmitWorkOrderRequest(
+            parent=queue_name(),
+            work_order=m.WorkOrderSpec(heartbeat_timeout=duration_pb2.Duration(seconds=-1)),
+        ),
+        "work_order.heartbeat_timeout",
+    ),
+    "bad retry policy": (
+        rpc.SubmitWorkOrderRequest(
+            parent=queue_name(),
+            work_order=m.WorkOrderSpec(
+                retry_policy=types_pb2.RetryPolicy(backoff_coefficient=0.5, maximum_attempts=2)
+            ),
+        ),
+        "work_order.retry_policy.backoff_coefficient",
+    ),
+    "long idempotency key": (
+        rpc.SubmitWorkOrderRequest(
+            parent=queue_name(), work_order=m.WorkOrderSpec(idempotency_key="k" * 300)
+        ),
+        "work_order.idempotency_key",
+    ),
 }
 
 
@@ -52,37 +76,58 @@ async def test_bad_submit(env: QueueEnv, case: str) -> None:
     request, field = BAD_SUBMITS[case]
     assert field in await _invalid(env.stub.SubmitWorkOrder(request))
     # nothing was stored, and the service still serves
-    listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent="namespaces/test/queues/-"))
+    listed = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(parent="namespaces/test/queues/-")
+    )
     assert list(listed.work_orders) == []
     assert (await env.submit()).state == m.WorkOrderState.WORK_ORDER_STATE_QUEUED
 
 
 async def test_bad_batch_reports_every_bad_item_and_stores_none(env: QueueEnv) -> None:
-    fields = await _invalid(env.stub.BatchSubmitWorkOrders(rpc.BatchSubmitWorkOrdersRequest(
-        parent=queue_name(), requests=[
-            rpc.SubmitWorkOrderRequest(work_order=spec()),
-            rpc.SubmitWorkOrderRequest(work_order=spec(priority=-5)),
-            rpc.SubmitWorkOrderRequest(work_order=spec(data=BIG)),
-        ])))
+    fields = await _invalid(
+        env.stub.BatchSubmitWorkOrders(
+            rpc.BatchSubmitWorkOrdersRequest(
+                parent=queue_name(),
+                requests=[
+                    rpc.SubmitWorkOrderRequest(work_order=spec()),
+                    rpc.SubmitWorkOrderRequest(work_order=spec(priority=-5)),
+                    rpc.SubmitWorkOrderRequest(work_order=spec(data=BIG)),
+                ],
+            )
+        )
+    )
     assert fields == ["requests[1].work_order.priority", "requests[2].work_order.payload.data"]
     listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name()))
     assert list(listed.work_orders) == []
 
 
-@pytest.mark.parametrize("name", ["", "namespaces/test/queues/jobs/workOrders/not-a-uuid",
-                                  "namespaces/test/queues/jobs", "namespaces/test/workOrders/x/y/z",
-                                  f"namespaces/TEST/queues/jobs/workOrders/{uuid.uuid4()}"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "namespaces/test/queues/jobs/workOrders/not-a-uuid",
+        "namespaces/test/queues/jobs",
+        "namespaces/test/workOrders/x/y/z",
+        f"namespaces/TEST/queues/jobs/workOrders/{uuid.uuid4()}",
+    ],
+)
 async def test_malformed_work_order_names(env: QueueEnv, name: str) -> None:
     assert await _invalid(env.stub.GetWorkOrder(rpc.GetWorkOrderRequest(name=name))) == ["name"]
-    assert "name" in await _invalid(env.stub.CompleteWorkOrder(
-        rpc.CompleteWorkOrderRequest(name=name, lease_token="t")))
+    assert "name" in await _invalid(
+        env.stub.CompleteWorkOrder(rpc.CompleteWorkOrderRequest(name=name, lease_token="t"))
+    )
 
 
 async def test_unknown_order_is_not_found_with_resource_info(env: QueueEnv) -> None:
-    for call in (env.stub.GetWorkOrder(rpc.GetWorkOrderRequest(name=ORDER)),
-                 env.stub.CancelWorkOrder(rpc.CancelWorkOrderRequest(name=ORDER)),
-                 env.stub.FailWorkOrder(rpc.FailWorkOrderRequest(
-                     name=ORDER, lease_token="t", failure=types_pb2.Failure(type="x")))):
+    for call in (
+        env.stub.GetWorkOrder(rpc.GetWorkOrderRequest(name=ORDER)),
+        env.stub.CancelWorkOrder(rpc.CancelWorkOrderRequest(name=ORDER)),
+        env.stub.FailWorkOrder(
+            rpc.FailWorkOrderRequest(
+                name=ORDER, lease_token="t", failure=types_pb2.Failure(type="x")
+            )
+        ),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         details = rich_error_details(info.value)
@@ -105,29 +150,49 @@ async def test_bad_lease_requests(env: QueueEnv) -> None:
         "wait_time": {**base, "wait_time": duration_pb2.Duration(seconds=3600)},
     }
     for field, fields in cases.items():
-        assert field in await _invalid(env.stub.LeaseWorkOrders(rpc.LeaseWorkOrdersRequest(**fields))), field
+        assert field in await _invalid(
+            env.stub.LeaseWorkOrders(rpc.LeaseWorkOrdersRequest(**fields))
+        ), field
 
 
 async def test_bad_lease_holder_requests(env: QueueEnv) -> None:
     order = await env.submit()
     [lw] = await env.lease()
-    assert await _invalid(env.stub.CompleteWorkOrder(rpc.CompleteWorkOrderRequest(name=order.name))) == [
-        "lease_token"]
-    assert await _invalid(env.stub.FailWorkOrder(rpc.FailWorkOrderRequest(
-        name=order.name, lease_token=lw.lease_token))) == ["failure.type"]
-    assert await _invalid(env.stub.HeartbeatWorkOrder(rpc.HeartbeatWorkOrderRequest(
-        name=order.name, lease_token=lw.lease_token, progress=m.Progress(percent=150)))) == [
-        "progress.percent"]
+    assert await _invalid(
+        env.stub.CompleteWorkOrder(rpc.CompleteWorkOrderRequest(name=order.name))
+    ) == ["lease_token"]
+    assert await _invalid(
+        env.stub.FailWorkOrder(
+            rpc.FailWorkOrderRequest(name=order.name, lease_token=lw.lease_token)
+        )
+    ) == ["failure.type"]
+    assert await _invalid(
+        env.stub.HeartbeatWorkOrder(
+            rpc.HeartbeatWorkOrderRequest(
+                name=order.name, lease_token=lw.lease_token, progress=m.Progress(percent=150)
+            )
+        )
+    ) == ["progress.percent"]
     assert (await env.get(order.name)).state == m.WorkOrderState.WORK_ORDER_STATE_LEASED
 
 
 async def test_bad_queue_updates_and_list_requests(env: QueueEnv) -> None:
-    assert await _invalid(env.stub.UpdateQueue(rpc.UpdateQueueRequest(
-        queue=m.Queue(name=queue_name(), max_in_flight=-1)))) == ["queue.max_in_flight"]
-    assert await _invalid(env.stub.UpdateQueue(rpc.UpdateQueueRequest(
-        queue=m.Queue(name=queue_name()), update_mask=field_mask_pb2.FieldMask(paths=["create_time"])))) == [
-        "update_mask"]
-    assert await _invalid(env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), page_size=-1))) == ["page_size"]
-    assert await _invalid(env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), states=[42]))) == ["states"]
+    assert await _invalid(
+        env.stub.UpdateQueue(
+            rpc.UpdateQueueRequest(queue=m.Queue(name=queue_name(), max_in_flight=-1))
+        )
+    ) == ["queue.max_in_flight"]
+    assert await _invalid(
+        env.stub.UpdateQueue(
+            rpc.UpdateQueueRequest(
+                queue=m.Queue(name=queue_name()),
+                update_mask=field_mask_pb2.FieldMask(paths=["create_time"]),
+            )
+        )
+    ) == ["update_mask"]
+    assert await _invalid(
+        env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=-1))
+    ) == ["page_size"]
+    assert await _invalid(
+        env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name(), states=[42]))
+    ) == ["states"]

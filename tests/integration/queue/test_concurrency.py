@@ -21,16 +21,27 @@ async def _drain(env: QueueEnv, worker: str, seen: Counter, batch: int) -> None:
             return
         for lw in leased:
             seen[lw.work_order.id] += 1
-        await env.stub.BatchCompleteWorkOrders(rpc.BatchCompleteWorkOrdersRequest(
-            parent="namespaces/test",
-            requests=[rpc.CompleteWorkOrderRequest(name=lw.work_order.name, lease_token=lw.lease_token)
-                      for lw in leased]))
+        await env.stub.BatchCompleteWorkOrders(
+            rpc.BatchCompleteWorkOrdersRequest(
+                parent="namespaces/test",
+                requests=[
+                    rpc.CompleteWorkOrderRequest(
+                        name=lw.work_order.name, lease_token=lw.lease_token
+                    )
+                    for lw in leased
+                ],
+            )
+        )
 
 
-async def test_eight_concurrent_leasers_lease_each_of_2000_orders_exactly_once(env: QueueEnv) -> None:
+async def test_eight_concurrent_leasers_lease_each_of_2000_orders_exactly_once(
+    env: QueueEnv,
+) -> None:
     submitted = []
     for chunk in range(0, 2000, 500):
-        submitted += await env.submit_many([spec(priority=i % 4) for i in range(chunk, chunk + 500)])
+        submitted += await env.submit_many(
+            [spec(priority=i % 4) for i in range(chunk, chunk + 500)]
+        )
     seen: Counter = Counter()
     await asyncio.gather(*(_drain(env, f"w{i}", seen, batch=1 + i * 3) for i in range(8)))
     assert len(submitted) == 2000
@@ -47,8 +58,13 @@ async def test_two_replicas_on_one_database_never_share_an_order(core: CoreSetti
     try:
         orders = await first.submit_many([spec() for _ in range(300)])
         seen: Counter = Counter()
-        await asyncio.gather(*(_drain(e, f"{n}-{i}", seen, batch=7)
-                               for n, e in (("a", first), ("b", second)) for i in range(3)))
+        await asyncio.gather(
+            *(
+                _drain(e, f"{n}-{i}", seen, batch=7)
+                for n, e in (("a", first), ("b", second))
+                for i in range(3)
+            )
+        )
         assert set(seen) == {o.id for o in orders} and max(seen.values()) == 1
     finally:
         await second.stop()
@@ -72,8 +88,11 @@ async def test_long_polling_leaser_is_woken_promptly_by_a_submit(env: QueueEnv) 
 async def test_wake_up_crosses_replicas(core: CoreSettings) -> None:
     """A leaser on replica B wakes for a submit on replica A (Redis pub/sub; in-process shares)."""
     replica_a = await QueueEnv(core, wall_clock()).start()
-    replica_b = await QueueEnv(core, wall_clock(), coordination=(
-        replica_a.platform.coordination if not core.redis_url else None)).start()
+    replica_b = await QueueEnv(
+        core,
+        wall_clock(),
+        coordination=(replica_a.platform.coordination if not core.redis_url else None),
+    ).start()
     try:
         waiter = asyncio.create_task(replica_b.lease(wait=30))
         await asyncio.sleep(0.05)
@@ -103,11 +122,15 @@ async def test_restart_in_the_middle_of_leased_work_loses_nothing(core: CoreSett
 
     env = await QueueEnv(core, clock).start()
     try:
-        listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-            parent=queue_name(), page_size=100))
+        listed = await env.stub.ListWorkOrders(
+            rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=100)
+        )
         states = Counter(o.state for o in listed.work_orders)
-        assert states == {S.WORK_ORDER_STATE_SUCCEEDED: 1, S.WORK_ORDER_STATE_LEASED: 19,
-                          S.WORK_ORDER_STATE_QUEUED: 30}
+        assert states == {
+            S.WORK_ORDER_STATE_SUCCEEDED: 1,
+            S.WORK_ORDER_STATE_LEASED: 19,
+            S.WORK_ORDER_STATE_QUEUED: 30,
+        }
         # the surviving worker can still finish its leases on the new process
         assert (await env.complete(leased[1])).state == S.WORK_ORDER_STATE_SUCCEEDED
         # the rest come back after their leases expire, and everything completes once
@@ -117,8 +140,9 @@ async def test_restart_in_the_middle_of_leased_work_loses_nothing(core: CoreSett
         done: Counter = Counter()
         await _drain(env, "after-restart", done, batch=25)
         assert len(done) == 48 and max(done.values()) == 1
-        final = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-            parent=queue_name(), page_size=100))
+        final = await env.stub.ListWorkOrders(
+            rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=100)
+        )
         assert {o.id for o in final.work_orders} == {o.id for o in orders}
         assert all(o.state == S.WORK_ORDER_STATE_SUCCEEDED for o in final.work_orders)
     finally:

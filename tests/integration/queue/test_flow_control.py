@@ -15,8 +15,11 @@ from tests.helpers.queue import QueueEnv, queue_name, seconds, spec, wall_clock
 
 async def configure(env: QueueEnv, queue: str = "jobs", **fields) -> m.Queue:  # type: ignore[no-untyped-def]
     message = m.Queue(name=queue_name(queue), **fields)
-    response = await env.stub.UpdateQueue(rpc.UpdateQueueRequest(
-        queue=message, update_mask=field_mask_pb2.FieldMask(paths=list(fields))))
+    response = await env.stub.UpdateQueue(
+        rpc.UpdateQueueRequest(
+            queue=message, update_mask=field_mask_pb2.FieldMask(paths=list(fields))
+        )
+    )
     return response.queue
 
 
@@ -46,10 +49,15 @@ async def test_completion_wakes_a_leaser_waiting_at_capacity(env: QueueEnv) -> N
 
 async def test_per_key_concurrency_limit(env: QueueEnv) -> None:
     await configure(env, max_in_flight_per_key=2)
-    await env.submit_many([spec(concurrency_key="tenant-a") for _ in range(6)]
-                          + [spec(concurrency_key="tenant-b") for _ in range(3)])
+    await env.submit_many(
+        [spec(concurrency_key="tenant-a") for _ in range(6)]
+        + [spec(concurrency_key="tenant-b") for _ in range(3)]
+    )
     leased = await env.lease(n=10)
-    assert Counter(lw.work_order.spec.concurrency_key for lw in leased) == {"tenant-a": 2, "tenant-b": 2}
+    assert Counter(lw.work_order.spec.concurrency_key for lw in leased) == {
+        "tenant-a": 2,
+        "tenant-b": 2,
+    }
     assert await env.lease(n=10) == []
     a = next(lw for lw in leased if lw.work_order.spec.concurrency_key == "tenant-a")
     await env.complete(a)
@@ -60,8 +68,10 @@ async def test_per_key_concurrency_limit(env: QueueEnv) -> None:
 async def test_fair_round_robin_between_keys(env: QueueEnv) -> None:
     await configure(env, fair=True)
     await env.submit_many([spec(concurrency_key="busy") for _ in range(30)])
-    await env.submit_many([spec(concurrency_key="small-1") for _ in range(3)]
-                          + [spec(concurrency_key="small-2") for _ in range(3)])
+    await env.submit_many(
+        [spec(concurrency_key="small-1") for _ in range(3)]
+        + [spec(concurrency_key="small-2") for _ in range(3)]
+    )
     served = []
     for _ in range(9):  # one at a time, each completed at once: only rotation helps the small keys
         [lw] = await env.lease()
@@ -83,8 +93,9 @@ async def test_fairness_respects_priority_first(env: QueueEnv) -> None:
 
 async def test_queue_rate_limit_is_shared_by_replicas(core: CoreSettings) -> None:
     one = await QueueEnv(core, wall_clock()).start()
-    two = await QueueEnv(core, wall_clock(), coordination=(
-        one.platform.coordination if not core.redis_url else None)).start()
+    two = await QueueEnv(
+        core, wall_clock(), coordination=(one.platform.coordination if not core.redis_url else None)
+    ).start()
     try:
         await configure(one, rate_limit=m.RateLimit(tokens=5, period=seconds(3600), burst=5))
         await one.submit_many([spec() for _ in range(20)])

@@ -39,7 +39,10 @@ async def test_queue_stats(env: QueueEnv) -> None:
     await env.complete(leased[0])
     stats = (await env.stub.GetQueueStats(rpc.GetQueueStatsRequest(name=queue_name()))).stats
     assert {d.state: d.count for d in stats.depth} == {
-        S.WORK_ORDER_STATE_QUEUED: 4, S.WORK_ORDER_STATE_LEASED: 1, S.WORK_ORDER_STATE_SUCCEEDED: 1}
+        S.WORK_ORDER_STATE_QUEUED: 4,
+        S.WORK_ORDER_STATE_LEASED: 1,
+        S.WORK_ORDER_STATE_SUCCEEDED: 1,
+    }
     assert stats.in_flight == 1
     assert stats.oldest_queued_age.ToTimedelta().total_seconds() == pytest.approx(4, abs=0.01)
     assert stats.add_rate_per_second > 0 and stats.dispatch_rate_per_second > 0
@@ -49,34 +52,49 @@ async def test_queue_stats(env: QueueEnv) -> None:
 
 
 async def test_list_filters_and_pages(env: QueueEnv) -> None:
-    orders = await env.submit_many([spec(concurrency_key="k1" if i % 2 else "k2") for i in range(7)])
+    orders = await env.submit_many(
+        [spec(concurrency_key="k1" if i % 2 else "k2") for i in range(7)]
+    )
     pages, token = [], ""
     while True:
-        page = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-            parent=queue_name(), page_size=3, page_token=token))
+        page = await env.stub.ListWorkOrders(
+            rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=3, page_token=token)
+        )
         pages.append([o.id for o in page.work_orders])
         token = page.next_page_token
         if not token:
             break
     assert [len(p) for p in pages] == [3, 3, 1]
-    assert sum(pages, []) == [o.id for o in orders]
-    newest = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), order=rpc.LIST_ORDER_NEWEST_FIRST, page_size=2))
+    assert [i for page in pages for i in page] == [o.id for o in orders]
+    newest = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(
+            parent=queue_name(), order=rpc.LIST_ORDER_NEWEST_FIRST, page_size=2
+        )
+    )
     assert [o.id for o in newest.work_orders] == [orders[6].id, orders[5].id]
-    keyed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), concurrency_key="k1"))
+    keyed = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(parent=queue_name(), concurrency_key="k1")
+    )
     assert len(keyed.work_orders) == 3
     await env.lease(n=2)
-    leased = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent="namespaces/test/queues/-", states=[S.WORK_ORDER_STATE_LEASED]))
+    leased = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(
+            parent="namespaces/test/queues/-", states=[S.WORK_ORDER_STATE_LEASED]
+        )
+    )
     assert [o.id for o in leased.work_orders] == [orders[0].id, orders[1].id]
 
 
 @pytest.mark.parametrize("tamper", ["flip", "garbage", "other-filter"])
 async def test_page_token_tampering_is_invalid_argument(env: QueueEnv, tamper: str) -> None:
     await env.submit_many([spec() for _ in range(3)])
-    first = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=1))
-    token, request = first.next_page_token, rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=1)
+    first = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=1)
+    )
+    token, request = (
+        first.next_page_token,
+        rpc.ListWorkOrdersRequest(parent=queue_name(), page_size=1),
+    )
     if tamper == "flip":
         request.page_token = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     elif tamper == "garbage":
@@ -92,8 +110,9 @@ async def test_page_token_tampering_is_invalid_argument(env: QueueEnv, tamper: s
 
 
 async def _kill(env: QueueEnv, n: int, error_type: str) -> list[m.WorkOrder]:
-    orders = await env.submit_many([spec(retry_policy=types_pb2.RetryPolicy(maximum_attempts=1))
-                                    for _ in range(n)])
+    orders = await env.submit_many(
+        [spec(retry_policy=types_pb2.RetryPolicy(maximum_attempts=1)) for _ in range(n)]
+    )
     for lw in await env.lease(n=n):
         assert (await env.fail(lw, error_type=error_type)).state == S.WORK_ORDER_STATE_DEAD
     return orders
@@ -103,29 +122,48 @@ async def test_dead_letters_are_listed_and_redriven_once_with_who_and_why(env: Q
     env.engine.settings = env.engine.settings.model_copy(update={"redrive_chunk_size": 2})
     network = await _kill(env, 5, "network")
     auth = await _kill(env, 2, "auth")
-    dead = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), states=[S.WORK_ORDER_STATE_DEAD], error_type="network"))
+    dead = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(
+            parent=queue_name(), states=[S.WORK_ORDER_STATE_DEAD], error_type="network"
+        )
+    )
     assert {o.id for o in dead.work_orders} == {o.id for o in network}
 
     request = rpc.RedriveWorkOrdersRequest(
-        parent=queue_name(), error_type="network", reason="endpoint fixed", requested_by="alice",
-        request_id="incident-42")
+        parent=queue_name(),
+        error_type="network",
+        reason="endpoint fixed",
+        requested_by="alice",
+        request_id="incident-42",
+    )
     redrive = (await env.stub.RedriveWorkOrders(request)).redrive
-    assert (redrive.redriven_count, redrive.requested_by, redrive.reason) == (5, "alice", "endpoint fixed")
-    again = (await env.stub.RedriveWorkOrders(request)).redrive  # same request id: no second redrive
+    assert (redrive.redriven_count, redrive.requested_by, redrive.reason) == (
+        5,
+        "alice",
+        "endpoint fixed",
+    )
+    again = (
+        await env.stub.RedriveWorkOrders(request)
+    ).redrive  # same request id: no second redrive
     assert again.name == redrive.name and again.redriven_count == 5
 
     for order in network:
         current = await env.get(order.name)
         assert current.state == S.WORK_ORDER_STATE_QUEUED and current.redrive_count == 1
         assert current.attempt == 0
-        events = (await env.stub.ListWorkOrderEvents(
-            rpc.ListWorkOrderEventsRequest(parent=order.name))).events
+        events = (
+            await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=order.name))
+        ).events
         assert events[-1].reason == "redriven: endpoint fixed" and events[-1].actor == "alice"
     assert [(await env.get(o.name)).state for o in auth] == [S.WORK_ORDER_STATE_DEAD] * 2
 
-    capped = (await env.stub.RedriveWorkOrders(rpc.RedriveWorkOrdersRequest(
-        parent=queue_name(), reason="retry one", requested_by="bob", max_work_orders=1))).redrive
+    capped = (
+        await env.stub.RedriveWorkOrders(
+            rpc.RedriveWorkOrdersRequest(
+                parent=queue_name(), reason="retry one", requested_by="bob", max_work_orders=1
+            )
+        )
+    ).redrive
     assert capped.redriven_count == 1
     history = (await env.stub.ListRedrives(rpc.ListRedrivesRequest(parent=queue_name()))).redrives
     assert {(r.requested_by, r.redriven_count) for r in history} == {("alice", 5), ("bob", 1)}
@@ -142,14 +180,22 @@ async def test_redrive_requires_who_and_why(env: QueueEnv) -> None:
 
 
 async def test_events_page(env: QueueEnv) -> None:
-    order = await env.submit(retry_policy=types_pb2.RetryPolicy(
-        maximum_attempts=3, initial_interval=seconds(0), jitter=0))
+    order = await env.submit(
+        retry_policy=types_pb2.RetryPolicy(
+            maximum_attempts=3, initial_interval=seconds(0), jitter=0
+        )
+    )
     for _ in range(2):
         [lw] = await env.lease()
         await env.fail(lw)
-    first = await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=order.name, page_size=3))
-    rest = await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(
-        parent=order.name, page_size=3, page_token=first.next_page_token))
+    first = await env.stub.ListWorkOrderEvents(
+        rpc.ListWorkOrderEventsRequest(parent=order.name, page_size=3)
+    )
+    rest = await env.stub.ListWorkOrderEvents(
+        rpc.ListWorkOrderEventsRequest(
+            parent=order.name, page_size=3, page_token=first.next_page_token
+        )
+    )
     reasons = [e.reason for e in list(first.events) + list(rest.events)]
     assert reasons[0] == "submitted" and len(reasons) == 5 and not rest.next_page_token
     assert [e.attempt for e in rest.events] == [2, 2]

@@ -1,4 +1,4 @@
-"""Submit, lease, complete, fail, retry, dead-letter, cancel and timeouts, over gRPC on real storage."""
+"""Submit, lease, complete, fail, retry, dead-letter, cancel, timeouts: over gRPC, real storage."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import grpc
 import pytest
+
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
-
 from tests.helpers.queue import QueueEnv, queue_name, seconds, spec
 
 S = m.WorkOrderState
@@ -28,7 +28,9 @@ async def test_submit_lease_complete_records_history(env: QueueEnv) -> None:
     assert done.state == S.WORK_ORDER_STATE_SUCCEEDED and done.result.data == b"out"
     assert done.HasField("complete_time")
 
-    events = (await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=order.name))).events
+    events = (
+        await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=order.name))
+    ).events
     assert [(e.from_state, e.to_state) for e in events] == [
         (S.WORK_ORDER_STATE_UNSPECIFIED, S.WORK_ORDER_STATE_QUEUED),
         (S.WORK_ORDER_STATE_QUEUED, S.WORK_ORDER_STATE_LEASED),
@@ -39,8 +41,9 @@ async def test_submit_lease_complete_records_history(env: QueueEnv) -> None:
 
 
 async def test_priority_first_then_fifo(env: QueueEnv) -> None:
-    submitted = await env.submit_many([spec(priority=p, data=str(i).encode())
-                                       for i, p in enumerate([1, 5, 1, 5, 0, 9, 1])])
+    submitted = await env.submit_many(
+        [spec(priority=p, data=str(i).encode()) for i, p in enumerate([1, 5, 1, 5, 0, 9, 1])]
+    )
     leased = [lw.work_order for lw in await env.lease(n=7)]
     want = sorted(range(7), key=lambda i: (-submitted[i].spec.priority, i))
     assert [o.id for o in leased] == [submitted[i].id for i in want]
@@ -64,24 +67,33 @@ async def test_not_before_holds_the_order_until_due(env: QueueEnv) -> None:
 
 async def test_idempotent_submit_under_concurrent_duplicates(env: QueueEnv) -> None:
     async def submit_once() -> rpc.SubmitWorkOrderResponse:
-        return await env.stub.SubmitWorkOrder(rpc.SubmitWorkOrderRequest(
-            parent=queue_name(), work_order=spec(idempotency_key="only-once")))
+        return await env.stub.SubmitWorkOrder(
+            rpc.SubmitWorkOrderRequest(
+                parent=queue_name(), work_order=spec(idempotency_key="only-once")
+            )
+        )
 
     responses = await asyncio.gather(*(submit_once() for _ in range(24)))
     ids = {r.work_order.id for r in responses}
     assert len(ids) == 1
     assert sum(not r.already_exists for r in responses) == 1
     # also inside one batch and across batches
-    batch = await env.submit_many([spec(idempotency_key="only-once"), spec(idempotency_key="b"),
-                                   spec(idempotency_key="b")])
+    batch = await env.submit_many(
+        [spec(idempotency_key="only-once"), spec(idempotency_key="b"), spec(idempotency_key="b")]
+    )
     assert batch[0].id in ids and batch[1].id == batch[2].id
     listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name()))
     assert len(listed.work_orders) == 2
 
 
-async def test_lease_expiry_requeues_with_attempt_counted_and_refuses_stale_token(env: QueueEnv) -> None:
-    order = await env.submit(retry_policy=types_pb2.RetryPolicy(
-        initial_interval=seconds(0), maximum_attempts=5, jitter=0))
+async def test_lease_expiry_requeues_with_attempt_counted_and_refuses_stale_token(
+    env: QueueEnv,
+) -> None:
+    order = await env.submit(
+        retry_policy=types_pb2.RetryPolicy(
+            initial_interval=seconds(0), maximum_attempts=5, jitter=0
+        )
+    )
     [first] = await env.lease(lease=10)
     env.clock.advance(11)
     assert await env.sweep() == 1
@@ -91,9 +103,13 @@ async def test_lease_expiry_requeues_with_attempt_counted_and_refuses_stale_toke
     [second] = await env.lease(lease=10, worker="worker-2")
     assert second.work_order.attempt == 2 and second.lease_token != first.lease_token
 
-    for call in (env.complete(first), env.fail(first),
-                 env.stub.HeartbeatWorkOrder(rpc.HeartbeatWorkOrderRequest(
-                     name=order.name, lease_token=first.lease_token))):
+    for call in (
+        env.complete(first),
+        env.fail(first),
+        env.stub.HeartbeatWorkOrder(
+            rpc.HeartbeatWorkOrderRequest(name=order.name, lease_token=first.lease_token)
+        ),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call
         details = rich_error_details(info.value)
@@ -118,9 +134,13 @@ async def test_heartbeat_extends_lease_and_records_progress(env: QueueEnv) -> No
     [leased] = await env.lease(lease=10)
     for _ in range(3):
         env.clock.advance(8)
-        beat = await env.stub.HeartbeatWorkOrder(rpc.HeartbeatWorkOrderRequest(
-            name=order.name, lease_token=leased.lease_token,
-            progress=m.Progress(percent=40, message="halfway")))
+        beat = await env.stub.HeartbeatWorkOrder(
+            rpc.HeartbeatWorkOrderRequest(
+                name=order.name,
+                lease_token=leased.lease_token,
+                progress=m.Progress(percent=40, message="halfway"),
+            )
+        )
         assert not beat.cancel_requested
         assert await env.sweep() == 0
     current = await env.get(order.name)
@@ -129,9 +149,15 @@ async def test_heartbeat_extends_lease_and_records_progress(env: QueueEnv) -> No
 
 
 async def test_retry_backoff_schedule_then_dead_letter(env: QueueEnv) -> None:
-    order = await env.submit(retry_policy=types_pb2.RetryPolicy(
-        initial_interval=seconds(2), backoff_coefficient=3, maximum_interval=seconds(10),
-        jitter=0, maximum_attempts=4))
+    order = await env.submit(
+        retry_policy=types_pb2.RetryPolicy(
+            initial_interval=seconds(2),
+            backoff_coefficient=3,
+            maximum_interval=seconds(10),
+            jitter=0,
+            maximum_attempts=4,
+        )
+    )
     delays = []
     for attempt in range(1, 5):
         [leased] = await env.lease()
@@ -146,8 +172,9 @@ async def test_retry_backoff_schedule_then_dead_letter(env: QueueEnv) -> None:
     assert delays == [2, 6, 10]  # 2, 2*3, min(2*9, 10)
     assert failed.state == S.WORK_ORDER_STATE_DEAD
     assert failed.last_failure.type == "network"
-    dead = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(
-        parent=queue_name(), states=[S.WORK_ORDER_STATE_DEAD]))
+    dead = await env.stub.ListWorkOrders(
+        rpc.ListWorkOrdersRequest(parent=queue_name(), states=[S.WORK_ORDER_STATE_DEAD])
+    )
     assert [o.id for o in dead.work_orders] == [order.id]
 
 
@@ -157,8 +184,14 @@ async def test_jitter_spreads_the_backoff_within_bounds(env: QueueEnv) -> None:
     delays = set()
     for leased in await env.lease(n=12):
         failed = await env.fail(leased)
-        delays.add(round((failed.available_time.ToDatetime()
-                          - env.clock.now().replace(tzinfo=None)).total_seconds(), 3))
+        delays.add(
+            round(
+                (
+                    failed.available_time.ToDatetime() - env.clock.now().replace(tzinfo=None)
+                ).total_seconds(),
+                3,
+            )
+        )
     assert len(orders) == 12 and len(delays) > 1
     assert all(5 <= d <= 15 for d in delays)
 
@@ -169,11 +202,15 @@ async def test_non_retryable_failures_fail_at_once(env: QueueEnv) -> None:
     b = await env.submit(retry_policy=policy)
     leased = {lw.work_order.id: lw for lw in await env.lease(n=2)}
     assert (await env.fail(leased[a.id], retryable=False)).state == S.WORK_ORDER_STATE_FAILED
-    assert (await env.fail(leased[b.id], error_type="invalid_input")).state == S.WORK_ORDER_STATE_FAILED
+    assert (
+        await env.fail(leased[b.id], error_type="invalid_input")
+    ).state == S.WORK_ORDER_STATE_FAILED
 
 
 async def test_explicit_retry_delay_overrides_backoff(env: QueueEnv) -> None:
-    await env.submit(retry_policy=types_pb2.RetryPolicy(initial_interval=seconds(1), maximum_attempts=3))
+    await env.submit(
+        retry_policy=types_pb2.RetryPolicy(initial_interval=seconds(1), maximum_attempts=3)
+    )
     [leased] = await env.lease()
     failed = await env.fail(leased, retry_delay=seconds(42))
     delay = failed.available_time.ToDatetime() - env.clock.now().replace(tzinfo=None)
@@ -186,15 +223,21 @@ async def test_cancel_queued_and_leased_orders(env: QueueEnv) -> None:
     [leased] = await env.lease()
     assert leased.work_order.id == running.id
 
-    cancelled = (await env.stub.CancelWorkOrder(rpc.CancelWorkOrderRequest(
-        name=queued.name, reason="not needed"))).work_order
+    cancelled = (
+        await env.stub.CancelWorkOrder(
+            rpc.CancelWorkOrderRequest(name=queued.name, reason="not needed")
+        )
+    ).work_order
     assert cancelled.state == S.WORK_ORDER_STATE_CANCELLED
     assert await env.lease() == []
 
-    asked = (await env.stub.CancelWorkOrder(rpc.CancelWorkOrderRequest(name=running.name))).work_order
+    asked = (
+        await env.stub.CancelWorkOrder(rpc.CancelWorkOrderRequest(name=running.name))
+    ).work_order
     assert asked.state == S.WORK_ORDER_STATE_LEASED and asked.cancel_requested
-    beat = await env.stub.HeartbeatWorkOrder(rpc.HeartbeatWorkOrderRequest(
-        name=running.name, lease_token=leased.lease_token))
+    beat = await env.stub.HeartbeatWorkOrder(
+        rpc.HeartbeatWorkOrderRequest(name=running.name, lease_token=leased.lease_token)
+    )
     assert beat.cancel_requested
     stopped = await env.fail(leased, error_type="aborted")
     assert stopped.state == S.WORK_ORDER_STATE_CANCELLED
@@ -232,14 +275,19 @@ async def test_timeouts_are_recorded_with_their_kind(env: QueueEnv) -> None:
         await env.sweep()
         if (await env.get(stc.name)).state != S.WORK_ORDER_STATE_LEASED:
             break
-        await env.stub.HeartbeatWorkOrder(rpc.HeartbeatWorkOrderRequest(
-            name=stc.name, lease_token=stc_lease.lease_token))
-    kinds = {o.name: (o.state, o.last_timeout_kind) for o in
-             [await env.get(late.name), await env.get(hb.name), await env.get(stc.name)]}
+        await env.stub.HeartbeatWorkOrder(
+            rpc.HeartbeatWorkOrderRequest(name=stc.name, lease_token=stc_lease.lease_token)
+        )
+    kinds = {
+        o.name: (o.state, o.last_timeout_kind)
+        for o in [await env.get(late.name), await env.get(hb.name), await env.get(stc.name)]
+    }
     assert kinds == {
         late.name: (S.WORK_ORDER_STATE_FAILED, m.TimeoutKind.TIMEOUT_KIND_SCHEDULE_TO_START),
         hb.name: (S.WORK_ORDER_STATE_DEAD, m.TimeoutKind.TIMEOUT_KIND_HEARTBEAT),
         stc.name: (S.WORK_ORDER_STATE_DEAD, m.TimeoutKind.TIMEOUT_KIND_START_TO_CLOSE),
     }
-    events = (await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=hb.name))).events
+    events = (
+        await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=hb.name))
+    ).events
     assert events[-1].timeout_kind == m.TimeoutKind.TIMEOUT_KIND_HEARTBEAT

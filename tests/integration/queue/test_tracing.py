@@ -1,4 +1,4 @@
-"""One work order's life is one trace: submit, lease and completion share its trace and correlation id."""
+"""One work order's life is one trace: submit, lease, completion share trace and correlation id."""
 
 from __future__ import annotations
 
@@ -41,12 +41,19 @@ async def test_order_steps_share_the_submitters_trace_and_correlation_id(
 
     await asyncio.create_task(work(), context=contextvars.Context())
     finished = spans.get_finished_spans()
-    order_spans = [s for s in finished if s.name.startswith("work_order.")
-                   and s.attributes.get("conveyor.work_order.id") == name.rsplit("/", 1)[1]]
+    order_spans = [
+        s
+        for s in finished
+        if s.name.startswith("work_order.")
+        and s.attributes.get("conveyor.work_order.id") == name.rsplit("/", 1)[1]
+    ]
     assert {s.name for s in order_spans} == {"work_order.leased", "work_order.completed"}
     assert {s.context.trace_id for s in order_spans} == {trace_id}
     assert {s.attributes["conveyor.correlation_id"] for s in order_spans} == {"order-42"}
-    submit_server = [s for s in finished if s.name.endswith("/SubmitWorkOrder")
-                     and s.kind == trace.SpanKind.SERVER]
+    submit_server = [
+        s
+        for s in finished
+        if s.name.endswith("/SubmitWorkOrder") and s.kind == trace.SpanKind.SERVER
+    ]
     assert [s.context.trace_id for s in submit_server] == [trace_id]
     assert submit_server[0].attributes["conveyor.correlation_id"] == "order-42"
