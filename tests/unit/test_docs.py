@@ -1,0 +1,20 @@
+"""The README's configuration table names every setting the code reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conveyor_core.settings import CoreSettings
+from conveyor_queue.settings import QueueSettings
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    missing = [
+        f"{cls.model_config['env_prefix']}{name.upper()}"
+        for cls in (CoreSettings, QueueSettings)
+        for name in cls.model_fields
+        if f"`{cls.model_config['env_prefix']}{name.upper()}`" not in README
+    ]
+    assert missing == []
