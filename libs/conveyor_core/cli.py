@@ -112,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # start-up failures: one clear line, the traceback at DEBUG
+        log.debug("start-up failure", exc_info=True)
+        print(f"conveyor: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

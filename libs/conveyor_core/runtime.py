@@ -70,7 +70,17 @@ class Platform:
         return next(s for s in self.services if s.name == name)
 
     async def start(self, address: str | None = None) -> int:
-        """Start coordination, every service, then the server; readiness after self-checks."""
+        """Start coordination, every service, then the server; readiness after self-checks.
+
+        If anything fails, what was started is stopped again before the error propagates.
+        """
+        try:
+            return await self._start(address)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+
+    async def _start(self, address: str | None) -> int:
         await self.coordination.start()
         for service in self.services:
             await service.start()
