@@ -16,6 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from conveyor_core.settings import CoreSettings
 
+# Constraint and index names every service's MetaData uses, so migrations name them alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 
 def create_engine(url: str, settings: CoreSettings) -> AsyncEngine:
     """An async engine for `url` tuned for its dialect."""
