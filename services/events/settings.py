@@ -10,8 +10,17 @@ class EventStoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_EVENTS_", frozen=True, extra="ignore")
 
     max_payload_bytes: int = Field(1024 * 1024, ge=1, description="Largest event payload or state.")
-    max_title_length: int = Field(200, ge=1, description="Longest event title.")
-    max_message_id_length: int = Field(256, ge=1)
+    # Bounded above by the columns that hold them (events_events.title, message_id, ...).
+    max_title_length: int = Field(200, ge=1, le=200, description="Longest event title.")
+    max_message_id_length: int = Field(256, ge=1, le=256)
+    max_content_type_length: int = Field(255, ge=1, le=255, description="Payload media type.")
+    max_run_id_length: int = Field(256, ge=1, le=256, description="Consumer run ids.")
+    max_actor_length: int = Field(256, ge=1, le=256, description="Who skipped an event.")
+    max_reason_length: int = Field(1024, ge=1, description="Why an event was skipped.")
+    max_description_length: int = Field(1024, ge=0, description="Topic descriptions.")
+    max_commit_topics: int = Field(
+        64, ge=1, description="Topics named in one commit (consumed plus published)."
+    )
     max_publish_batch: int = Field(1000, ge=1, description="Events in one publish or commit.")
     max_reserve: int = Field(1000, ge=1, description="Events reserved by one call.")
     stale_after_seconds: float = Field(

@@ -1,0 +1,91 @@
+"""Wiring of the event-store service: engine, store, servicers, lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from conveyor.events.v1 import service_pb2_grpc
+from conveyor_core import db, migrations
+from conveyor_core.clock import Clock, SystemClock
+from conveyor_core.coordination import Coordination
+from conveyor_core.grpc import ServiceRegistration
+from conveyor_core.pagination import PageTokens
+from conveyor_core.settings import CoreSettings, load
+from conveyor_events.api.servicer import SERVICE_NAME as STORE_SERVICE_NAME
+from conveyor_events.api.servicer import EventStoreServicer
+from conveyor_events.engine import EventStoreEngine
+from conveyor_events.migrations import MIGRATIONS
+from conveyor_events.settings import EventStoreSettings
+from conveyor_events.store.sql import SqlEventStore
+
+log = logging.getLogger(__name__)
+
+
+def _registration(
+    name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any
+) -> ServiceRegistration:
+    return ServiceRegistration(name, lambda server: add_to_server(servicer, server))
+
+
+class EventStoreService:
+    """The event store as a unit a process can host: topics, events, state (and the journal)."""
+
+    name = "events"
+    migrations = MIGRATIONS
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        coordination: Coordination,
+        settings: EventStoreSettings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = settings or load(EventStoreSettings)
+        self.clock = clock or SystemClock()
+        self.coordination = coordination
+        self.database_url = core.database_url_for(self.name)
+        self.engine_db = db.create_engine(self.database_url, core)
+        self.page_tokens = PageTokens(core.page_token_secret)
+        self.store = SqlEventStore(self.engine_db)
+        self.engine = EventStoreEngine(self.store, coordination, self.settings, self.clock)
+        self.servicer = EventStoreServicer(self.engine, self.page_tokens)
+        self._started = False
+
+    def registrations(self) -> list[ServiceRegistration]:
+        """One line per gRPC service hosted here."""
+        return [
+            _registration(
+                STORE_SERVICE_NAME,
+                service_pb2_grpc.add_EventStoreServiceServicer_to_server,
+                self.servicer,
+            ),
+        ]
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        if self.core.migrate_on_start:
+            await migrations.upgrade(self.engine_db, MIGRATIONS)
+        self._started = True
+        log.info("event store started on %s", db.redacted(self.database_url))
+
+    async def self_check(self) -> None:
+        """Raises when the database is unreachable or not migrated."""
+        current = await migrations.current_revision(self.engine_db, MIGRATIONS)
+        if current is None:
+            raise RuntimeError("events schema is not migrated (run `conveyor migrate events`)")
+
+    async def stop(self) -> None:
+        await self.engine_db.dispose()
+        self._started = False
+
+
+def build(
+    core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+) -> EventStoreService:
+    return EventStoreService(core, coordination, clock=clock)

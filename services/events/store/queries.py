@@ -1,0 +1,67 @@
+"""Hot-path SQL of the event store, written out so it is read as SQL, not guessed from ORM calls.
+
+Sequences: a publish advances `events_topics.last_sequence` with one
+`UPDATE ... RETURNING` before it inserts. On PostgreSQL that UPDATE holds the
+topic row's lock until the transaction ends, so publishers of one topic take
+turns: each one's sequences follow the previous one's, and they become
+visible in commit order with no gaps. (Two publishes of the same message id
+take turns the same way, so the second always sees the first.) SQLite has a
+single writer, and the UPDATE being the transaction's first statement takes
+the write lock at once, so the same holds there.
+
+Reservations: on PostgreSQL a reserve is one `UPDATE ... FROM (SELECT ...
+FOR UPDATE SKIP LOCKED LIMIT n)`, so concurrent reservers never wait on each
+other's rows and never take the same event. SQLite runs the same statement
+without row locks (one writer at a time).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, text
+
+from conveyor_events.store.tables import events
+
+# Advance a topic's last sequence by :n; returns the new value (no row: the topic is unknown).
+ADVANCE_SEQUENCE = text("""
+    UPDATE events_topics SET last_sequence = last_sequence + CAST(:n AS BIGINT)
+    WHERE namespace = :ns AND topic = :topic
+    RETURNING last_sequence
+""")
+
+# Hand back sequences advanced but not used (message ids found already published).
+# Only ever run by the transaction that holds the topic row, right after ADVANCE_SEQUENCE.
+SET_SEQUENCE = text("""
+    UPDATE events_topics SET last_sequence = CAST(:last AS BIGINT)
+    WHERE namespace = :ns AND topic = :topic
+""")
+
+_RESERVE_SET = """
+    status = 'RESERVED', reserved_by = :run, reserved_at = CAST(:now AS BIGINT)
+"""
+
+_OLDEST_PENDING = """
+    SELECT sequence FROM events_events
+    WHERE namespace = :ns AND topic = :topic AND status = 'PENDING'
+    ORDER BY sequence
+    LIMIT :limit
+"""
+
+
+def _typed(sql: str) -> TextClause:
+    return text(sql).columns(*events.columns)
+
+
+# Reserve the :limit oldest pending events of a topic for run :run.
+RESERVE_POSTGRES = _typed(f"""
+    WITH picked AS ({_OLDEST_PENDING} FOR UPDATE SKIP LOCKED)
+    UPDATE events_events AS e SET {_RESERVE_SET}
+    FROM picked
+    WHERE e.namespace = :ns AND e.topic = :topic AND e.sequence = picked.sequence
+    RETURNING e.*
+""")
+
+RESERVE_SQLITE = _typed(f"""
+    UPDATE events_events SET {_RESERVE_SET}
+    WHERE namespace = :ns AND topic = :topic AND sequence IN ({_OLDEST_PENDING})
+    RETURNING *
+""")
