@@ -36,8 +36,9 @@ from typing import Any
 
 import grpc
 
-# grpc.aio raises this from context.abort() and exports no public name for it.
-from grpc._cython.cygrpc import AbortError
+# grpc.aio raises these from context.abort() and from a write on an ended call,
+# and exports no public names for them.
+from grpc._cython.cygrpc import AbortError, ExecuteBatchError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -172,10 +173,24 @@ async def _write_responses(result: Any, context: grpc.aio.ServicerContext) -> No
         closing = contextlib.aclosing(result) if hasattr(result, "aclose") else nullcontext()
         async with closing:
             async for response in result:
-                await context.write(response)
+                await _write(context, response)
     else:  # a plain iterable
         for response in result:
-            await context.write(response)
+            await _write(context, response)
+
+
+async def _write(context: grpc.aio.ServicerContext, response: Any) -> None:
+    """Write one response; a write failing because the call ended is a cancellation.
+
+    grpc.aio fails a write with `ExecuteBatchError` when the call is over,
+    typically because the client cancelled while the write waited on flow
+    control (a slow reader). That is the client's doing, not a server fault:
+    it ends the handler as a cancelled call instead of a logged INTERNAL error.
+    """
+    try:
+        await context.write(response)
+    except ExecuteBatchError as error:
+        raise asyncio.CancelledError("the call ended while a response was written") from error
 
 
 class CorrelationInterceptor(_ScopedInterceptor):

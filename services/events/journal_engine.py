@@ -1,0 +1,172 @@
+"""The journal engine: append, read and subscribe over a JournalStore and coordination.
+
+The servicer (api/journal_servicer.py) only translates protobuf to these
+calls. The engine validates records and filters against the settings, wakes
+subscribers after appends (coordination channel "journal"), and runs each
+subscription: catch-up, then live.
+
+A subscription reads the journal by position, one page of
+`subscribe_page` records at a time, and hands records on one by one. It is an
+async generator, so it reads the next page only after the consumer asked for
+the record after the last one, that is after gRPC wrote the previous record
+to the stream (`await context.write`), and HTTP/2 flow control makes that
+write wait while a slow client does not read. A subscription therefore holds
+at most one page in memory, however slow its client. `SubscriptionStats`
+counts records read but not yet handed on, so tests can check the bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor_core.clock import Clock, SystemClock
+from conveyor_core.coordination import Coordination
+from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_events.domain.journal import (
+    JOURNAL_CHANNEL,
+    JournalDraft,
+    JournalFilter,
+    JournalPage,
+    JournalRecord,
+    draft_violations,
+    filter_violations,
+    position_violations,
+)
+from conveyor_events.settings import EventStoreSettings
+from conveyor_events.store.journal_base import (
+    JournalAppendParams,
+    JournalReadParams,
+    JournalStore,
+)
+from conveyor_events.store.journal_sql import SqlJournalStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubscriptionStats:
+    """Counters over every subscription of one engine (instrumentation for back-pressure).
+
+    Attributes:
+        active: subscriptions currently open.
+        pages_read: journal reads made by subscriptions.
+        records_read: records those reads returned.
+        buffered: records read from the database but not yet written to a stream.
+        high_water: the highest `buffered` ever reached.
+    """
+
+    active: int = 0
+    pages_read: int = 0
+    records_read: int = 0
+    buffered: int = 0
+    high_water: int = 0
+
+    def read(self, count: int) -> None:
+        self.pages_read += 1
+        self.records_read += count
+        self.buffered += count
+        self.high_water = max(self.high_water, self.buffered)
+
+    def handed_on(self, count: int) -> None:
+        self.buffered -= count
+
+
+class JournalEngine:
+    def __init__(
+        self,
+        store: JournalStore,
+        coordination: Coordination,
+        settings: EventStoreSettings,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.stats = SubscriptionStats()
+        self._coordination = coordination
+
+    async def append(self, drafts: Sequence[JournalDraft]) -> list[int]:
+        """Append records; return their positions (an id seen before returns its position)."""
+        limit = self.settings.max_journal_batch
+        if len(drafts) > limit:
+            raise InvalidArgument(
+                FieldViolation("records", f"at most {limit} per append, got {len(drafts)}")
+            )
+        violations: list[FieldViolation] = []
+        for i, draft in enumerate(drafts):
+            violations += draft_violations(draft, self.settings, f"records[{i}].")
+        if violations:
+            raise InvalidArgument(violations)
+        positions = await self.store.journal_append(JournalAppendParams(drafts, self.clock.now()))
+        if positions:
+            await self._coordination.notify(JOURNAL_CHANNEL)
+        return positions
+
+    async def read(
+        self, after_position: int, journal_filter: JournalFilter, page_size: int
+    ) -> JournalPage:
+        """Up to `page_size` matching records after `after_position`, in position order."""
+        _check_query(after_position, journal_filter)
+        return await self.store.journal_read(
+            JournalReadParams(after_position, journal_filter, page_size)
+        )
+
+    def subscribe(
+        self, after_position: int, journal_filter: JournalFilter
+    ) -> AsyncIterator[JournalRecord]:
+        """Matching records after `after_position`: those stored, then new ones as they commit.
+
+        Raises InvalidArgument at once (not on first iteration) for a bad query.
+        Close the iterator (`contextlib.aclosing`) to end the subscription.
+        """
+        _check_query(after_position, journal_filter)
+        return self._subscription(after_position, journal_filter)
+
+    async def _subscription(
+        self, position: int, journal_filter: JournalFilter
+    ) -> AsyncIterator[JournalRecord]:
+        page_size = self.settings.subscribe_page
+        self.stats.active += 1
+        try:
+            # Registered before the first read, so a notify that lands between
+            # an empty read and the wait below is kept for that wait.
+            async with self._coordination.listen([JOURNAL_CHANNEL]) as listener:
+                while True:
+                    page = await self.store.journal_read(
+                        JournalReadParams(position, journal_filter, page_size)
+                    )
+                    self.stats.read(len(page.records))
+                    pending = len(page.records)
+                    try:
+                        for record in page.records:
+                            yield record  # resumes once the record was written to the stream
+                            pending -= 1
+                            self.stats.handed_on(1)
+                    finally:
+                        self.stats.handed_on(pending)  # records dropped by a closed subscription
+                    position = page.next_position
+                    if len(page.records) < page_size:  # caught up with the head
+                        await listener.wait(self.settings.subscribe_poll_seconds)
+        finally:
+            self.stats.active -= 1
+
+
+def _check_query(after_position: int, journal_filter: JournalFilter) -> None:
+    violations = position_violations(after_position, "after_position")
+    violations += filter_violations(journal_filter, "filter.")
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def build_journal_engine(
+    database: AsyncEngine,
+    coordination: Coordination,
+    settings: EventStoreSettings,
+    clock: Clock | None = None,
+) -> JournalEngine:
+    """The journal engine over the event store's database (what service.py wires)."""
+    return JournalEngine(SqlJournalStore(database), coordination, settings, clock)

@@ -1,0 +1,161 @@
+"""SQLAlchemy implementation of JournalStore for PostgreSQL and SQLite.
+
+Positions come from the single row of `events_journal_head`:
+`UPDATE ... SET last_position = last_position + n RETURNING last_position`
+takes the row lock, which is held until the append transaction commits. So
+appends are serialised at that one statement, commit in position order, and
+positions are gap-free: a reader that saw position p will never later find a
+record below p that it missed. A rolled-back append rolls its allocation back
+with it, so no position is ever skipped. SQLite has a single writer, which
+gives the same guarantee.
+
+Idempotency is by record id (unique index). Ids already stored are looked up
+before the allocation; if a concurrent append stores one of them in between,
+the insert fails on the unique index, the whole transaction (allocation
+included) rolls back, and the append is retried, finding it this time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import TextClause, exists, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conveyor_core.clock import from_micros, to_micros
+from conveyor_core.errors import Aborted
+from conveyor_events.domain.journal import JournalDraft, JournalPage, JournalRecord
+from conveyor_events.store.journal_base import JournalAppendParams, JournalReadParams
+from conveyor_events.store.tables import journal, journal_head, journal_subjects
+
+log = logging.getLogger(__name__)
+
+j = journal.c
+js = journal_subjects.c
+
+#: Reserve `n` positions: locks the head row until the transaction ends.
+ALLOCATE_POSITIONS: TextClause = text(
+    "UPDATE events_journal_head SET last_position = last_position + CAST(:n AS BIGINT) "
+    "WHERE id = 1 RETURNING last_position"
+)
+
+#: Appends retried after losing a race on a record id (each retry finds the winner's row).
+APPEND_ATTEMPTS = 3
+
+
+class SqlJournalStore:
+    """JournalStore over one async engine (PostgreSQL or SQLite)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def journal_append(self, params: JournalAppendParams) -> list[int]:
+        if not params.drafts:
+            return []
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                return await self._append_once(params)
+            except IntegrityError:
+                log.info("journal append raced on a record id; retrying (attempt %d)", attempt)
+        raise Aborted("journal append kept conflicting with concurrent appends; retry")
+
+    async def _append_once(self, params: JournalAppendParams) -> list[int]:
+        unique: dict[str, JournalDraft] = {}
+        for draft in params.drafts:
+            unique.setdefault(draft.id, draft)  # a repeated id refers to its first occurrence
+        async with self._engine.begin() as conn:
+            positions = await self._existing_positions(conn, list(unique))
+            new = [d for d in unique.values() if d.id not in positions]
+            if new:
+                last = (await conn.execute(ALLOCATE_POSITIONS, {"n": len(new)})).scalar_one()
+                first = last - len(new) + 1
+                now_us = to_micros(params.now)
+                rows = [_record_row(first + i, d, now_us) for i, d in enumerate(new)]
+                await conn.execute(insert(journal), rows)
+                subject_rows = _subject_rows(rows)
+                if subject_rows:
+                    await conn.execute(insert(journal_subjects), subject_rows)
+                positions.update({row["id"]: row["position"] for row in rows})
+        return [positions[d.id] for d in params.drafts]
+
+    async def _existing_positions(self, conn: AsyncConnection, ids: list[str]) -> dict[str, int]:
+        result = await conn.execute(select(j.id, j.position).where(j.id.in_(ids)))
+        return {row.id: row.position for row in result}
+
+    async def journal_read(self, params: JournalReadParams) -> JournalPage:
+        after = params.after_position
+        async with self._engine.connect() as conn:
+            # The head first: every record at or below it is committed (appends
+            # commit in position order), so the records query sees all of them.
+            head = await _head(conn)
+            if head <= after:
+                return JournalPage([], after)
+            result = await conn.execute(_read_statement(params, head))
+            records = [_record_from_row(row._mapping) for row in result]
+        if len(records) == params.limit:
+            return JournalPage(records, records[-1].position)
+        return JournalPage(records, head)
+
+    async def journal_head(self) -> int:
+        async with self._engine.connect() as conn:
+            return await _head(conn)
+
+
+async def _head(conn: AsyncConnection) -> int:
+    result = await conn.execute(select(journal_head.c.last_position).where(journal_head.c.id == 1))
+    return int(result.scalar_one())
+
+
+def _read_statement(params: JournalReadParams, head: int) -> Any:
+    f = params.filter
+    conditions = [j.position > params.after_position, j.position <= head]
+    if f.namespace:
+        conditions.append(j.namespace == f.namespace)
+    if f.type_prefix:
+        conditions.append(j.type.startswith(f.type_prefix, autoescape=True))
+    if f.correlation_id:
+        conditions.append(j.correlation_id == f.correlation_id)
+    if f.subject:
+        conditions.append(
+            exists().where(js.position == j.position, js.value == f.subject),
+        )
+    return select(journal).where(*conditions).order_by(j.position).limit(params.limit)
+
+
+def _record_row(position: int, draft: JournalDraft, now_us: int) -> dict[str, Any]:
+    return {
+        "position": position,
+        "id": draft.id,
+        "type": draft.type,
+        "namespace": draft.namespace,
+        "subjects": dict(draft.subjects),
+        "correlation_id": draft.correlation_id,
+        "trace_id": draft.trace_id,
+        "time": to_micros(draft.time) if draft.time is not None else now_us,
+        "attributes": dict(draft.attributes),
+    }
+
+
+def _subject_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"position": row["position"], "kind": kind, "value": value}
+        for row in rows
+        for kind, value in row["subjects"].items()
+    ]
+
+
+def _record_from_row(m: Mapping[str, Any]) -> JournalRecord:
+    return JournalRecord(
+        position=m["position"],
+        id=m["id"],
+        type=m["type"],
+        namespace=m["namespace"],
+        subjects=dict(m["subjects"] or {}),
+        correlation_id=m["correlation_id"],
+        trace_id=m["trace_id"],
+        time=from_micros(m["time"]),
+        attributes=dict(m["attributes"] or {}),
+    )

@@ -1,0 +1,222 @@
+"""Running the real JournalService for tests, on SQLite + in-process or PostgreSQL + Redis.
+
+* `JournalHost` hosts the journal alone as a Platform service (what the event
+  store's service.py adds with one registration); `build_journal_host` is its
+  factory for `conveyor_core.runtime.SERVICES`.
+* `JournalEnv` serves it on a real gRPC server (`create_server`, port 0) and
+  calls it through a real channel.
+* Fixtures (import them into a test module by assignment, e.g.
+  `journal_core = fixtures.journal_core`): `journal_core` runs a test on both
+  backends; on PostgreSQL each test gets a clone of a template database
+  migrated once per session (events and queue schemas), and its own Redis prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from conveyor.events.v1 import messages_pb2 as pb
+from conveyor.events.v1 import service_pb2 as rpc
+from conveyor.events.v1 import service_pb2_grpc
+from conveyor_core import db, migrations
+from conveyor_core.clock import Clock
+from conveyor_core.coordination import Coordination
+from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_channel, create_server
+from conveyor_core.runtime import coordination_from
+from conveyor_core.settings import CoreSettings
+from conveyor_events.api.journal_servicer import journal_registration
+from conveyor_events.journal_engine import JournalEngine, build_journal_engine
+from conveyor_events.migrations import MIGRATIONS as EVENTS_MIGRATIONS
+from conveyor_events.settings import EventStoreSettings
+from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
+
+NAMESPACE = "test"
+BACKENDS = ["sqlite", "postgres"]
+
+# Template databases by purpose, made once per session (dropped with the others at the end).
+_templates: dict[str, str] = {}
+
+
+class JournalHost:
+    """The JournalService alone, on the event store's database, as a hosted service."""
+
+    name = "journal"
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        coordination: Coordination,
+        settings: EventStoreSettings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = settings or EventStoreSettings()
+        self.database = db.create_engine(core.database_url_for("events"), core)
+        self.engine: JournalEngine = build_journal_engine(
+            self.database, coordination, self.settings, clock
+        )
+
+    def registrations(self) -> list[ServiceRegistration]:
+        return [journal_registration(self.engine)]
+
+    async def start(self) -> None:
+        await migrations.upgrade(self.database, EVENTS_MIGRATIONS)
+
+    async def self_check(self) -> None:
+        if await migrations.current_revision(self.database, EVENTS_MIGRATIONS) is None:
+            raise RuntimeError("events schema is not migrated")
+
+    async def stop(self) -> None:
+        await self.database.dispose()
+
+
+def build_journal_host(
+    core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+) -> JournalHost:
+    return JournalHost(core, coordination, clock=clock)
+
+
+def record(
+    record_id: str,
+    type: str = "test.thing.happened",
+    namespace: str = NAMESPACE,
+    subjects: Mapping[str, str] | None = None,
+    correlation_id: str = "",
+    attributes: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> pb.JournalRecord:
+    return pb.JournalRecord(
+        id=record_id,
+        type=type,
+        namespace=namespace,
+        subjects=dict(subjects or {}),
+        correlation_id=correlation_id,
+        attributes=dict(attributes or {}),
+        **fields,
+    )
+
+
+class JournalEnv:
+    """A JournalService on a real server and database, and a client stub for it."""
+
+    def __init__(self, core: CoreSettings, settings: EventStoreSettings | None = None) -> None:
+        self.core = core
+        self.settings = settings or EventStoreSettings()
+        self.coordination = coordination_from(core)
+        self.host = JournalHost(core, self.coordination, self.settings)
+        self.server: GrpcServer | None = None
+        self.address = ""
+
+    async def start(self) -> JournalEnv:
+        await self.coordination.start()
+        await self.host.start()
+        self.server, port = await create_server("127.0.0.1:0", self.host.registrations(), self.core)
+        await self.server.start()
+        self.address = f"127.0.0.1:{port}"
+        self.channel = create_channel(self.address)
+        self.stub = service_pb2_grpc.JournalServiceStub(self.channel)
+        return self
+
+    async def stop(self) -> None:
+        await self.channel.close()
+        if self.server is not None:
+            await self.server.stop(0)
+        await self.host.stop()
+        await self.coordination.stop()
+
+    @property
+    def engine(self) -> JournalEngine:
+        return self.host.engine
+
+    async def append(self, *records: pb.JournalRecord) -> list[int]:
+        request = rpc.AppendJournalRecordsRequest(records=list(records))
+        return list((await self.stub.AppendJournalRecords(request)).positions)
+
+    async def read(
+        self, after: int = 0, page_size: int = 0, **filter_fields: str
+    ) -> rpc.ReadJournalResponse:
+        return await self.stub.ReadJournal(
+            rpc.ReadJournalRequest(
+                after_position=after,
+                filter=rpc.JournalFilter(**filter_fields),
+                page_size=page_size,
+            )
+        )
+
+    async def read_all(self, page_size: int = 0, **filter_fields: str) -> list[pb.JournalRecord]:
+        """Every matching record, paging by next_position until a page comes back empty."""
+        out: list[pb.JournalRecord] = []
+        after = 0
+        while True:
+            page = await self.read(after, page_size, **filter_fields)
+            out += page.records
+            if not page.records:
+                return out
+            after = page.next_position
+
+
+async def migrated_template(make_postgres_database: Any) -> str:
+    """A PostgreSQL database with the events and queue schemas, migrated once per session."""
+    if "platform" not in _templates:
+        url = await make_postgres_database()
+        engine = db.create_engine(url, CoreSettings())
+        for migration_set in (EVENTS_MIGRATIONS, QUEUE_MIGRATIONS):
+            await migrations.upgrade(engine, migration_set)
+        await engine.dispose()
+        _templates["platform"] = make_url(url).database or ""
+    return _templates["platform"]
+
+
+@pytest.fixture
+async def journal_postgres_core(
+    make_postgres_database: Any, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> CoreSettings:
+    template = await migrated_template(make_postgres_database)
+    url = await make_postgres_database(template=template)
+    return CoreSettings(
+        database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def journal_core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings:
+    """SQLite + in-process coordination, or PostgreSQL + Redis."""
+    if request.param == "sqlite":
+        return CoreSettings(data_dir=tmp_path)
+    core: CoreSettings = request.getfixturevalue("journal_postgres_core")
+    return core
+
+
+def positions_of(records: Sequence[pb.JournalRecord]) -> list[int]:
+    return [r.position for r in records]
+
+
+async def eventually(condition: Callable[[], object], limit_seconds: float = 10.0) -> None:
+    """Poll `condition` until it is truthy; fail after the limit."""
+    async with asyncio.timeout(limit_seconds):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def until_stable(
+    value: Callable[[], object], quiet: float = 0.5, limit_seconds: float = 10.0
+) -> None:
+    """Poll until `value()` has not changed for `quiet` seconds; fail after the limit."""
+    loop = asyncio.get_running_loop()
+    last, since = value(), loop.time()
+    async with asyncio.timeout(limit_seconds):
+        while True:
+            await asyncio.sleep(0.02)
+            current = value()
+            if current != last:
+                last, since = current, loop.time()
+            elif loop.time() - since >= quiet:
+                return
