@@ -4,6 +4,11 @@ A service package exposes `build(core, coordination, clock=None)` returning an
 object with `name`, `registrations()`, `start()`, `self_check()` and `stop()`;
 `SERVICES` maps service names to those factories. Adding a service is adding
 a line here.
+
+A service with an outbox may also have `attach_journal(address)`: when this
+server hosts the JournalService itself (the embedded default) and
+`CONVEYOR_JOURNAL_ADDRESS` is empty, the Platform calls it once the server
+is up, with the server's own address, so the service's relay delivers there.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Protocol
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination, InProcessCoordination, RedisCoordination
 from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_server
+from conveyor_core.outbox import JOURNAL_SERVICE
 from conveyor_core.settings import CoreSettings
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,20 @@ class Platform:
             await service.self_check()
             for registration in service.registrations():
                 await self.server.set_serving(registration.name, True)
+        if any(r.name == JOURNAL_SERVICE for r in registrations):
+            await self._attach_journal(
+                local_address(address or self.core.listen_address, self.port)
+            )
         return self.port
+
+    async def _attach_journal(self, own_address: str) -> None:
+        """Point outbox relays at the JournalService this server hosts, unless one is set."""
+        if self.core.journal_address:
+            return  # the services use the configured address themselves
+        for service in self.services:
+            attach = getattr(service, "attach_journal", None)
+            if attach is not None:
+                await attach(own_address)
 
     async def stop(self, grace: float | None = None) -> None:
         if self.server is not None:
@@ -102,3 +121,11 @@ class Platform:
         for service in reversed(self.services):
             await service.stop()
         await self.coordination.stop()
+
+
+def local_address(listen_address: str, port: int) -> str:
+    """The address a client in this process dials to reach a server bound to `listen_address`."""
+    host = listen_address.rpartition(":")[0]
+    if host in {"", "0.0.0.0", "::", "[::]"}:
+        host = "127.0.0.1"
+    return f"{host}:{port}"

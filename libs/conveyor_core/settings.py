@@ -58,6 +58,11 @@ class CoreSettings(BaseSettings):
         min_length=16,
         description="HMAC key signing page tokens; set the same value on every replica.",
     )
+    journal_address: str = Field(
+        "",
+        description="host:port of the event store's JournalService that outbox relays deliver "
+        "to. Empty: the journal hosted in the same process, if any; else no relay.",
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -79,13 +84,22 @@ class CoreSettings(BaseSettings):
     @field_validator("listen_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
-        return value
+        return _check_host_port(value)
+
+    @field_validator("journal_address")
+    @classmethod
+    def _optional_host_port(cls, value: str) -> str:
+        return _check_host_port(value) if value else value
 
     def database_url_for(self, service: str) -> str:
         """The URL a service uses: the shared server, or its own SQLite file."""
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / f'{service}.db'}"
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port, e.g. 0.0.0.0:50051")
+    return value

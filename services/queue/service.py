@@ -9,19 +9,26 @@ from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
+from conveyor_core.outbox import Backoff, GrpcJournalSink, OutboxNotifier, OutboxRelay
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_queue.api.servicer import SERVICE_NAME, WorkOrderQueueServicer
 from conveyor_queue.engine import QueueEngine
 from conveyor_queue.migrations import MIGRATIONS
 from conveyor_queue.settings import QueueSettings
+from conveyor_queue.store.outbox import OUTBOX_CHANNEL, NotifyingWorkOrderStore, SqlQueueOutbox
 from conveyor_queue.store.sql import SqlWorkOrderStore
 
 log = logging.getLogger(__name__)
 
 
 class QueueService:
-    """The queue as a unit a process can host: start() migrates and starts the sweeper."""
+    """The queue as a unit a process can host: start() migrates and starts the sweeper.
+
+    When a journal is reachable (`CONVEYOR_JOURNAL_ADDRESS`, or the event store
+    hosted in the same process: the Platform then calls `attach_journal`), an
+    outbox relay journals every state change of every order (store/outbox.py).
+    """
 
     name = "queue"
     migrations = MIGRATIONS
@@ -35,11 +42,18 @@ class QueueService:
     ) -> None:
         self.core = core
         self.settings = settings or load(QueueSettings)
+        self.coordination = coordination
         self.database_url = core.database_url_for(self.name)
         self.engine_db = db.create_engine(self.database_url, core)
-        self.store = SqlWorkOrderStore(self.engine_db)
+        self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
+        self.store = NotifyingWorkOrderStore(
+            SqlWorkOrderStore(self.engine_db), self.outbox_notifier
+        )
         self.engine = QueueEngine(self.store, coordination, self.settings, clock or SystemClock())
         self.servicer = WorkOrderQueueServicer(self.engine, PageTokens(core.page_token_secret))
+        self.outbox = SqlQueueOutbox(self.engine_db, clock)
+        self.relay: OutboxRelay | None = None
+        self._journal_sink: GrpcJournalSink | None = None
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -58,8 +72,31 @@ class QueueService:
         if self.core.migrate_on_start:
             await migrations.upgrade(self.engine_db, MIGRATIONS)
         await self.engine.start()
+        if self.core.journal_address:
+            await self.attach_journal(self.core.journal_address)
         self._started = True
         log.info("queue service started on %s", db.redacted(self.database_url))
+
+    async def attach_journal(self, address: str) -> None:
+        """Start the outbox relay to the JournalService at `address`; idempotent."""
+        if self.relay is not None:
+            return
+        s = self.settings
+        self._journal_sink = GrpcJournalSink(
+            address, settings=self.core, timeout=s.relay_append_timeout_seconds
+        )
+        self.relay = OutboxRelay(
+            self.outbox,
+            self._journal_sink,
+            self.coordination,
+            batch_size=s.relay_batch_size,
+            poll_seconds=s.relay_poll_seconds,
+            backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
+            name="queue",
+        )
+        self.outbox_notifier.enabled = True
+        await self.relay.start()
+        log.info("queue outbox relay delivering to the journal at %s", address)
 
     async def self_check(self) -> None:
         """Raises when the database is unreachable or not migrated."""
@@ -68,6 +105,12 @@ class QueueService:
             raise RuntimeError("queue schema is not migrated (run `conveyor migrate queue`)")
 
     async def stop(self) -> None:
+        relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None
+        if relay is not None:
+            await relay.stop()
+        if sink is not None:
+            await sink.close()
+        await self.outbox_notifier.close()
         await self.engine.stop()
         await self.engine_db.dispose()
         self._started = False

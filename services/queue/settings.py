@@ -38,3 +38,22 @@ class QueueSettings(BaseSettings):
     stats_wait_sample: int = Field(2000, ge=10)
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(1000, ge=1)
+    relay_batch_size: int = Field(
+        500,
+        ge=1,
+        le=1000,
+        description="Journal records the outbox relay appends per call "
+        "(at most the event store's CONVEYOR_EVENTS_MAX_JOURNAL_BATCH).",
+    )
+    relay_poll_seconds: float = Field(
+        1.0, gt=0, description="Relay re-check of the outbox when no wake-up arrives."
+    )
+    relay_backoff_initial_seconds: float = Field(
+        0.2, gt=0, description="First retry delay after a failed journal append."
+    )
+    relay_backoff_max_seconds: float = Field(
+        30.0, gt=0, description="Longest retry delay after failed journal appends."
+    )
+    relay_append_timeout_seconds: float = Field(
+        10.0, gt=0, description="Deadline of one journal append."
+    )

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,24 @@ from sqlalchemy.engine import make_url
 from conveyor.events.v1 import messages_pb2 as pb
 from conveyor.events.v1 import service_pb2 as rpc
 from conveyor.events.v1 import service_pb2_grpc
+from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_channel, create_server
-from conveyor_core.runtime import coordination_from
+from conveyor_core.runtime import SERVICES, Platform, coordination_from
 from conveyor_core.settings import CoreSettings
 from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.journal_engine import JournalEngine, build_journal_engine
 from conveyor_events.migrations import MIGRATIONS as EVENTS_MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
 from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
+from conveyor_queue.service import QueueService
+from tests.helpers.queue import QueueEnv, wall_clock
 
 NAMESPACE = "test"
+#: Name of the journal-only hosted service in `conveyor_core.runtime.SERVICES` during tests.
+JOURNAL_TEST_SERVICE = "journal-test"
 BACKENDS = ["sqlite", "postgres"]
 
 # Template databases by purpose, made once per session (dropped with the others at the end).
@@ -130,6 +137,15 @@ class JournalEnv:
         await self.host.stop()
         await self.coordination.stop()
 
+    async def outage(self) -> None:
+        """Stop serving (the database stays); `recover()` serves again on the same port."""
+        assert self.server is not None
+        await self.server.stop(0)
+
+    async def recover(self) -> None:
+        self.server, _ = await create_server(self.address, self.host.registrations(), self.core)
+        await self.server.start()
+
     @property
     def engine(self) -> JournalEngine:
         return self.host.engine
@@ -150,15 +166,56 @@ class JournalEnv:
         )
 
     async def read_all(self, page_size: int = 0, **filter_fields: str) -> list[pb.JournalRecord]:
-        """Every matching record, paging by next_position until a page comes back empty."""
-        out: list[pb.JournalRecord] = []
-        after = 0
-        while True:
-            page = await self.read(after, page_size, **filter_fields)
-            out += page.records
-            if not page.records:
-                return out
-            after = page.next_position
+        return await read_journal(self.stub, page_size, **filter_fields)
+
+
+async def read_journal(
+    stub: service_pb2_grpc.JournalServiceStub, page_size: int = 0, **filter_fields: str
+) -> list[pb.JournalRecord]:
+    """Every matching record, paging by next_position until a page comes back empty."""
+    out: list[pb.JournalRecord] = []
+    after = 0
+    while True:
+        page = await stub.ReadJournal(
+            rpc.ReadJournalRequest(
+                after_position=after,
+                filter=rpc.JournalFilter(**filter_fields),
+                page_size=page_size,
+            )
+        )
+        out += page.records
+        if not page.records:
+            return out
+        after = page.next_position
+
+
+@dataclass
+class QueueWithJournalEnv(QueueEnv):
+    """The queue and the journal on one Platform (the embedded default's wiring), with stubs.
+
+    The Platform sees the JournalService among its registrations and points
+    the queue's outbox relay at its own address. Needs `JOURNAL_TEST_SERVICE`
+    in `conveyor_core.runtime.SERVICES` (the `queue_with_journal` fixture).
+    """
+
+    async def start(self) -> QueueWithJournalEnv:
+        self.platform = Platform(
+            self.core,
+            ["queue", JOURNAL_TEST_SERVICE],
+            coordination=self.coordination,
+            clock=self.clock,
+        )
+        port = await self.platform.start("127.0.0.1:0")
+        self._channel = create_channel(f"127.0.0.1:{port}")
+        self.stub = queue_grpc.WorkOrderQueueServiceStub(self._channel)
+        self.journal = service_pb2_grpc.JournalServiceStub(self._channel)
+        return self
+
+    @property
+    def queue_service(self) -> QueueService:
+        assert self.platform is not None
+        service: QueueService = self.platform.service("queue")
+        return service
 
 
 async def migrated_template(make_postgres_database: Any) -> str:
@@ -193,15 +250,28 @@ def journal_core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings
     return core
 
 
+@pytest.fixture
+async def queue_with_journal(
+    journal_core: CoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[QueueWithJournalEnv]:
+    monkeypatch.setitem(SERVICES, JOURNAL_TEST_SERVICE, f"{__name__}:build_journal_host")
+    env = await QueueWithJournalEnv(journal_core, wall_clock()).start()
+    yield env
+    await env.stop()
+
+
 def positions_of(records: Sequence[pb.JournalRecord]) -> list[int]:
     return [r.position for r in records]
 
 
 async def eventually(condition: Callable[[], object], limit_seconds: float = 10.0) -> None:
-    """Poll `condition` until it is truthy; fail after the limit."""
+    """Poll `condition` (sync or async) until it is truthy; fail after the limit."""
     async with asyncio.timeout(limit_seconds):
         while True:
-            if condition():
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
                 return
             await asyncio.sleep(0.01)
 

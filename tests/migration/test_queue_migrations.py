@@ -46,7 +46,7 @@ async def test_upgrade_head_matches_models_and_downgrade_empties(database_url: s
     try:
         await migrations.upgrade(engine, MIGRATIONS)
         await migrations.upgrade(engine, MIGRATIONS)  # idempotent
-        assert await migrations.current_revision(engine, MIGRATIONS) == "0001"
+        assert await migrations.current_revision(engine, MIGRATIONS) == "0002"
         async with engine.connect() as conn:
             diff = await conn.run_sync(
                 lambda sync: compare_metadata(

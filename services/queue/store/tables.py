@@ -62,6 +62,7 @@ queue_keys = Table(
 )
 
 _QUEUED = text("state = 'QUEUED'")
+_UNDELIVERED = text("journaled_at IS NULL")
 _LEASED = text("state = 'LEASED'")
 
 work_orders = Table(
@@ -168,7 +169,18 @@ work_order_events = Table(
     Column("failure", JSON),
     Column("correlation_id", String(128), nullable=False),
     Column("traceparent", String(128), nullable=False),
+    # When the outbox relay appended this row to the journal; NULL until then
+    # (store/outbox.py). Set in batches by the relay, never on the hot path.
+    Column("journaled_at", BigInteger),
     Index("ix_queue_work_order_events_order", "work_order_id", "seq"),
+    # The relay's claim: undelivered rows in seq order. Partial, so it holds
+    # only the backlog and stays small however long the history grows.
+    Index(
+        "ix_queue_work_order_events_undelivered",
+        "seq",
+        postgresql_where=_UNDELIVERED,
+        sqlite_where=_UNDELIVERED,
+    ),
 )
 
 redrives = Table(

@@ -1,0 +1,339 @@
+"""A transactional outbox, and the relay that delivers it to the event store's journal.
+
+A service that must tell the journal about a change writes an outbox row in
+the same transaction as the change, so the row exists if and only if the
+change committed. `OutboxRelay` then delivers the rows at least once:
+
+1. claim a batch of undelivered rows, oldest first (`OutboxSource.claim`);
+2. append them to the journal over gRPC (`JournalSink.append`, i.e.
+   `JournalService.AppendJournalRecords`);
+3. mark them delivered, only after the append succeeded
+   (`OutboxBatch.mark_delivered`).
+
+A crash between 2 and 3 delivers the batch again. That is harmless because
+record ids are deterministic (a service derives them from its row, e.g.
+`queue/<seq>`) and the journal appends by id idempotently: readers see each
+record exactly once, at the position its first append got.
+
+When an append fails, the relay logs, backs off exponentially with jitter
+(`Backoff`) and retries the same rows; nothing is skipped. It waits for work
+on the coordination channel the source names, notified by `OutboxNotifier`
+after writes (in this process or any replica), with a poll as the safety net.
+Several replicas may run relays over one database: the source decides how
+they share the rows (the queue's uses `FOR UPDATE SKIP LOCKED` on PostgreSQL
+and keeps each work order's records in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import grpc
+from google.protobuf import timestamp_pb2
+from opentelemetry import trace
+
+from conveyor.events.v1 import messages_pb2, service_pb2, service_pb2_grpc
+from conveyor_core.context import correlation_scope
+from conveyor_core.coordination import Coordination
+from conveyor_core.grpc import create_channel
+from conveyor_core.settings import CoreSettings
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("conveyor.outbox")
+
+#: Full name of the gRPC service a relay delivers to.
+JOURNAL_SERVICE = service_pb2.DESCRIPTOR.services_by_name["JournalService"].full_name
+_APPEND_METHOD = f"{JOURNAL_SERVICE}/AppendJournalRecords"
+#: Seconds before a relay looks again at rows it held back (see `OutboxBatch.claimed`).
+HELD_BACK_RECHECK = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """One journal record to deliver; `id` must be deterministic for the row it came from."""
+
+    id: str
+    type: str
+    namespace: str
+    time: datetime
+    subjects: Mapping[str, str] = field(default_factory=dict)
+    correlation_id: str = ""
+    trace_id: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+class OutboxBatch(Protocol):
+    """Rows claimed by one relay pass.
+
+    Attributes:
+        records: what to deliver now, in order.
+        claimed: how many rows the claim took (`records` may hold fewer, when
+            some must wait for earlier rows another relay is delivering).
+    """
+
+    @property
+    def records(self) -> Sequence[OutboxRecord]: ...
+
+    @property
+    def claimed(self) -> int: ...
+
+    async def mark_delivered(self) -> None:
+        """Record `records` as delivered; called only after the append succeeded."""
+        ...
+
+
+class OutboxSource(Protocol):
+    """A service's outbox table."""
+
+    #: Coordination channel notified when rows are written (see `OutboxNotifier`).
+    channel: str
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
+        """Claim up to `limit` undelivered rows, oldest first, for the life of the context.
+
+        Leaving the context without `mark_delivered()` (an exception, or a
+        crash) leaves them undelivered, to be claimed again.
+        """
+        ...
+
+
+class JournalSink(Protocol):
+    async def append(self, records: Sequence[OutboxRecord]) -> None:
+        """Append `records` (idempotent by id); raise if they may not have been stored."""
+        ...
+
+
+class GrpcJournalSink:
+    """Appends to a JournalService over gRPC; the channel opens on first use."""
+
+    def __init__(
+        self, address: str, *, settings: CoreSettings | None = None, timeout: float = 10.0
+    ) -> None:
+        self.address = address
+        self._settings = settings
+        self._timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: service_pb2_grpc.JournalServiceStub | None = None
+
+    async def append(self, records: Sequence[OutboxRecord]) -> None:
+        if self._stub is None:
+            channel = create_channel(
+                self.address, settings=self._settings, idempotent_methods=[_APPEND_METHOD]
+            )
+            self._channel, self._stub = channel, service_pb2_grpc.JournalServiceStub(channel)
+        request = service_pb2.AppendJournalRecordsRequest(records=[_to_pb(r) for r in records])
+        await self._stub.AppendJournalRecords(request, timeout=self._timeout)
+
+    async def close(self) -> None:
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close()
+
+
+def _to_pb(record: OutboxRecord) -> messages_pb2.JournalRecord:
+    time = timestamp_pb2.Timestamp()
+    time.FromDatetime(record.time)
+    return messages_pb2.JournalRecord(
+        id=record.id,
+        type=record.type,
+        namespace=record.namespace,
+        subjects=dict(record.subjects),
+        correlation_id=record.correlation_id,
+        trace_id=record.trace_id,
+        time=time,
+        attributes=dict(record.attributes),
+    )
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id of a W3C `traceparent` ("00-<trace id>-<span id>-<flags>"), or ""."""
+    parts = traceparent.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32 and parts[1] != "0" * 32:
+        return parts[1].lower()
+    return ""
+
+
+@dataclass
+class Backoff:
+    """Exponential delays with jitter: initial * multiplier^(n-1), capped, then +/- jitter."""
+
+    initial: float = 0.2
+    maximum: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    rng: random.Random = field(default_factory=random.Random)
+    failures: int = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next retry; each call counts one more failure."""
+        self.failures += 1
+        base = min(self.initial * self.multiplier ** (self.failures - 1), self.maximum)
+        spread = base * self.jitter
+        return max(0.0, base + self.rng.uniform(-spread, spread))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class OutboxNotifier:
+    """Wakes relays after outbox rows were written, coalescing bursts into few notifies.
+
+    `poke()` is cheap and synchronous: the first poke of a burst notifies at
+    once; later ones within `min_interval` seconds share one more notify at
+    the end of it. So a busy writer costs at most one notify (a Redis PUBLISH)
+    per interval, not one per transaction. Disabled until `enabled` is set (no
+    relay configured: no notifies).
+    """
+
+    def __init__(
+        self, coordination: Coordination, channel: str, *, min_interval: float = 0.01
+    ) -> None:
+        self.enabled = False
+        self._coordination = coordination
+        self._channel = channel
+        self._min_interval = min_interval
+        self._pending = False
+        self._task: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        if not self.enabled:
+            return
+        self._pending = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._notify_pending(), name=f"outbox-notify:{self._channel}"
+            )
+
+    async def _notify_pending(self) -> None:
+        while self._pending:
+            self._pending = False
+            try:
+                await self._coordination.notify(self._channel)
+            except Exception:
+                log.warning("outbox: wake-up on %r not sent", self._channel, exc_info=True)
+            await asyncio.sleep(self._min_interval)  # pokes meanwhile share the next notify
+
+    async def close(self) -> None:
+        self.enabled = False
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass
+class RelayStats:
+    """What a relay did since it was built (across restarts)."""
+
+    passes: int = 0  # completed claim-append-mark passes, empty ones included
+    delivered: int = 0
+    batches: int = 0
+    failures: int = 0
+
+
+class OutboxRelay:
+    """Delivers a source's rows to a journal sink, at least once, in batches.
+
+    `start()` and `stop()` are idempotent; `stop()` before `start()` does
+    nothing, and a stopped relay may start again. Stopping mid-batch leaves the
+    batch undelivered (or delivered but unmarked), to be delivered again.
+    """
+
+    def __init__(
+        self,
+        source: OutboxSource,
+        sink: JournalSink,
+        coordination: Coordination,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 1.0,
+        backoff: Backoff | None = None,
+        name: str = "outbox",
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.name = name
+        self.stats = RelayStats()
+        self._coordination = coordination
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._backoff = backoff or Backoff()
+        self._task: asyncio.Task[None] | None = None
+        self._held_back = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def deliver_once(self) -> int:
+        """Claim, append and mark one batch; return how many rows the claim took."""
+        async with self.source.claim(self._batch_size) as batch:
+            records = batch.records
+            if records:
+                with (
+                    correlation_scope(),
+                    tracer.start_as_current_span(
+                        "outbox.deliver",
+                        attributes={"conveyor.outbox": self.name, "conveyor.records": len(records)},
+                    ),
+                ):
+                    await self.sink.append(records)
+                await batch.mark_delivered()
+                self.stats.delivered += len(records)
+                self.stats.batches += 1
+            claimed = batch.claimed
+            self._held_back = claimed - len(records)
+        self.stats.passes += 1
+        return claimed
+
+    async def _run(self) -> None:
+        # Registered before the first claim: a notify landing after an empty
+        # claim is kept for the wait that follows it.
+        async with self._coordination.listen([self.source.channel]) as listener:
+            while True:
+                try:
+                    claimed = await self.deliver_once()
+                except Exception as error:
+                    await self._after_failure(error)
+                    continue
+                self._backoff.reset()
+                if claimed < self._batch_size:
+                    # Rows held back behind another relay's batch go as soon as it is
+                    # done, which sends no wake-up: look again shortly.
+                    await listener.wait(
+                        HELD_BACK_RECHECK if self._held_back else self._poll_seconds
+                    )
+
+    async def _after_failure(self, error: Exception) -> None:
+        self.stats.failures += 1
+        delay = self._backoff.next_delay()
+        log.warning(
+            "outbox %s: delivery failed (%s: %s); retrying in %.2fs (failure %d in a row)",
+            self.name,
+            type(error).__name__,
+            error,
+            delay,
+            self._backoff.failures,
+            exc_info=self._backoff.failures == 1,
+        )
+        await asyncio.sleep(delay)

@@ -1,0 +1,287 @@
+"""The queue's outbox: its order history, journaled by `conveyor_core.outbox.OutboxRelay`.
+
+Every state change already writes one `queue_work_order_events` row in the
+same transaction as the change (store/history.py), so that table is the
+outbox; no second table is written on the hot path. Delivery is tracked by
+`journaled_at` (NULL until delivered) with a partial index over the
+undelivered rows. The relay sets it once per batch, in one UPDATE, off the
+hot path: a submit, lease or completion costs one more (small, partial) index
+entry and nothing else. A cursor ("delivered up to seq N") would cost even
+less but is wrong here: `seq` is allocated at insert and rows commit out of
+`seq` order, so a cursor would skip rows that commit late.
+
+Journal records (see docs/events.md for the full list):
+
+* id `queue/<seq>`: deterministic, so a re-delivery is a no-op;
+* type `queue.work_order.<what happened>` (`record_type`);
+* subjects `{"work_order": <id>, "queue": <queue>}`;
+* the order's correlation id and the trace id of its submit's traceparent;
+* attributes: from_state, to_state, attempt, reason, and when present actor,
+  timeout_kind, failure_type, failure_retryable.
+
+Claims: on PostgreSQL `FOR UPDATE SKIP LOCKED` inside a transaction held
+during the append, so relays on several replicas take disjoint rows; and a
+batch never delivers an order's record while an earlier record of the same
+order is undelivered outside the batch (held by another relay), so each
+order's records reach the journal in order. SQLite has a single writer and one
+process: the claim is a plain read, the mark a second short transaction, so
+the queue's only connection is not held during the append.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
+from conveyor_core.outbox import OutboxBatch, OutboxNotifier, OutboxRecord, trace_id_of
+from conveyor_queue.domain.model import (
+    LeasedWorkOrder,
+    Redrive,
+    TimeoutKind,
+    WorkOrder,
+    WorkOrderState,
+)
+from conveyor_queue.store.base import (
+    CancelParams,
+    CompleteParams,
+    FailParams,
+    LeaseParams,
+    NewWorkOrder,
+    RedriveParams,
+    SubmitResult,
+    TokenGate,
+    WorkOrderStore,
+)
+from conveyor_queue.store.tables import work_order_events
+
+#: Coordination channel the queue notifies when history rows were written.
+OUTBOX_CHANNEL = "outbox:queue"
+RECORD_TYPE_PREFIX = "queue.work_order."
+#: Longest attribute value sent (well inside the event store's default limit).
+MAX_ATTRIBUTE_LENGTH = 256
+
+ev = work_order_events.c
+S = WorkOrderState
+
+
+def claim_statement(limit: int, postgres: bool) -> Select[Any]:
+    """The oldest undelivered rows (partial index); locked and skipped-if-locked on PostgreSQL."""
+    statement = select(work_order_events).where(ev.journaled_at.is_(None))
+    statement = statement.order_by(ev.seq).limit(limit)
+    return statement.with_for_update(skip_locked=True) if postgres else statement
+
+
+def undelivered_of_orders_statement(order_ids: Sequence[uuid.UUID], up_to_seq: int) -> Select[Any]:
+    """Undelivered rows of these orders up to a seq: finds rows held by another relay."""
+    return (
+        select(ev.work_order_id, ev.seq)
+        .where(ev.work_order_id.in_(order_ids), ev.seq <= up_to_seq, ev.journaled_at.is_(None))
+        .order_by(ev.seq)
+    )
+
+
+def record_type(from_state: S | None, to_state: S, timeout_kind: str | None) -> str:
+    """The journal type of one transition, e.g. "queue.work_order.leased"."""
+    if from_state is None:
+        what = "queued"
+    elif to_state is S.QUEUED:
+        what = {S.DEAD: "redriven", S.LEASED: "retry_scheduled"}.get(from_state, "queued")
+        if from_state is S.LEASED and timeout_kind:
+            what = "lease_expired"
+    elif to_state is S.LEASED:
+        what = "cancel_requested" if from_state is S.LEASED else "leased"
+    else:
+        what = to_state.value.lower()  # succeeded, failed, dead, cancelled
+    return RECORD_TYPE_PREFIX + what
+
+
+def journal_record(row: Mapping[str, Any]) -> OutboxRecord:
+    """The journal record of one history row."""
+    from_state = S(row["from_state"]) if row["from_state"] else None
+    to_state = S(row["to_state"])
+    attributes = {
+        "from_state": from_state.value if from_state else "",
+        "to_state": to_state.value,
+        "attempt": str(row["attempt"]),
+        "reason": row["reason"],
+    }
+    if row["actor"]:
+        attributes["actor"] = row["actor"]
+    if row["timeout_kind"]:
+        attributes["timeout_kind"] = TimeoutKind(row["timeout_kind"]).value
+    failure = row["failure"]
+    if failure:
+        attributes["failure_type"] = str(failure.get("type", ""))
+        attributes["failure_retryable"] = str(bool(failure.get("retryable", True))).lower()
+    return OutboxRecord(
+        id=f"queue/{row['seq']}",
+        type=record_type(from_state, to_state, row["timeout_kind"]),
+        namespace=row["namespace"],
+        time=from_micros(row["at"]),
+        subjects={"work_order": str(row["work_order_id"]), "queue": row["queue"]},
+        correlation_id=row["correlation_id"],
+        trace_id=trace_id_of(row["traceparent"]),
+        attributes={k: v[:MAX_ATTRIBUTE_LENGTH] for k, v in attributes.items()},
+    )
+
+
+def in_order(rows: Sequence[Any], undelivered: Sequence[tuple[uuid.UUID, int]]) -> list[Any]:
+    """The claimed rows that may go now: none after an order's record held elsewhere.
+
+    Args:
+        rows: claimed rows, in seq order.
+        undelivered: (work_order_id, seq) of every undelivered row of the same
+            orders up to the last claimed seq, in seq order.
+    """
+    claimed = {row.seq for row in rows}
+    held_from: dict[uuid.UUID, int] = {}
+    for order_id, seq in undelivered:
+        if seq not in claimed and order_id not in held_from:
+            held_from[order_id] = seq
+    return [row for row in rows if row.seq < held_from.get(row.work_order_id, math.inf)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    records: Sequence[OutboxRecord]
+    claimed: int
+    _mark: Callable[[], Awaitable[None]]
+
+    async def mark_delivered(self) -> None:
+        await self._mark()
+
+
+class SqlQueueOutbox:
+    """OutboxSource over `queue_work_order_events` (PostgreSQL or SQLite)."""
+
+    channel = OUTBOX_CHANNEL
+
+    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._clock = clock or SystemClock()
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
+        return self._claim_locked(limit) if self._postgres else self._claim_single_writer(limit)
+
+    @asynccontextmanager
+    async def _claim_locked(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        async with self._engine.begin() as conn:  # row locks held until the batch is done
+            rows = (await conn.execute(claim_statement(limit, postgres=True))).all()
+            claimed = len(rows)
+            if rows:
+                undelivered = await conn.execute(
+                    undelivered_of_orders_statement(
+                        list({row.work_order_id for row in rows}), rows[-1].seq
+                    )
+                )
+                rows = in_order(rows, [(r.work_order_id, r.seq) for r in undelivered])
+            seqs = [row.seq for row in rows]
+            yield self._batch(rows, claimed, lambda: self._mark(conn, seqs))
+
+    @asynccontextmanager
+    async def _claim_single_writer(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(claim_statement(limit, postgres=False))).all()
+        seqs = [row.seq for row in rows]
+
+        async def mark() -> None:
+            async with self._engine.begin() as conn:
+                await self._mark(conn, seqs)
+
+        yield self._batch(rows, len(rows), mark)
+
+    def _batch(
+        self, rows: Sequence[Any], claimed: int, mark: Callable[[], Awaitable[None]]
+    ) -> _Batch:
+        return _Batch([journal_record(row._mapping) for row in rows], claimed, mark)
+
+    async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
+        if seqs:
+            await conn.execute(
+                update(work_order_events)
+                .where(ev.seq.in_(seqs))
+                .values(journaled_at=to_micros(self._clock.now()))
+            )
+
+    async def undelivered_count(self) -> int:
+        """Rows not yet journaled (the relay's backlog)."""
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
+                select(func.count()).select_from(work_order_events).where(ev.journaled_at.is_(None))
+            )
+            return int(result.scalar_one())
+
+
+class NotifyingWorkOrderStore:
+    """A WorkOrderStore that pokes the outbox notifier after calls that wrote history rows.
+
+    A wrapper implementing the same Protocol, so neither the engine nor the SQL
+    store knows about the relay. Reads and other calls pass straight through.
+    """
+
+    def __init__(self, inner: WorkOrderStore, notifier: OutboxNotifier) -> None:
+        self._inner = inner
+        self._notifier = notifier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def work_order_insert_many(
+        self, orders: Sequence[NewWorkOrder], now: datetime
+    ) -> list[SubmitResult]:
+        results = await self._inner.work_order_insert_many(orders, now)
+        self._poke(any(not r.already_exists for r in results))
+        return results
+
+    async def work_order_lease_available(
+        self, params: LeaseParams, gate: TokenGate
+    ) -> list[LeasedWorkOrder]:
+        leased = await self._inner.work_order_lease_available(params, gate)
+        self._poke(bool(leased))
+        return leased
+
+    async def work_order_complete_many(
+        self, items: Sequence[CompleteParams], now: datetime
+    ) -> list[WorkOrder | Exception]:
+        results = await self._inner.work_order_complete_many(items, now)
+        self._poke(any(isinstance(r, WorkOrder) for r in results))
+        return results
+
+    async def work_order_fail(self, params: FailParams) -> WorkOrder:
+        order = await self._inner.work_order_fail(params)
+        self._poke()
+        return order
+
+    async def work_order_cancel(self, params: CancelParams) -> WorkOrder:
+        order = await self._inner.work_order_cancel(params)
+        self._poke()
+        return order
+
+    async def work_order_expire_leases(self, now: datetime, limit: int) -> list[WorkOrder]:
+        changed = await self._inner.work_order_expire_leases(now, limit)
+        self._poke(bool(changed))
+        return changed
+
+    async def work_order_expire_deadlines(self, now: datetime, limit: int) -> list[WorkOrder]:
+        changed = await self._inner.work_order_expire_deadlines(now, limit)
+        self._poke(bool(changed))
+        return changed
+
+    async def redrive_run(self, params: RedriveParams) -> Redrive:
+        redrive = await self._inner.redrive_run(params)
+        self._poke()
+        return redrive
+
+    def _poke(self, wrote: bool = True) -> None:
+        if wrote:
+            self._notifier.poke()
