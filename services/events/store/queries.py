@@ -17,7 +17,8 @@ without row locks (one writer at a time).
 
 from __future__ import annotations
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
+from sqlalchemy.sql.expression import TextualSelect
 
 from conveyor_events.store.tables import events
 
@@ -47,7 +48,7 @@ _OLDEST_PENDING = """
 """
 
 
-def _typed(sql: str) -> TextClause:
+def _typed(sql: str) -> TextualSelect:
     return text(sql).columns(*events.columns)
 
 

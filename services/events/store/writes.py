@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor_events.domain.model import (
+    Event,
     EventDraft,
     EventStatus,
     HandlerState,
@@ -54,26 +55,39 @@ async def publish_in(
     if last is None:
         raise TopicNotFound(topic)
     base = last - len(distinct)
-    result = await conn.execute(
-        select(events).where(
-            ev.namespace == topic.namespace,
-            ev.topic == topic.topic,
-            ev.message_id.in_(list(distinct)),
-        )
-    )
-    existing = {row.message_id: event_from_row(row._mapping) for row in result}
+    existing = await _published(conn, topic, list(distinct))
     new = [draft for message_id, draft in distinct.items() if message_id not in existing]
     rows = [new_event_row(topic, base + i, draft, now_us) for i, draft in enumerate(new, 1)]
     if rows:
         await conn.execute(insert(events), rows)
     if len(new) < len(distinct):
         await conn.execute(queries.SET_SEQUENCE, {**bind, "last": base + len(new)})
-    created = {row["message_id"]: event_from_row(row) for row in rows}
+    return _outcomes(drafts, {row["message_id"]: event_from_row(row) for row in rows}, existing)
+
+
+async def _published(
+    conn: AsyncConnection, topic: TopicRef, message_ids: list[str]
+) -> dict[str, Event]:
+    result = await conn.execute(
+        select(events).where(
+            ev.namespace == topic.namespace,
+            ev.topic == topic.topic,
+            ev.message_id.in_(message_ids),
+        )
+    )
+    return {row.message_id: event_from_row(row._mapping) for row in result}
+
+
+def _outcomes(
+    drafts: Sequence[EventDraft], created: dict[str, Event], existing: dict[str, Event]
+) -> list[PublishedEvent]:
+    """One outcome per draft: the first use of a new message id created it; others repeat."""
     out = []
     for draft in drafts:
         if draft.message_id in created:
-            out.append(PublishedEvent(created.pop(draft.message_id), already_published=False))
-            existing[draft.message_id] = out[-1].event  # a repeat later in the batch
+            event = created.pop(draft.message_id)
+            existing[draft.message_id] = event  # a repeat later in the batch
+            out.append(PublishedEvent(event, already_published=False))
         else:
             out.append(PublishedEvent(existing[draft.message_id], already_published=True))
     return out
@@ -134,37 +148,35 @@ async def state_write_in(
     UPDATE. Either way a mismatch raises `StateVersionConflict` (ABORTED) and
     the caller's transaction rolls back.
     """
-    ref, values = (
-        write.ref,
-        {
-            "data": write.data.data,
-            "content_type": write.data.content_type,
-            "updated_at": now_us,
-        },
-    )
+    stmt = _state_statement(insert, write, now_us)
+    row = (await conn.execute(stmt)).first()
+    if row is None:
+        current = (await conn.execute(_version_of(write))).scalar() or 0
+        raise StateVersionConflict(write.ref, write.expected_version, current)
+    return state_from_row(write.ref, row._mapping)
+
+
+def _state_statement(insert: InsertFactory, write: StateWrite, now_us: int) -> Any:
+    """The first state is an insert (a no-op if one exists); later ones compare and set."""
+    ref, data = write.ref, write.data
+    values = {"data": data.data, "content_type": data.content_type, "updated_at": now_us}
     if write.expected_version == 0:
-        stmt = (
+        return (
             insert(states)
             .values(namespace=ref.namespace, handler=ref.handler, version=1, **values)
             .on_conflict_do_nothing(index_elements=["namespace", "handler"])
             .returning(*states.columns)
         )
-    else:
-        stmt = (
-            update(states)
-            .where(
-                st.namespace == ref.namespace,
-                st.handler == ref.handler,
-                st.version == write.expected_version,
-            )
-            .values(version=st.version + 1, **values)
-            .returning(*states.columns)
+    return (
+        update(states)
+        .where(
+            st.namespace == ref.namespace,
+            st.handler == ref.handler,
+            st.version == write.expected_version,
         )
-    row = (await conn.execute(stmt)).first()
-    if row is None:
-        current = (await conn.execute(_version_of(write))).scalar() or 0
-        raise StateVersionConflict(ref, write.expected_version, current)
-    return state_from_row(ref, row._mapping)
+        .values(version=st.version + 1, **values)
+        .returning(*states.columns)
+    )
 
 
 def _version_of(write: StateWrite) -> Any:
