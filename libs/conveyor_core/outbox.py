@@ -41,6 +41,7 @@ from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 
 from conveyor.events.v1 import messages_pb2, service_pb2, service_pb2_grpc
+from conveyor_core.clock import to_micros
 from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
@@ -139,17 +140,16 @@ class GrpcJournalSink:
 
 
 def _to_pb(record: OutboxRecord) -> messages_pb2.JournalRecord:
-    time = timestamp_pb2.Timestamp()
-    time.FromDatetime(record.time)
+    seconds, micros = divmod(to_micros(record.time), 1_000_000)
     return messages_pb2.JournalRecord(
         id=record.id,
         type=record.type,
         namespace=record.namespace,
-        subjects=dict(record.subjects),
+        subjects=record.subjects,
         correlation_id=record.correlation_id,
         trace_id=record.trace_id,
-        time=time,
-        attributes=dict(record.attributes),
+        time=timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000),
+        attributes=record.attributes,
     )
 
 

@@ -87,7 +87,7 @@ def draft_violations(
         settings.max_journal_attributes,
         lambda key: SUBJECT_KIND.match(key) is not None,
         "must match [a-z][a-z0-9_]{0,63}",
-        MAX_SUBJECT_VALUE_LENGTH,
+        min(settings.max_journal_value_length, MAX_SUBJECT_VALUE_LENGTH),
     )
     violations += _map_violations(
         draft.attributes,

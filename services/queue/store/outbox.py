@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import BigInteger, Select, Uuid, any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
@@ -80,13 +81,23 @@ def claim_statement(limit: int, postgres: bool) -> Select[Any]:
     return statement.with_for_update(skip_locked=True) if postgres else statement
 
 
-def undelivered_of_orders_statement(order_ids: Sequence[uuid.UUID], up_to_seq: int) -> Select[Any]:
-    """Undelivered rows of these orders up to a seq: finds rows held by another relay."""
-    return (
-        select(ev.work_order_id, ev.seq)
-        .where(ev.work_order_id.in_(order_ids), ev.seq <= up_to_seq, ev.journaled_at.is_(None))
-        .order_by(ev.seq)
+#: Undelivered rows of some orders up to a seq: finds rows held by another relay (PostgreSQL).
+UNDELIVERED_OF_ORDERS = (
+    select(ev.work_order_id, ev.seq)
+    .where(
+        ev.work_order_id == any_(bindparam("order_ids", type_=ARRAY(Uuid))),
+        ev.seq <= bindparam("up_to_seq"),
+        ev.journaled_at.is_(None),
     )
+    .order_by(ev.seq)
+)
+
+#: Mark rows delivered. One array parameter on PostgreSQL keeps the statement cacheable.
+MARK_DELIVERED_POSTGRES = (
+    update(work_order_events)
+    .where(ev.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))))
+    .values(journaled_at=bindparam("now"))
+)
 
 
 def record_type(from_state: S | None, to_state: S, timeout_kind: str | None) -> str:
@@ -112,15 +123,15 @@ def journal_record(row: Mapping[str, Any]) -> OutboxRecord:
         "from_state": from_state.value if from_state else "",
         "to_state": to_state.value,
         "attempt": str(row["attempt"]),
-        "reason": row["reason"],
+        "reason": row["reason"][:MAX_ATTRIBUTE_LENGTH],
     }
     if row["actor"]:
-        attributes["actor"] = row["actor"]
+        attributes["actor"] = row["actor"][:MAX_ATTRIBUTE_LENGTH]
     if row["timeout_kind"]:
         attributes["timeout_kind"] = TimeoutKind(row["timeout_kind"]).value
     failure = row["failure"]
     if failure:
-        attributes["failure_type"] = str(failure.get("type", ""))
+        attributes["failure_type"] = str(failure.get("type", ""))[:MAX_ATTRIBUTE_LENGTH]
         attributes["failure_retryable"] = str(bool(failure.get("retryable", True))).lower()
     return OutboxRecord(
         id=f"queue/{row['seq']}",
@@ -130,7 +141,7 @@ def journal_record(row: Mapping[str, Any]) -> OutboxRecord:
         subjects={"work_order": str(row["work_order_id"]), "queue": row["queue"]},
         correlation_id=row["correlation_id"],
         trace_id=trace_id_of(row["traceparent"]),
-        attributes={k: v[:MAX_ATTRIBUTE_LENGTH] for k, v in attributes.items()},
+        attributes=attributes,
     )
 
 
@@ -180,9 +191,11 @@ class SqlQueueOutbox:
             claimed = len(rows)
             if rows:
                 undelivered = await conn.execute(
-                    undelivered_of_orders_statement(
-                        list({row.work_order_id for row in rows}), rows[-1].seq
-                    )
+                    UNDELIVERED_OF_ORDERS,
+                    {
+                        "order_ids": list({row.work_order_id for row in rows}),
+                        "up_to_seq": rows[-1].seq,
+                    },
                 )
                 rows = in_order(rows, [(r.work_order_id, r.seq) for r in undelivered])
             seqs = [row.seq for row in rows]
@@ -206,11 +219,14 @@ class SqlQueueOutbox:
         return _Batch([journal_record(row._mapping) for row in rows], claimed, mark)
 
     async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
-        if seqs:
+        if not seqs:
+            return
+        now_us = to_micros(self._clock.now())
+        if self._postgres:
+            await conn.execute(MARK_DELIVERED_POSTGRES, {"seqs": list(seqs), "now": now_us})
+        else:
             await conn.execute(
-                update(work_order_events)
-                .where(ev.seq.in_(seqs))
-                .values(journaled_at=to_micros(self._clock.now()))
+                update(work_order_events).where(ev.seq.in_(seqs)).values(journaled_at=now_us)
             )
 
     async def undelivered_count(self) -> int:
