@@ -9,10 +9,14 @@ take turns the same way, so the second always sees the first.) SQLite has a
 single writer, and the UPDATE being the transaction's first statement takes
 the write lock at once, so the same holds there.
 
-Reservations: on PostgreSQL a reserve is one `UPDATE ... FROM (SELECT ...
-FOR UPDATE SKIP LOCKED LIMIT n)`, so concurrent reservers never wait on each
-other's rows and never take the same event. SQLite runs the same statement
-without row locks (one writer at a time).
+Reservations: on PostgreSQL a reserve is one `UPDATE ... WHERE sequence =
+ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED LIMIT n))`, so concurrent
+reservers never wait on each other's rows and never take the same event.
+SQLite runs the same statement without row locks (one writer at a time).
+
+Every write transaction of the store starts with a write statement, so on
+SQLite it takes the write lock at its start and never has to upgrade a read
+snapshot (which fails with SQLITE_BUSY when two processes share the file).
 """
 
 from __future__ import annotations
@@ -52,13 +56,14 @@ def _typed(sql: str) -> TextualSelect:
     return text(sql).columns(*events.columns)
 
 
-# Reserve the :limit oldest pending events of a topic for run :run.
+# Reserve the :limit oldest pending events of a topic for run :run. The picked
+# sequences become one array (an InitPlan run once), so the UPDATE finds its rows
+# through the primary key however the planner misjudges the subquery's size.
 RESERVE_POSTGRES = _typed(f"""
-    WITH picked AS ({_OLDEST_PENDING} FOR UPDATE SKIP LOCKED)
-    UPDATE events_events AS e SET {_RESERVE_SET}
-    FROM picked
-    WHERE e.namespace = :ns AND e.topic = :topic AND e.sequence = picked.sequence
-    RETURNING e.*
+    UPDATE events_events SET {_RESERVE_SET}
+    WHERE namespace = :ns AND topic = :topic AND status = 'PENDING'
+      AND sequence = ANY(ARRAY({_OLDEST_PENDING} FOR UPDATE SKIP LOCKED))
+    RETURNING *
 """)
 
 RESERVE_SQLITE = _typed(f"""

@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 from conveyor.events.v1 import service_pb2 as rpc
+from conveyor_core.settings import CoreSettings
 from tests.helpers.events import EventsEnv, S, draft, topic_name
 
 
@@ -99,3 +100,29 @@ async def test_eight_concurrent_reservers_each_get_distinct_events_and_none_is_l
     assert (stats.pending, stats.reserved, stats.consumed) == (0, 0, total)
     events = await env.events(statuses=[S.EVENT_STATUS_CONSUMED])
     assert all(e.consumed_by == e.reserved_by for e in events)
+
+
+async def test_two_replicas_on_one_database_never_reserve_the_same_event(
+    core: CoreSettings,
+) -> None:
+    """Two servers on one database (PostgreSQL+Redis; the same SQLite file in the embedded case)."""
+    first = await EventsEnv(core).start()
+    second = await EventsEnv(core).start()
+    try:
+        await first.create_topic()
+        await asyncio.gather(
+            first.publish([draft(f"a{i}") for i in range(150)]),
+            second.publish([draft(f"b{i}") for i in range(150)]),
+        )
+        seen: Counter = Counter()
+        await asyncio.gather(
+            *(
+                _consume_all(env, f"{n}-{i}", 7, seen)
+                for n, env in (("a", first), ("b", second))
+                for i in range(3)
+            )
+        )
+        assert set(seen) == set(range(1, 301)) and max(seen.values()) == 1
+    finally:
+        await second.stop()
+        await first.stop()
