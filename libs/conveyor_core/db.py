@@ -34,7 +34,9 @@ def create_engine(url: str, settings: CoreSettings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip on every checkout. A connection the
+        # server dropped fails one call and is discarded; recycling bounds its age.
+        pool_recycle=1800,
         connect_args={"server_settings": {"statement_timeout": str(timeout_ms)}},
     )
 

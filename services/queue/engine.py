@@ -106,19 +106,36 @@ class QueueEngine:
         self._coordination = coordination
         self._gate = CoordinationGate(coordination)
         self._sweeper: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        # Rate counters are summed here and flushed to the shared counters about
+        # once a second: a coordination round trip per submit or lease would be
+        # a large share of the cost of a single-order call.
+        self._pending_counts: dict[tuple[str, int], int] = {}
 
     # -- lifecycle ------------------------------------------------------------
 
     async def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="queue-sweeper")
+            self._flusher = asyncio.create_task(self._flush_forever(), name="queue-counters")
 
     async def stop(self) -> None:
-        task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks, self._sweeper, self._flusher = (self._sweeper, self._flusher), None, None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(Exception):
+            await self.flush_counters()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.counter_flush_seconds)
+            try:
+                await self.flush_counters()
+            except Exception:
+                log.warning("queue rate counters not flushed; will retry", exc_info=True)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -367,19 +384,31 @@ class QueueEngine:
     async def _wake_if_capped(self, refs: set[QueueRef]) -> None:
         """Completing frees capacity: wake leasers of flow-controlled queues only."""
         for ref in refs:
-            if (await self.store.queue_get(ref)).flow_controlled:
+            if (await self.store.queue_get_cached(ref)).flow_controlled:
                 await self._coordination.notify(ref.channel)
 
     async def _count(self, what: str, counts: dict[QueueRef, int], now: datetime) -> None:
         minute = int(now.timestamp() // 60)
-        ttl = self.settings.stats_window_seconds + 120
         for ref, n in counts.items():
-            await self._coordination.counter_add(
-                f"stats:{ref.namespace}/{ref.queue}:{what}:{minute}", n, ttl=ttl
-            )
+            key = (f"stats:{ref.namespace}/{ref.queue}:{what}", minute)
+            self._pending_counts[key] = self._pending_counts.get(key, 0) + n
+
+    async def flush_counters(self) -> None:
+        """Add this replica's pending counts to the shared per-minute counters."""
+        pending, self._pending_counts = self._pending_counts, {}
+        ttl = self.settings.stats_window_seconds + 120
+        items = list(pending.items())
+        for done, ((name, minute), n) in enumerate(items):
+            try:
+                await self._coordination.counter_add(f"{name}:{minute}", n, ttl=ttl)
+            except Exception:
+                for key, left in items[done:]:  # keep what was not flushed for the next try
+                    self._pending_counts[key] = self._pending_counts.get(key, 0) + left
+                raise
 
     async def _rates(self, ref: QueueRef, now: datetime) -> tuple[float, float]:
         """Submitted and leased per second over the stats window (whole minutes)."""
+        await self.flush_counters()
         minutes = self.settings.stats_window_seconds // 60
         current = int(now.timestamp() // 60)
         buckets = range(current - minutes + 1, current + 1)

@@ -47,7 +47,8 @@ class QueueService:
         self.engine_db = db.create_engine(self.database_url, core)
         self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
         self.store = NotifyingWorkOrderStore(
-            SqlWorkOrderStore(self.engine_db), self.outbox_notifier
+            SqlWorkOrderStore(self.engine_db, self.settings.config_cache_seconds),
+            self.outbox_notifier,
         )
         self.engine = QueueEngine(self.store, coordination, self.settings, clock or SystemClock())
         self.servicer = WorkOrderQueueServicer(self.engine, PageTokens(core.page_token_secret))

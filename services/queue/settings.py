@@ -34,6 +34,12 @@ class QueueSettings(BaseSettings):
     fair_scan_limit: int = Field(
         2000, ge=1, description="Candidates examined per lease of a fair/per-key-limited queue."
     )
+    counter_flush_seconds: float = Field(
+        1.0, gt=0, description="How often rate counters are flushed to the shared counters."
+    )
+    config_cache_seconds: float = Field(
+        1.0, ge=0, description="How long a replica trusts its copy of a queue's settings."
+    )
     stats_window_seconds: int = Field(300, ge=60, le=3600)
     stats_wait_sample: int = Field(2000, ge=10)
     default_page_size: int = Field(50, ge=1)

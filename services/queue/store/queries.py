@@ -7,6 +7,9 @@ single writer, so the same statements run without row locks.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from sqlalchemy import TextClause, text
 
 from conveyor_queue.store.tables import work_orders
@@ -33,10 +36,90 @@ _LEASE_SET = """
     updated_at = CAST(:now AS BIGINT)
 """
 
+# The history row of every order a statement changed, written by the same
+# statement (PostgreSQL data-modifying CTE): one round trip instead of two.
+_HISTORY = """
+    history AS (
+        INSERT INTO queue_work_order_events
+            (work_order_id, namespace, queue, from_state, to_state, at, attempt, reason, actor,
+             correlation_id, traceparent)
+        SELECT id, namespace, queue, {from_state}, state, updated_at, attempt, {reason}, {actor},
+               correlation_id, traceparent
+        FROM {source})
+"""
+
 _ELIGIBLE = """
     namespace = :ns AND queue = {queue} AND state = 'QUEUED' AND available_at <= :now
     AND (deadline_at IS NULL OR deadline_at > :now)
 """
+
+
+# Submit in one statement: new orders arrive as parallel arrays (one constant,
+# prepared statement whatever the batch size), taken idempotency keys are
+# skipped, and each inserted order gets its "submitted" history row.
+SUBMIT_POSTGRES_SQL = """
+    WITH inserted AS (
+        INSERT INTO queue_work_orders (
+            id, namespace, queue, state, priority, payload, content_type, idempotency_key,
+            concurrency_key, labels, not_before, available_at, deadline_at, start_to_close_us,
+            heartbeat_timeout_us, retry_policy, max_attempts, attempt, leased_by,
+            lease_duration_us, cancel_requested, correlation_id, traceparent, redrive_count,
+            created_at, updated_at)
+        SELECT v.id, v.namespace, v.queue, 'QUEUED', v.priority, v.payload, v.content_type,
+               v.idempotency_key, v.concurrency_key, v.labels, v.not_before, v.available_at,
+               v.deadline_at, v.start_to_close_us, v.heartbeat_timeout_us, v.retry_policy,
+               v.max_attempts, 0, '', 0, false, v.correlation_id, v.traceparent, 0,
+               CAST(:now AS BIGINT), CAST(:now AS BIGINT)
+        FROM unnest(
+            CAST(:id AS uuid[]), CAST(:namespace AS text[]), CAST(:queue AS text[]),
+            CAST(:priority AS integer[]), CAST(:payload AS bytea[]),
+            CAST(:content_type AS text[]), CAST(:idempotency_key AS text[]),
+            CAST(:concurrency_key AS text[]), CAST(:labels AS json[]),
+            CAST(:not_before AS bigint[]), CAST(:available_at AS bigint[]),
+            CAST(:deadline_at AS bigint[]), CAST(:start_to_close_us AS bigint[]),
+            CAST(:heartbeat_timeout_us AS bigint[]), CAST(:retry_policy AS json[]),
+            CAST(:max_attempts AS integer[]), CAST(:correlation_id AS text[]),
+            CAST(:traceparent AS text[])
+        ) AS v(id, namespace, queue, priority, payload, content_type, idempotency_key,
+               concurrency_key, labels, not_before, available_at, deadline_at,
+               start_to_close_us, heartbeat_timeout_us, retry_policy, max_attempts,
+               correlation_id, traceparent)
+        ON CONFLICT (namespace, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING *),
+    {history}
+    SELECT * FROM inserted
+"""
+SUBMIT_ARRAY_COLUMNS = (
+    "id",
+    "namespace",
+    "queue",
+    "priority",
+    "payload",
+    "content_type",
+    "idempotency_key",
+    "concurrency_key",
+    "labels",
+    "not_before",
+    "available_at",
+    "deadline_at",
+    "start_to_close_us",
+    "heartbeat_timeout_us",
+    "retry_policy",
+    "max_attempts",
+    "correlation_id",
+    "traceparent",
+)
+
+
+def submit_params(rows: list[dict[str, Any]], now_us: int) -> dict[str, Any]:
+    """Bind parameters of SUBMIT_POSTGRES: one array per column (JSON as text)."""
+    params: dict[str, Any] = {"now": now_us}
+    for column in SUBMIT_ARRAY_COLUMNS:
+        values = [row[column] for row in rows]
+        if column in ("labels", "retry_policy"):
+            values = [json.dumps(v) for v in values]
+        params[column] = values
+    return params
 
 
 def _typed(sql: str) -> TextClause:
@@ -62,10 +145,17 @@ def lease_fifo_postgres(queue_count: int) -> TextClause:
         )
         picked = f"SELECT seq FROM ({parts}) AS c ORDER BY priority DESC, seq LIMIT :limit"
     return _typed(f"""
-        WITH picked AS ({picked})
-        UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="LEAST")}
-        FROM picked WHERE w.seq = picked.seq
-        RETURNING w.*""")
+        WITH picked AS ({picked}),
+        leased AS (
+            UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="LEAST")}
+            FROM picked WHERE w.seq = picked.seq
+            RETURNING w.*),
+        {
+        _HISTORY.format(
+            source="leased", from_state="'QUEUED'", reason="'leased'", actor="CAST(:worker AS TEXT)"
+        )
+    }
+        SELECT * FROM leased""")
 
 
 def lease_fifo_sqlite(queue_count: int) -> TextClause:
@@ -83,12 +173,22 @@ def lease_fifo_sqlite(queue_count: int) -> TextClause:
 def lease_chosen(postgres: bool, count: int) -> TextClause:
     """Lease exactly the chosen rows (flow-controlled path; the queue row is locked)."""
     seqs = ", ".join(f":s{i}" for i in range(count))
-    least = "LEAST" if postgres else "MIN"
-    returning = "w.*" if postgres else "*"
+    if not postgres:
+        return _typed(f"""
+            UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="MIN")}
+            WHERE w.seq IN ({seqs}) AND w.state = 'QUEUED'
+            RETURNING *""")
     return _typed(f"""
-        UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least=least)}
-        WHERE w.seq IN ({seqs}) AND w.state = 'QUEUED'
-        RETURNING {returning}""")
+        WITH leased AS (
+            UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="LEAST")}
+            WHERE w.seq IN ({seqs}) AND w.state = 'QUEUED'
+            RETURNING w.*),
+        {
+        _HISTORY.format(
+            source="leased", from_state="'QUEUED'", reason="'leased'", actor="CAST(:worker AS TEXT)"
+        )
+    }
+        SELECT * FROM leased""")
 
 
 # Round-robin candidates of a flow-controlled queue: rank each order within its
@@ -132,14 +232,25 @@ LOCK_QUEUE_POSTGRES = text("""
 """)
 
 # Batch completion in one statement: the items arrive as parallel arrays.
-COMPLETE_MANY_POSTGRES = _typed("""
-    UPDATE queue_work_orders AS w SET
-        state = 'SUCCEEDED', result = v.result, result_content_type = v.content_type,
-        completed_at = :now, updated_at = :now, lease_token = NULL, lease_expires_at = NULL
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:queues AS text[]), CAST(:tokens AS text[]),
-                CAST(:results AS bytea[]), CAST(:content_types AS text[]))
-         AS v(id, queue, token, result, content_type)
-    WHERE w.id = v.id AND w.namespace = :ns AND w.queue = v.queue AND w.lease_token = v.token
-      AND w.state = 'LEASED' AND w.lease_expires_at > :now
-    RETURNING w.*
+COMPLETE_MANY_POSTGRES = _typed(f"""
+    WITH done AS (
+        UPDATE queue_work_orders AS w SET
+            state = 'SUCCEEDED', result = v.result, result_content_type = v.content_type,
+            completed_at = :now, updated_at = :now, lease_token = NULL, lease_expires_at = NULL
+        FROM unnest(CAST(:ids AS uuid[]), CAST(:queues AS text[]), CAST(:tokens AS text[]),
+                    CAST(:results AS bytea[]), CAST(:content_types AS text[]))
+             AS v(id, queue, token, result, content_type)
+        WHERE w.id = v.id AND w.namespace = :ns AND w.queue = v.queue AND w.lease_token = v.token
+          AND w.state = 'LEASED' AND w.lease_expires_at > :now
+        RETURNING w.*),
+    {_HISTORY.format(source="done", from_state="'LEASED'", reason="'completed'", actor="''")}
+    SELECT * FROM done
 """)
+
+SUBMIT_POSTGRES = _typed(
+    SUBMIT_POSTGRES_SQL.format(
+        history=_HISTORY.format(
+            source="inserted", from_state="NULL", reason="'submitted'", actor="''"
+        )
+    )
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -63,11 +64,16 @@ wo = work_orders.c
 class SqlWorkOrderStore:
     """WorkOrderStore over one async engine (PostgreSQL or SQLite)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, config_cache_seconds: float = 1.0) -> None:
         self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
         self._known_queues: set[tuple[str, str]] = set()
+        # Queue settings decide which lease path runs; a short-lived copy saves a
+        # query per lease. Flow-controlled leasing re-reads them under the row lock.
+        self._config_ttl = config_cache_seconds
+        self._configs: dict[tuple[str, str], tuple[float, QueueConfig]] = {}
 
     # -- submit -------------------------------------------------------------
 
@@ -75,27 +81,17 @@ class SqlWorkOrderStore:
         self, orders: Sequence[NewWorkOrder], now: datetime
     ) -> list[SubmitResult]:
         now_us = to_micros(now)
-        async with self._engine.begin() as conn:
+        rows = [self._new_row(o, now_us) for o in orders]
+        async with self._write() as conn:
             await self._ensure_queues(conn, {o.queue for o in orders}, now_us)
-            rows = [self._new_row(o, now_us) for o in orders]
-            stmt = (
-                self._insert(work_orders)
-                .on_conflict_do_nothing(
-                    index_elements=["namespace", "idempotency_key"],
-                    index_where=wo.idempotency_key.isnot(None),
+            if self._postgres:  # one statement: the orders and their history rows
+                result = await conn.execute(
+                    queries.SUBMIT_POSTGRES, queries.submit_params(rows, now_us)
                 )
-                .returning(*work_orders.columns)
-            )
-            result = await conn.execute(stmt, rows)
-            inserted = {row.id: order_from_row(row._mapping) for row in result}
+                inserted = {row.id: order_from_row(row._mapping) for row in result}
+            else:
+                inserted = await self._submit_sqlite(conn, rows, now_us)
             existing = await self._existing_by_key(conn, orders, inserted)
-            await insert_events(
-                conn,
-                [
-                    event_row(order, None, "submitted", actor="", at_us=now_us)
-                    for order in inserted.values()
-                ],
-            )
         out = []
         for order in orders:
             if order.id in inserted:
@@ -104,6 +100,36 @@ class SqlWorkOrderStore:
                 key = (order.queue.namespace, order.spec.idempotency_key)
                 out.append(SubmitResult(existing[key], already_exists=True))
         return out
+
+    async def _submit_sqlite(
+        self, conn: AsyncConnection, rows: list[dict[str, Any]], now_us: int
+    ) -> dict[uuid.UUID, WorkOrder]:
+        stmt = (
+            self._insert(work_orders)
+            .on_conflict_do_nothing(
+                index_elements=["namespace", "idempotency_key"],
+                index_where=wo.idempotency_key.isnot(None),
+            )
+            .returning(*work_orders.columns)
+        )
+        result = await conn.execute(stmt, rows)
+        inserted = {row.id: order_from_row(row._mapping) for row in result}
+        await insert_events(
+            conn,
+            [event_row(o, None, "submitted", actor="", at_us=now_us) for o in inserted.values()],
+        )
+        return inserted
+
+    def _write(self) -> Any:
+        """A connection for one self-contained write.
+
+        On PostgreSQL the hot-path writes are single statements (data-modifying
+        CTEs), atomic on their own, so they run in autocommit: no BEGIN and
+        COMMIT round trips. SQLite runs them in a transaction.
+        """
+        if self._postgres:
+            return self._autocommit.connect()
+        return self._engine.begin()
 
     def _new_row(self, o: NewWorkOrder, now_us: int) -> dict[str, Any]:
         spec = o.spec
@@ -188,8 +214,12 @@ class SqlWorkOrderStore:
             "worker": params.worker,
             "far": FAR_FUTURE_US,
         }
-        async with self._engine.begin() as conn:
-            configs = await self._queue_configs(conn, params.namespace, params.queues)
+        configs = await self._cached_configs(params.namespace, params.queues)
+        any_flowing = any(c.flow_controlled for c in configs.values())
+        # Plain queues lease in one self-contained statement; flow control needs a
+        # transaction around its lock, counts and update.
+        async with self._engine.begin() if any_flowing else self._write() as conn:
+            history_in_sql = self._postgres  # the lease statement writes the history rows
             plain = [
                 q
                 for q in params.queues
@@ -213,29 +243,53 @@ class SqlWorkOrderStore:
                 (order_from_row(r._mapping) for r in rows),
                 key=lambda o: (-o.spec.priority, o.created_at),
             )
-            await insert_events(
-                conn,
-                [
-                    event_row(o, WorkOrderState.QUEUED, "leased", actor=params.worker, at_us=now_us)
-                    for o in leased
-                ],
-            )
+            if not history_in_sql:
+                await insert_events(
+                    conn,
+                    [
+                        event_row(
+                            o, WorkOrderState.QUEUED, "leased", actor=params.worker, at_us=now_us
+                        )
+                        for o in leased
+                    ],
+                )
         return [LeasedWorkOrder(o, token) for o in leased]
 
     async def _queue_configs(
         self, conn: AsyncConnection, namespace: str, names: Sequence[str]
     ) -> dict[str, QueueConfig]:
-        result = await conn.execute(
-            select(queues).where(queues.c.namespace == namespace, queues.c.queue.in_(names))
-        )
-        return {row.queue: queue_from_row(row._mapping) for row in result}
+        """Settings of the named queues (a queue never configured is absent)."""
+        now = time.monotonic()
+        known = {name: self._configs.get((namespace, name)) for name in names}
+        stale = [name for name, entry in known.items() if entry is None or entry[0] <= now]
+        if stale:
+            result = await conn.execute(
+                select(queues).where(queues.c.namespace == namespace, queues.c.queue.in_(stale))
+            )
+            fetched = {row.queue: queue_from_row(row._mapping) for row in result}
+            for name in stale:
+                config = fetched.get(name, QueueConfig(namespace, name))
+                self._configs[(namespace, name)] = (now + self._config_ttl, config)
+        return {name: self._configs[(namespace, name)][1] for name in names}
+
+    async def queue_get_cached(self, ref: QueueRef) -> QueueConfig:
+        """Settings as this replica last saw them (at most config_cache_seconds old)."""
+        return (await self._cached_configs(ref.namespace, [ref.queue]))[ref.queue]
+
+    async def _cached_configs(self, namespace: str, names: Sequence[str]) -> dict[str, QueueConfig]:
+        now = time.monotonic()
+        entries = [self._configs.get((namespace, name)) for name in names]
+        if all(e is not None and e[0] > now for e in entries):
+            return {name: e[1] for name, e in zip(names, entries, strict=True)}  # type: ignore[index]
+        async with self._autocommit.connect() as conn:
+            return await self._queue_configs(conn, namespace, names)
 
     async def _lease_plain(
         self, conn: AsyncConnection, names: list[str], limit: int, base: dict
     ) -> list[Any]:
         sql = (queries.lease_fifo_postgres if self._postgres else queries.lease_fifo_sqlite)(
             len(names)
-        )
+        )  # on PostgreSQL the statement also writes the "leased" history rows
         bind = {**base, "limit": limit, **{f"q{i}": name for i, name in enumerate(names)}}
         return list(await conn.execute(sql, bind))
 
@@ -249,17 +303,19 @@ class SqlWorkOrderStore:
         budget: int,
     ) -> list[Any]:
         bind = {"ns": config.namespace, "q0": config.queue, "now": base["now"]}
-        dispatch_seq = 0
-        if self._postgres:  # serialise leasers of this queue: counts must stay true
-            dispatch_seq = (await conn.execute(queries.LOCK_QUEUE_POSTGRES, bind)).scalar() or 0
-        elif config.per_key:
-            dispatch_seq = (
-                await conn.execute(
-                    select(queues.c.dispatch_seq).where(
-                        queues.c.namespace == config.namespace, queues.c.queue == config.queue
-                    )
-                )
-            ).scalar() or 0
+        # Serialise leasers of this queue (counts must stay true) and read its
+        # settings afresh under the lock rather than trusting the cached copy.
+        stmt = select(queues).where(
+            queues.c.namespace == config.namespace, queues.c.queue == config.queue
+        )
+        if self._postgres:
+            stmt = stmt.with_for_update()
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            return []
+        config, dispatch_seq = queue_from_row(row._mapping), row.dispatch_seq
+        if config.paused:
+            return []
         if config.max_in_flight:
             in_flight = (await conn.execute(queries.IN_FLIGHT, bind)).scalar() or 0
             budget = min(budget, config.max_in_flight - in_flight)
@@ -401,18 +457,18 @@ class SqlWorkOrderStore:
         self, items: Sequence[CompleteParams], now: datetime
     ) -> list[WorkOrder | Exception]:
         now_us = to_micros(now)
-        async with self._engine.begin() as conn:
-            if self._postgres:
+        async with self._write() as conn:
+            if self._postgres:  # the statement also writes the "completed" history rows
                 done = await self._complete_postgres(conn, items, now_us)
             else:
                 done = await self._complete_each(conn, items, now_us)
-            await insert_events(
-                conn,
-                [
-                    event_row(o, WorkOrderState.LEASED, "completed", actor="", at_us=now_us)
-                    for o in done.values()
-                ],
-            )
+                await insert_events(
+                    conn,
+                    [
+                        event_row(o, WorkOrderState.LEASED, "completed", actor="", at_us=now_us)
+                        for o in done.values()
+                    ],
+                )
             missing = [i.ref for i in items if i.ref.id not in done]
             states = await self._states(conn, missing)
         out: list[WorkOrder | Exception] = []
@@ -751,7 +807,12 @@ class SqlWorkOrderStore:
         async with self._engine.begin() as conn:
             row = (await conn.execute(stmt)).one()
         self._known_queues.add((config.namespace, config.queue))
-        return queue_from_row(row._mapping)
+        updated = queue_from_row(row._mapping)
+        self._configs[(config.namespace, config.queue)] = (
+            time.monotonic() + self._config_ttl,
+            updated,
+        )
+        return updated
 
     async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
         async with self._engine.connect() as conn:
