@@ -19,6 +19,8 @@ import pytest
 
 from conveyor_core.coordination import InProcessCoordination
 from conveyor_core.outbox import Backoff, OutboxNotifier, OutboxRecord, OutboxRelay, trace_id_of
+from conveyor_core.runtime import local_address
+from conveyor_core.settings import ConfigurationError, CoreSettings, load
 from conveyor_queue.domain.model import WorkOrderState as S
 from conveyor_queue.store.outbox import in_order, journal_record, record_type
 from tests.helpers.journal import eventually
@@ -267,3 +269,16 @@ def test_in_order_holds_back_an_orders_records_behind_one_held_elsewhere() -> No
     # A gap inside the claim: b's seq 5 is held elsewhere, so b's 9 must wait.
     undelivered = [(a, 3), (b, 4), (b, 5), (a, 6), (c, 7), (b, 9)]
     assert [r.seq for r in in_order(claimed, undelivered)] == [3, 4, 6, 7]
+
+
+def test_the_platform_dials_its_own_server_on_loopback_when_bound_to_every_interface() -> None:
+    assert local_address("0.0.0.0:50051", 50051) == "127.0.0.1:50051"
+    assert local_address("[::]:0", 4321) == "127.0.0.1:4321"
+    assert local_address("10.0.0.7:0", 4321) == "10.0.0.7:4321"
+
+
+def test_journal_address_is_optional_but_must_be_host_port() -> None:
+    assert load(CoreSettings).journal_address == ""
+    assert load(CoreSettings, journal_address="events:50051").journal_address == "events:50051"
+    with pytest.raises(ConfigurationError, match="CONVEYOR_JOURNAL_ADDRESS"):
+        load(CoreSettings, journal_address="events")
