@@ -328,12 +328,17 @@ class OutboxRelay:
         self.stats.failures += 1
         delay = self._backoff.next_delay()
         log.warning(
-            "outbox %s: delivery failed (%s: %s); retrying in %.2fs (failure %d in a row)",
+            "outbox %s: delivery failed (%s); retrying in %.2fs (failure %d in a row)",
             self.name,
-            type(error).__name__,
-            error,
+            _describe(error),
             delay,
             self._backoff.failures,
             exc_info=self._backoff.failures == 1,
         )
         await asyncio.sleep(delay)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
