@@ -12,6 +12,8 @@ import logging
 from google.protobuf import duration_pb2
 
 from conveyor.common.v1 import types_pb2
+from conveyor.events.v1 import service_pb2 as events_rpc
+from conveyor.events.v1 import service_pb2_grpc as events_grpc
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
@@ -24,7 +26,8 @@ QUEUE = "namespaces/demo/queues/example"
 async def run_example(address: str, period: float = 2.0) -> None:
     async with create_channel(address) as channel:
         stub = service_pb2_grpc.WorkOrderQueueServiceStub(channel)
-        await asyncio.gather(_produce(stub, period), _work(stub))
+        journal = events_grpc.JournalServiceStub(channel)
+        await asyncio.gather(_produce(stub, period), _work(stub, journal))
 
 
 async def _produce(stub: service_pb2_grpc.WorkOrderQueueServiceStub, period: float) -> None:
@@ -46,7 +49,9 @@ async def _produce(stub: service_pb2_grpc.WorkOrderQueueServiceStub, period: flo
         await asyncio.sleep(period)
 
 
-async def _work(stub: service_pb2_grpc.WorkOrderQueueServiceStub) -> None:
+async def _work(
+    stub: service_pb2_grpc.WorkOrderQueueServiceStub, journal: events_grpc.JournalServiceStub
+) -> None:
     while True:
         leased = await stub.LeaseWorkOrders(
             rpc.LeaseWorkOrdersRequest(
@@ -74,3 +79,20 @@ async def _work(stub: service_pb2_grpc.WorkOrderQueueServiceStub) -> None:
                 f"{greeting.upper()!r} (attempt {order.attempt})",
                 flush=True,
             )
+            await _show_journal(journal, order.id)
+
+
+async def _show_journal(journal: events_grpc.JournalServiceStub, order_id: str) -> None:
+    """The order's life as the event store's journal recorded it (via the queue's outbox)."""
+    types: list[str] = []
+    for _ in range(50):  # the outbox relay delivers within milliseconds; allow a few seconds
+        response = await journal.ReadJournal(
+            events_rpc.ReadJournalRequest(
+                filter=events_rpc.JournalFilter(namespace="demo", subject=order_id)
+            )
+        )
+        types = [record.type.rsplit(".", 1)[-1] for record in response.records]
+        if "succeeded" in types:
+            break
+        await asyncio.sleep(0.1)
+    print(f"[example] journal of {order_id}: {' -> '.join(types)}", flush=True)

@@ -15,9 +15,11 @@ from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.api.servicer import SERVICE_NAME as STORE_SERVICE_NAME
 from conveyor_events.api.servicer import EventStoreServicer
 from conveyor_events.engine import EventStoreEngine
+from conveyor_events.journal_engine import build_journal_engine
 from conveyor_events.migrations import MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
 from conveyor_events.store.sql import SqlEventStore
@@ -54,6 +56,7 @@ class EventStoreService:
         self.store = SqlEventStore(self.engine_db)
         self.engine = EventStoreEngine(self.store, coordination, self.settings, self.clock)
         self.servicer = EventStoreServicer(self.engine, self.page_tokens)
+        self.journal = build_journal_engine(self.engine_db, coordination, self.settings, self.clock)
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -64,6 +67,7 @@ class EventStoreService:
                 service_pb2_grpc.add_EventStoreServiceServicer_to_server,
                 self.servicer,
             ),
+            journal_registration(self.journal),
         ]
 
     async def start(self) -> None:
