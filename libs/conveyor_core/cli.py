@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             asyncio.run(_migrate(core, names))
         else:
-            configure_tracing("conveyor" if len(names) > 1 else f"conveyor-{names[0]}", core)
+            if core.otlp_endpoint:  # without a collector, recording spans is pure cost;
+                # W3C trace context still propagates through the API's non-recording spans
+                configure_tracing("conveyor" if len(names) > 1 else f"conveyor-{names[0]}", core)
             asyncio.run(_serve(core, names, example=getattr(args, "example", False)))
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
