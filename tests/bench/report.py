@@ -1,0 +1,182 @@
+"""The readable table and the machine facts that go with the figures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: "Other" CPU (percent of one core) above which a window counts as disturbed.
+DISTURBED_PERCENT = 15.0
+
+TARGETS = {
+    "drain_orders_per_s": 2000.0,  # at least, durably on PostgreSQL
+    "latency_p99_ms": 20.0,  # at most, at 200 orders/s
+}
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    info["packages"] = {}
+    for package in ("grpcio", "protobuf", "sqlalchemy", "asyncpg", "redis", "opentelemetry-sdk"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info["packages"][package] = metadata.version(package)
+    return info
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _cpu(result: dict[str, Any]) -> str:
+    cpu = result.get("cpu_percent")
+    if not cpu:
+        return ""
+    return (
+        f"{cpu['server']:>4.0f} {cpu['postgres']:>4.0f} {cpu['redis']:>4.0f} "
+        f"{cpu['bench_client']:>4.0f} {cpu.get('other', 0):>4.0f}"
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _per_order(result: dict[str, Any]) -> str:
+    value = result.get("server_cpu_ms_per_order")
+    return "" if value is None else f"{value:.2f}"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    out = []
+    scenarios = results["scenarios"]
+    if "submit_single" in scenarios:
+        r = scenarios["submit_single"]
+        out.append(
+            (
+                f"a. submit, single ({r['concurrency']} in flight)",
+                f"{r['orders_per_s']:,.0f} orders/s",
+                f"rpc p50 {r['rpc_ms']['p50']} ms, p99 {r['rpc_ms']['p99']} ms",
+                _per_order(r),
+                _cpu(r),
+            )
+        )
+    for name, r in scenarios.items():
+        if name.startswith("submit_batch_"):
+            out.append(
+                (
+                    f"b. submit, batch {r['batch']} ({r['concurrency']} in flight)",
+                    f"{r['orders_per_s']:,.0f} orders/s",
+                    f"{r['orders']:,} orders in {r['seconds']:.2f} s",
+                    _per_order(r),
+                    _cpu(r),
+                )
+            )
+    if "drain" in scenarios:
+        r = scenarios["drain"]
+        ok = r["verified"]["ok"] and r["verified"]["client_distinct_ok"]
+        target = TARGETS["drain_orders_per_s"]
+        out.append(
+            (
+                f"c. drain {r['orders']:,} (lease<={r['max_batch']}, {r['loops']} loops)",
+                f"{r['orders_per_s']:,.0f} orders/s",
+                f"target >= {target:,.0f}: {_verdict(r['orders_per_s'] >= target)}; "
+                f"verified: {'yes' if ok else 'NO'}",
+                _per_order(r),
+                _cpu(r),
+            )
+        )
+    for name, r in scenarios.items():
+        if not name.startswith("latency"):
+            continue
+        lat = r["latency_ms"]
+        target = TARGETS["latency_p99_ms"]
+        verdict = (
+            f"target p99 < {target:.0f} ms: {_verdict(lat['p99'] < target)}"
+            if name == "latency"
+            else "for comparison (no target)"
+        )
+        out.append(
+            (
+                f"d. submit->lease @{r['rate']:.0f}/s, {r['seconds']:.0f} s",
+                f"p50 {lat['p50']} p90 {lat['p90']} p99 {lat['p99']} max {lat['max']} ms",
+                f"{verdict}; submit rpc p50 {r['submit_rpc_ms']['p50']} ms",
+                _per_order(r),
+                _cpu(r),
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    header = ("scenario", "result", "notes", "srv ms/order", "CPU% srv   pg  rds  cli  oth")
+    body = rows(results)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in body]
+    machine = results["machine"]
+    lines.append("")
+    postgres = results.get("postgres", {})
+    lines.append(
+        f"{results['date']}  {machine['nproc']} cores ({machine.get('cpu_model', '?')}), "
+        f"Python {machine['python']}, PostgreSQL {postgres.get('version')} "
+        f"(synchronous_commit={postgres.get('synchronous_commit')})"
+    )
+    lines.append("srv ms/order = queue server CPU time per order over the measured window.")
+    lines.append(
+        "CPU% = percent of one core (200 = both of 2 cores) used by the queue server, "
+        "PostgreSQL (bench database),\nRedis, this bench client, and everything else "
+        "(oth: other processes; high means the figures are disturbed)."
+    )
+    disturbed = {
+        name: r["cpu_percent"]["other"]
+        for name, r in results["scenarios"].items()
+        if r.get("cpu_percent", {}).get("other", 0) > DISTURBED_PERCENT
+    }
+    if disturbed:
+        lines.append(
+            "WARNING: other processes were busy during "
+            + ", ".join(f"{name} ({value:.0f}% of a core)" for name, value in disturbed.items())
+            + ": those figures understate the queue; run again on a quiet machine."
+        )
+    return "\n".join(lines)
