@@ -18,6 +18,7 @@ unit: otherwise the id set by its first call stays in its context for good.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import functools
@@ -118,13 +119,14 @@ class _Shape(enum.Enum):
     STREAM_STREAM = enum.auto()
 
 
-class _CallInterceptor:
+class _CallInterceptor(abc.ABC):
     """One client-side behavior, written once for the four call shapes."""
 
+    @abc.abstractmethod
     async def intercept(
         self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any, shape: _Shape
     ) -> Any:
-        raise NotImplementedError
+        """Perform the call through `continuation`, adding this interceptor's behaviour."""
 
 
 class _UnaryUnaryAdapter(grpc.aio.UnaryUnaryClientInterceptor):

@@ -26,6 +26,7 @@ public name) for the runtime to send; outer scopes read the outcome from
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import inspect
@@ -97,10 +98,11 @@ class _ScopedInterceptor(grpc.aio.ServerInterceptor):
     def _applies_to(self, method: str) -> bool:
         return True
 
+    @abc.abstractmethod
     def _scope(
         self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
     ) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+        """The context one call runs in (each interceptor's behaviour)."""
 
     async def intercept_service(
         self,
