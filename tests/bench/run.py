@@ -31,13 +31,12 @@ from typing import Any
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
 from tests.bench import report
+from tests.bench.cpu import CpuWindow, machine_busy
 from tests.bench.environment import (
-    CpuMeter,
     ScratchDatabase,
     ServerProcess,
     admin_url,
     delete_redis_prefix,
-    machine_busy,
     redis_url,
 )
 from tests.bench.scenarios import Bench
@@ -53,11 +52,12 @@ class Windows:
     def __init__(
         self, server: ServerProcess, database: str, profile: set[str], profile_format: str
     ) -> None:
-        self._meter = CpuMeter(server.pid, database)
         self._server = server
+        self._database = database
         self._profile = profile
         self._format = profile_format
-        self._starts: dict[str, Any] = {}
+        # Started ahead of each window: a process starting inside one would skew it.
+        self._window = CpuWindow(server.pid, database)
         self._spy: subprocess.Popen[bytes] | None = None
         self.cpu: dict[str, dict[str, float]] = {}
         self.elapsed: dict[str, float] = {}
@@ -66,16 +66,19 @@ class Windows:
     async def start(self, name: str) -> None:
         if self._wants_profile(name):
             self._start_spy(name)
-        self._starts[name] = self._meter.sample()
+            await asyncio.sleep(0.3)  # attached before the window starts
+        await asyncio.to_thread(self._window.start)
 
     async def stop(self, name: str) -> None:
-        start, end = self._starts.pop(name), self._meter.sample()
-        self.cpu[name] = CpuMeter.percent(start, end)
-        self.elapsed[name] = end[0] - start[0]
+        self.cpu[name], self.elapsed[name] = await asyncio.to_thread(self._window.stop)
+        self._window = CpuWindow(self._server.pid, self._database)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await asyncio.to_thread(self._spy.wait, 30)
             self._spy = None
+
+    def close(self) -> None:
+        self._window.close()
 
     def _wants_profile(self, name: str) -> bool:
         return "all" in self._profile or any(name.startswith(p) for p in self._profile)
@@ -108,7 +111,6 @@ class Windows:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        time.sleep(0.3)  # attached before the window starts
 
 
 async def _scenarios(
@@ -125,7 +127,11 @@ async def _scenarios(
         def record(name: str, result: dict[str, Any]) -> None:
             cpu = windows.cpu.get(name, {})
             result["cpu_percent"] = cpu
-            if cpu and result.get("orders"):
+            if cpu and result.get("achieved_submit_rate"):  # paced: CPU per second / rate
+                result["server_cpu_ms_per_order"] = round(
+                    cpu["server"] * 10 / result["achieved_submit_rate"], 3
+                )
+            elif cpu and result.get("orders"):
                 # Server CPU time spent per order over the window: its whole life cycle
                 # (submit, or lease + complete, or all three for the latency run).
                 result["server_cpu_ms_per_order"] = round(
@@ -231,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     database = ScratchDatabase(admin_url())
     prefix = f"conveyor-bench:{os.getpid()}:"
     server: ServerProcess | None = None
+    windows: Windows | None = None
     command = " ".join(
         [
             Path(sys.executable).name,
@@ -288,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, KeyboardInterrupt):
             raise
     finally:
+        if windows is not None:
+            windows.close()
         if server is not None:
             code = server.stop()
             results.setdefault("server", {})["exit_code"] = code

@@ -367,12 +367,14 @@ class Bench:
         leasing = asyncio.ensure_future(leaser())
         await asyncio.sleep(0.2)  # the leaser is parked in its long poll
         start = time.perf_counter() + 0.01
-        measuring = False
+        # The measuring hooks start a process or two: run them alongside, half a second
+        # before the measured orders, so they never hold up the pacing.
+        starter: asyncio.Future[None] | None = None
+        start_hooks_at = max(0, warm_n - int(rate * 0.5))
         for seq in range(total):
             target = start + seq / rate
-            if seq == warm_n:
-                await self.on_start(name)
-                measuring = True
+            if seq == start_hooks_at:
+                starter = asyncio.ensure_future(self.on_start(name))
             delay = target - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -384,13 +386,19 @@ class Bench:
                 await all_received.wait()
         except TimeoutError:
             pass
-        if measuring:
+        if starter is not None:
+            await starter
             await self.on_stop(name)
         leasing.cancel()
         await asyncio.gather(leasing, return_exceptions=True)
         await asyncio.gather(*background, return_exceptions=True)
         measured = [latencies[s] for s in range(warm_n, total) if s in latencies]
         achieved = (total - warm_n) / (submitted_at - (start + warm_n / rate))
+        slowest = sorted(
+            (s for s in range(warm_n, total) if s in latencies),
+            key=latencies.__getitem__,
+            reverse=True,
+        )[:5]
         return {
             "rate": rate,
             "achieved_submit_rate": round(achieved, 1),
@@ -407,4 +415,14 @@ class Bench:
             "mean_lease_batch": round(sum(batch_sizes) / max(len(batch_sizes), 1), 2),
             "wait_time_s": wait,
             "max_batch": max_batch,
+            # When the worst ones were submitted (s into the window) and how much of
+            # their latency the submit call itself took.
+            "slowest": [
+                {
+                    "at_s": round((s - warm_n) / rate, 2),
+                    "latency_ms": round(latencies[s] * 1000, 1),
+                    "submit_rpc_ms": round(submit_rtt.get(s, float("nan")) * 1000, 1),
+                }
+                for s in slowest
+            ],
         }
