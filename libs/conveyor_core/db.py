@@ -32,8 +32,10 @@ def create_engine(url: str, settings: CoreSettings) -> AsyncEngine:
     timeout_ms = int(settings.db_statement_timeout_seconds * 1000)
     return create_async_engine(
         url,
+        # A fixed pool: overflow connections are closed on return, and each new
+        # one pays connection set-up, statement preparation and type introspection.
         pool_size=settings.db_pool_size,
-        max_overflow=settings.db_pool_size,
+        max_overflow=0,
         # No pre-ping: it costs a round trip on every checkout. A connection the
         # server dropped fails one call and is discarded; recycling bounds its age.
         pool_recycle=1800,

@@ -50,7 +50,7 @@ class CoreSettings(BaseSettings):
     listen_address: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds.")
     grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
-    db_pool_size: int = Field(10, ge=1, le=200)
+    db_pool_size: int = Field(20, ge=1, le=200)
     db_statement_timeout_seconds: float = Field(30.0, gt=0)
     migrate_on_start: bool = Field(True, description="Apply schema migrations at start.")
     page_token_secret: str = Field(

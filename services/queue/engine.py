@@ -423,6 +423,8 @@ class QueueEngine:
 
     def _trace_each(self, name: str, orders: Sequence[WorkOrder]) -> None:
         """One span per order, parented in the order's own trace (from its submit)."""
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            return  # no tracer provider installed: nothing would record these spans
         for order in orders:
             context = extract({"traceparent": order.traceparent}) if order.traceparent else None
             with tracer.start_as_current_span(name, context=context) as span:

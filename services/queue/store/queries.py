@@ -7,6 +7,7 @@ single writer, so the same statements run without row locks.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -126,6 +127,7 @@ def _typed(sql: str) -> TextClause:
     return text(sql).columns(*work_orders.columns)
 
 
+@functools.lru_cache(maxsize=256)  # built once per shape, not per call
 def lease_fifo_postgres(queue_count: int) -> TextClause:
     """Lease the first :limit eligible orders of one or more plain queues."""
     if queue_count == 1:
@@ -158,6 +160,7 @@ def lease_fifo_postgres(queue_count: int) -> TextClause:
         SELECT * FROM leased""")
 
 
+@functools.lru_cache(maxsize=256)  # built once per shape, not per call
 def lease_fifo_sqlite(queue_count: int) -> TextClause:
     queues = ", ".join(f":q{i}" for i in range(queue_count))
     return _typed(f"""
@@ -170,6 +173,7 @@ def lease_fifo_sqlite(queue_count: int) -> TextClause:
         RETURNING *""")
 
 
+@functools.lru_cache(maxsize=256)  # built once per shape, not per call
 def lease_chosen(postgres: bool, count: int) -> TextClause:
     """Lease exactly the chosen rows (flow-controlled path; the queue row is locked)."""
     seqs = ", ".join(f":s{i}" for i in range(count))
