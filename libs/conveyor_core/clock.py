@@ -53,4 +53,14 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def opt_from_micros(micros: int | None) -> datetime | None:
+    """from_micros for a nullable column."""
+    return None if micros is None else from_micros(micros)
+
+
+def opt_to_micros(instant: datetime | None) -> int | None:
+    """to_micros for a nullable column."""
+    return None if instant is None else to_micros(instant)
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from conveyor.common.v1 import types_pb2
 from conveyor.events.v1 import messages_pb2 as pb
+from conveyor_core.protoconv import ts
 from conveyor_events.domain.model import (
     Event,
     EventDraft,
@@ -20,14 +17,6 @@ from conveyor_events.domain.model import (
 
 STATUS_TO_PB = {s: pb.EventStatus.Value(f"EVENT_STATUS_{s.value}") for s in EventStatus}
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
-
-
-def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if instant is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(instant)
-    return out
 
 
 def payload_from_pb(message: types_pb2.Payload) -> Payload:

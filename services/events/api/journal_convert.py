@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from google.protobuf import timestamp_pb2
-
 from conveyor.events.v1 import messages_pb2 as pb
 from conveyor.events.v1 import service_pb2 as rpc
+from conveyor_core.protoconv import ts
 from conveyor_events.domain.journal import JournalDraft, JournalFilter, JournalRecord
 
 
@@ -26,8 +25,6 @@ def draft_from_pb(message: pb.JournalRecord) -> JournalDraft:
 
 
 def record_to_pb(record: JournalRecord) -> pb.JournalRecord:
-    time = timestamp_pb2.Timestamp()
-    time.FromDatetime(record.time)
     return pb.JournalRecord(
         position=record.position,
         id=record.id,
@@ -36,7 +33,7 @@ def record_to_pb(record: JournalRecord) -> pb.JournalRecord:
         subjects=dict(record.subjects),
         correlation_id=record.correlation_id,
         trace_id=record.trace_id,
-        time=time,
+        time=ts(record.time),
         attributes=dict(record.attributes),
     )
 

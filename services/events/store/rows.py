@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-from conveyor_core.clock import from_micros, to_micros
+from conveyor_core.clock import from_micros, opt_from_micros, to_micros
 from conveyor_events.domain.model import (
     Event,
     EventDraft,
@@ -18,10 +17,6 @@ from conveyor_events.domain.model import (
     Topic,
     TopicRef,
 )
-
-
-def opt_dt(value: int | None) -> datetime | None:
-    return None if value is None else from_micros(value)
 
 
 def topic_from_row(row: Mapping[str, Any]) -> Topic:
@@ -57,12 +52,12 @@ def event_from_row(row: Mapping[str, Any]) -> Event:
         status=EventStatus(row["status"]),
         published_at=from_micros(row["published_at"]),
         reserved_by=row["reserved_by"] or "",
-        reserved_at=opt_dt(row["reserved_at"]),
+        reserved_at=opt_from_micros(row["reserved_at"]),
         consumed_by=row["consumed_by"] or "",
-        consumed_at=opt_dt(row["consumed_at"]),
+        consumed_at=opt_from_micros(row["consumed_at"]),
         skipped_by=row["skipped_by"] or "",
         skip_reason=row["skip_reason"] or "",
-        skipped_at=opt_dt(row["skipped_at"]),
+        skipped_at=opt_from_micros(row["skipped_at"]),
     )
 
 
@@ -135,5 +130,5 @@ def state_from_json(namespace: str, value: Mapping[str, Any] | None) -> HandlerS
         HandlerRef(namespace, value["handler"]),
         value["version"],
         Payload(base64.b64decode(value["data"]), value["content_type"]),
-        opt_dt(value["updated_at"]),
+        opt_from_micros(value["updated_at"]),
     )

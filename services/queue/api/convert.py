@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
-from google.protobuf import duration_pb2, timestamp_pb2
-
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import messages_pb2 as pb
+from conveyor_core.protoconv import dur, opt_dur, opt_ts, ts
 from conveyor_queue.domain.model import (
     Failure,
     Payload,
@@ -27,30 +24,6 @@ from conveyor_queue.domain.model import (
 STATE_TO_PB = {s: pb.WorkOrderState.Value(f"WORK_ORDER_STATE_{s.value}") for s in WorkOrderState}
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 TIMEOUT_TO_PB = {k: pb.TimeoutKind.Value(f"TIMEOUT_KIND_{k.value}") for k in TimeoutKind}
-
-
-def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if instant is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(instant)
-    return out
-
-
-def dur(delta: timedelta | None) -> duration_pb2.Duration | None:
-    if delta is None:
-        return None
-    out = duration_pb2.Duration()
-    out.FromTimedelta(delta)
-    return out
-
-
-def opt_ts(message, field: str) -> datetime | None:  # type: ignore[no-untyped-def]
-    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
-
-
-def opt_dur(message, field: str) -> timedelta | None:  # type: ignore[no-untyped-def]
-    return getattr(message, field).ToTimedelta() if message.HasField(field) else None
 
 
 def payload_from_pb(message: types_pb2.Payload) -> Payload:

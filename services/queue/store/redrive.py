@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from conveyor_core.clock import to_micros
+from conveyor_core.clock import opt_to_micros, to_micros
 from conveyor_queue.domain.model import Redrive, WorkOrderState
 from conveyor_queue.store.base import RedriveParams
 from conveyor_queue.store.history import event_row, insert_events
-from conveyor_queue.store.rows import opt_us, order_from_row, redrive_from_row
+from conveyor_queue.store.rows import order_from_row, redrive_from_row
 from conveyor_queue.store.tables import redrives, work_orders
 
 wo = work_orders.c
@@ -49,7 +49,7 @@ async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParam
         "requested_by": p.requested_by,
         "reason": p.reason,
         "error_type": p.error_type,
-        "dead_after": opt_us(p.dead_after),
+        "dead_after": opt_to_micros(p.dead_after),
         "max_work_orders": p.max_work_orders,
         "redriven_count": 0,
         "cursor_seq": 0,

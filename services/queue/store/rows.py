@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from conveyor_core.clock import from_micros, to_micros
+from conveyor_core.clock import from_micros, opt_from_micros
 from conveyor_queue.domain.model import (
     Failure,
     Payload,
@@ -27,14 +27,6 @@ FAR_FUTURE_US = 2**62
 
 def us(delta: timedelta | None) -> int:
     return 0 if delta is None else int(delta.total_seconds() * 1_000_000)
-
-
-def opt_dt(value: int | None):  # type: ignore[no-untyped-def]
-    return None if value is None else from_micros(value)
-
-
-def opt_us(instant) -> int | None:  # type: ignore[no-untyped-def]
-    return None if instant is None else to_micros(instant)
 
 
 def policy_to_json(policy: RetryPolicy) -> dict[str, Any]:
@@ -86,8 +78,8 @@ def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
         payload=Payload(m["payload"], m["content_type"]),
         idempotency_key=m["idempotency_key"],
         concurrency_key=m["concurrency_key"],
-        not_before=opt_dt(m["not_before"]),
-        deadline=opt_dt(m["deadline_at"]),
+        not_before=opt_from_micros(m["not_before"]),
+        deadline=opt_from_micros(m["deadline_at"]),
         start_to_close_timeout=_delta(m["start_to_close_us"]),
         heartbeat_timeout=_delta(m["heartbeat_timeout_us"]),
         retry_policy=policy_from_json(m["retry_policy"]),
@@ -96,7 +88,9 @@ def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
     progress = None
     if m["progress_percent"] is not None or m["progress_message"]:
         progress = Progress(
-            m["progress_percent"] or 0.0, m["progress_message"] or "", opt_dt(m["heartbeat_at"])
+            m["progress_percent"] or 0.0,
+            m["progress_message"] or "",
+            opt_from_micros(m["heartbeat_at"]),
         )
     result = None
     if m["result"] is not None:
@@ -113,15 +107,15 @@ def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
         available_at=from_micros(m["available_at"]),
         correlation_id=m["correlation_id"],
         traceparent=m["traceparent"],
-        leased_at=opt_dt(m["leased_at"]),
-        lease_expires_at=opt_dt(m["lease_expires_at"]) if m["state"] == "LEASED" else None,
+        leased_at=opt_from_micros(m["leased_at"]),
+        lease_expires_at=opt_from_micros(m["lease_expires_at"]) if m["state"] == "LEASED" else None,
         leased_by=m["leased_by"] if m["state"] == "LEASED" else "",
         progress=progress,
         cancel_requested=m["cancel_requested"],
         result=result,
         last_failure=failure_from_json(m["failure"]),
         last_timeout_kind=TimeoutKind(m["timeout_kind"]) if m["timeout_kind"] else None,
-        completed_at=opt_dt(m["completed_at"]),
+        completed_at=opt_from_micros(m["completed_at"]),
         redrive_count=m["redrive_count"],
     )
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from conveyor_core.clock import from_micros, to_micros
+from conveyor_core.clock import from_micros, opt_to_micros, to_micros
 from conveyor_queue.domain import flow
 from conveyor_queue.domain.model import (
     LeasedWorkOrder,
@@ -48,7 +48,6 @@ from conveyor_queue.store.rows import (
     FAR_FUTURE_US,
     event_from_row,
     failure_to_json,
-    opt_us,
     order_from_row,
     policy_to_json,
     queue_from_row,
@@ -144,9 +143,9 @@ class SqlWorkOrderStore:
             "idempotency_key": spec.idempotency_key,
             "concurrency_key": spec.concurrency_key,
             "labels": dict(spec.labels),
-            "not_before": opt_us(spec.not_before),
-            "available_at": max(now_us, opt_us(spec.not_before) or 0),
-            "deadline_at": opt_us(spec.deadline),
+            "not_before": opt_to_micros(spec.not_before),
+            "available_at": max(now_us, opt_to_micros(spec.not_before) or 0),
+            "deadline_at": opt_to_micros(spec.deadline),
             "start_to_close_us": us(spec.start_to_close_timeout),
             "heartbeat_timeout_us": us(spec.heartbeat_timeout),
             "retry_policy": policy_to_json(spec.retry_policy),
