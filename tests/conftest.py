@@ -16,9 +16,11 @@ Tests using these fixtures get the `postgres` / `redis` markers, so
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +31,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from conveyor_core import db, migrations
+from conveyor_core.migrations import MigrationSet
+from conveyor_core.runtime import SERVICES
+from conveyor_core.settings import CoreSettings
 from tests.helpers import services
 
 # The environment never leaks into tests: only the test suite's own knobs stay.
@@ -200,3 +206,56 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
     yield prefix
     async with Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) as client:
         await services.delete_keys_with_prefix(client, prefix)
+
+
+# -- services under test: one CoreSettings per backend ------------------------------
+
+
+@pytest.fixture(scope="session")
+async def platform_template_db(make_postgres_database: MakePostgresDatabase) -> str:
+    """A database with every hosted service's schema, migrated once per session.
+
+    Tests clone it (CREATE DATABASE ... TEMPLATE), which is far cheaper than
+    migrating a database per test. Each service owns distinct tables and its
+    own version table, so one template serves them all.
+    """
+    url = await make_postgres_database()
+    engine = db.create_engine(url, CoreSettings())
+    try:
+        for migration_set in all_migration_sets():
+            await migrations.upgrade(engine, migration_set)
+    finally:
+        await engine.dispose()
+    return make_url(url).database or ""
+
+
+def all_migration_sets() -> list[MigrationSet]:
+    """The MigrationSet of every service in conveyor_core.runtime.SERVICES."""
+    modules = (importlib.import_module(path.partition(":")[0]) for path in SERVICES.values())
+    # Test-only hosts that tests patch into SERVICES reuse a real service's schema.
+    return [module.MIGRATIONS for module in modules if hasattr(module, "MIGRATIONS")]
+
+
+@pytest.fixture
+async def postgres_core(
+    make_postgres_database: MakePostgresDatabase,
+    platform_template_db: str,
+    redis_url: str,
+    redis_prefix: str,
+    tmp_path: Path,
+) -> CoreSettings:
+    """PostgreSQL (a fresh clone of the template) + Redis (a private key prefix)."""
+    url = await make_postgres_database(template=platform_template_db)
+    return CoreSettings(
+        database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings:
+    """Every test using it runs twice: on the embedded default (SQLite files +
+    in-process coordination) and on PostgreSQL + Redis, as in production."""
+    if request.param == "sqlite":
+        return CoreSettings(data_dir=tmp_path)
+    settings: CoreSettings = request.getfixturevalue("postgres_core")
+    return settings

@@ -5,10 +5,9 @@
   factory for `conveyor_core.runtime.SERVICES`.
 * `JournalEnv` serves it on a real gRPC server (`create_server`, port 0) and
   calls it through a real channel.
-* Fixtures (import them into a test module by assignment, e.g.
-  `journal_core = fixtures.journal_core`): `journal_core` runs a test on both
-  backends; on PostgreSQL each test gets a clone of a template database
-  migrated once per session (events and queue schemas), and its own Redis prefix.
+* `queue_with_journal` (import it into a test module by assignment) runs the
+  queue and the journal in one Platform on the suite-wide `core` fixture
+  (tests/conftest.py): both backends.
 """
 
 from __future__ import annotations
@@ -17,11 +16,9 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from conveyor.events.v1 import messages_pb2 as pb
 from conveyor.events.v1 import service_pb2 as rpc
@@ -37,17 +34,14 @@ from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.journal_engine import JournalEngine, build_journal_engine
 from conveyor_events.migrations import MIGRATIONS as EVENTS_MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
-from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
 from conveyor_queue.service import QueueService
 from tests.helpers.queue import QueueEnv, wall_clock
 
 NAMESPACE = "test"
 #: Name of the journal-only hosted service in `conveyor_core.runtime.SERVICES` during tests.
 JOURNAL_TEST_SERVICE = "journal-test"
-BACKENDS = ["sqlite", "postgres"]
 
 # Template databases by purpose, made once per session (dropped with the others at the end).
-_templates: dict[str, str] = {}
 
 
 class JournalHost:
@@ -218,44 +212,12 @@ class QueueWithJournalEnv(QueueEnv):
         return service
 
 
-async def migrated_template(make_postgres_database: Any) -> str:
-    """A PostgreSQL database with the events and queue schemas, migrated once per session."""
-    if "platform" not in _templates:
-        url = await make_postgres_database()
-        engine = db.create_engine(url, CoreSettings())
-        for migration_set in (EVENTS_MIGRATIONS, QUEUE_MIGRATIONS):
-            await migrations.upgrade(engine, migration_set)
-        await engine.dispose()
-        _templates["platform"] = make_url(url).database or ""
-    return _templates["platform"]
-
-
-@pytest.fixture
-async def journal_postgres_core(
-    make_postgres_database: Any, redis_url: str, redis_prefix: str, tmp_path: Path
-) -> CoreSettings:
-    template = await migrated_template(make_postgres_database)
-    url = await make_postgres_database(template=template)
-    return CoreSettings(
-        database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
-    )
-
-
-@pytest.fixture(params=BACKENDS)
-def journal_core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings:
-    """SQLite + in-process coordination, or PostgreSQL + Redis."""
-    if request.param == "sqlite":
-        return CoreSettings(data_dir=tmp_path)
-    core: CoreSettings = request.getfixturevalue("journal_postgres_core")
-    return core
-
-
 @pytest.fixture
 async def queue_with_journal(
-    journal_core: CoreSettings, monkeypatch: pytest.MonkeyPatch
+    core: CoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[QueueWithJournalEnv]:
     monkeypatch.setitem(SERVICES, JOURNAL_TEST_SERVICE, f"{__name__}:build_journal_host")
-    env = await QueueWithJournalEnv(journal_core, wall_clock()).start()
+    env = await QueueWithJournalEnv(core, wall_clock()).start()
     yield env
     await env.stop()
 

@@ -13,17 +13,13 @@ from google.protobuf import timestamp_pb2
 from conveyor_core.grpc import rich_error_details
 from conveyor_core.settings import CoreSettings
 from conveyor_events.settings import EventStoreSettings
-from tests.helpers import journal as fixtures
 from tests.helpers.journal import JournalEnv, positions_of, record
-
-journal_core = fixtures.journal_core
-journal_postgres_core = fixtures.journal_postgres_core
 
 
 @pytest.fixture
-async def env(journal_core: CoreSettings) -> AsyncIterator[JournalEnv]:
+async def env(core: CoreSettings) -> AsyncIterator[JournalEnv]:
     journal_env = await JournalEnv(
-        journal_core, EventStoreSettings(max_journal_batch=50, max_journal_attributes=4)
+        core, EventStoreSettings(max_journal_batch=50, max_journal_attributes=4)
     ).start()
     yield journal_env
     await journal_env.stop()

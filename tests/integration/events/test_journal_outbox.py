@@ -32,8 +32,6 @@ from tests.helpers.journal import (
 )
 from tests.helpers.queue import QueueEnv, queue_name, spec, wall_clock
 
-journal_core = fixtures.journal_core
-journal_postgres_core = fixtures.journal_postgres_core
 queue_with_journal = fixtures.queue_with_journal
 
 T = "queue.work_order."
@@ -200,10 +198,10 @@ async def test_every_transition_is_journaled_once_in_order_despite_relay_restart
 
 
 async def test_a_configured_journal_address_is_used_and_an_outage_is_retried(
-    journal_core: CoreSettings,
+    core: CoreSettings,
 ) -> None:
-    journal = await JournalEnv(journal_core).start()
-    core = journal_core.model_copy(update={"journal_address": journal.address})
+    journal = await JournalEnv(core).start()
+    core = core.model_copy(update={"journal_address": journal.address})
     env = await QueueEnv(core, wall_clock()).start()
     try:
         queue: QueueService = env.platform.service("queue")  # type: ignore[union-attr]
@@ -232,11 +230,11 @@ async def test_a_configured_journal_address_is_used_and_an_outage_is_retried(
 
 
 async def test_relays_on_two_replicas_share_the_outbox_and_keep_each_orders_order(
-    journal_postgres_core: CoreSettings, monkeypatch: pytest.MonkeyPatch
+    postgres_core: CoreSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVEYOR_QUEUE_RELAY_BATCH_SIZE", "5")  # many small, racing batches
-    journal = await JournalEnv(journal_postgres_core).start()
-    core = journal_postgres_core.model_copy(update={"journal_address": journal.address})
+    journal = await JournalEnv(postgres_core).start()
+    core = postgres_core.model_copy(update={"journal_address": journal.address})
     replicas = [await QueueEnv(core, wall_clock()).start() for _ in range(2)]
     try:
         orders = [

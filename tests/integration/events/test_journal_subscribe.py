@@ -14,11 +14,7 @@ from conveyor.events.v1 import service_pb2 as rpc
 from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core.settings import CoreSettings
 from conveyor_events.settings import EventStoreSettings
-from tests.helpers import journal as fixtures
 from tests.helpers.journal import JournalEnv, eventually, positions_of, record, until_stable
-
-journal_core = fixtures.journal_core
-journal_postgres_core = fixtures.journal_postgres_core
 
 PAGE = 7
 # Long enough that only a wake-up (not the poll) can deliver a live record in time.
@@ -32,8 +28,8 @@ def settings(**overrides: object) -> EventStoreSettings:
 
 
 @pytest.fixture
-async def env(journal_core: CoreSettings) -> AsyncIterator[JournalEnv]:
-    journal_env = await JournalEnv(journal_core, settings()).start()
+async def env(core: CoreSettings) -> AsyncIterator[JournalEnv]:
+    journal_env = await JournalEnv(core, settings()).start()
     yield journal_env
     await journal_env.stop()
 
@@ -117,9 +113,9 @@ async def test_invalid_subscription_is_refused(env: JournalEnv) -> None:
 
 
 async def test_a_slow_subscriber_does_not_grow_server_memory(
-    journal_core: CoreSettings, caplog: pytest.LogCaptureFixture
+    core: CoreSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    env = await JournalEnv(journal_core, settings(subscribe_page=10)).start()
+    env = await JournalEnv(core, settings(subscribe_page=10)).start()
     # A fixed 64 kB HTTP/2 window (no BDP probing, which would grow it to megabytes)
     # makes "how much the server reads ahead" small and predictable.
     channel = grpc.aio.insecure_channel(env.address, options=[("grpc.http2.bdp_probe", 0)])
@@ -155,9 +151,9 @@ async def test_a_slow_subscriber_does_not_grow_server_memory(
         await env.stop()
 
 
-async def test_a_wake_up_crosses_replicas(journal_postgres_core: CoreSettings) -> None:
-    writer = await JournalEnv(journal_postgres_core, settings()).start()
-    reader = await JournalEnv(journal_postgres_core, settings()).start()
+async def test_a_wake_up_crosses_replicas(postgres_core: CoreSettings) -> None:
+    writer = await JournalEnv(postgres_core, settings()).start()
+    reader = await JournalEnv(postgres_core, settings()).start()
     try:
         call = subscribe(reader)
         await eventually(lambda: reader.engine.stats.pages_read >= 1)  # caught up and waiting
