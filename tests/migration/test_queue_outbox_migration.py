@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
-import pytest
 from sqlalchemy import inspect, text
 
 from conveyor_core import db, migrations
@@ -17,18 +15,6 @@ INSERT_EVENT = text(
     "attempt, reason, actor, correlation_id, traceparent) "
     "VALUES (:id, 'test', 'jobs', 'QUEUED', 1, 0, 'submitted', '', 'c', '')"
 )
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
-    return request.getfixturevalue("empty_postgres_url")
-
-
-@pytest.fixture
-async def empty_postgres_url(make_postgres_database) -> str:  # type: ignore[no-untyped-def]
-    return await make_postgres_database()
 
 
 async def test_history_from_before_0002_is_undelivered_and_0002_downgrades(
