@@ -61,6 +61,28 @@ async def current_revision(engine: AsyncEngine, migrations: MigrationSet) -> str
         return await conn.run_sync(_current)
 
 
+class SchemaNotCurrent(RuntimeError):
+    """The database schema is not at the revision this code needs."""
+
+
+async def require_head(engine: AsyncEngine, migrations: MigrationSet) -> None:
+    """Raise SchemaNotCurrent unless the service's schema is at its head revision."""
+    head = ScriptDirectory.from_config(migrations.config()).get_current_head()
+    current = await current_revision(engine, migrations)
+    if current != head:
+        raise SchemaNotCurrent(
+            f"{migrations.service} schema is not migrated to {head} (found: {current or 'none'}); "
+            f"run `conveyor migrate {migrations.service}`"
+        )
+
+
+async def ensure_schema(engine: AsyncEngine, migrations: MigrationSet, *, apply: bool) -> None:
+    """At start-up, before any background work: migrate (if `apply`), then require head."""
+    if apply:
+        await upgrade(engine, migrations)
+    await require_head(engine, migrations)
+
+
 def _run(conn: Connection, migrations: MigrationSet, verb: str, revision: str) -> None:
     if conn.dialect.name == "postgresql":
         key = zlib.crc32(migrations.version_table.encode())

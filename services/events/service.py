@@ -73,16 +73,13 @@ class EventStoreService:
     async def start(self) -> None:
         if self._started:
             return
-        if self.core.migrate_on_start:
-            await migrations.upgrade(self.engine_db, MIGRATIONS)
+        await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         self._started = True
         log.info("event store started on %s", db.redacted(self.database_url))
 
     async def self_check(self) -> None:
         """Raises when the database is unreachable or not migrated."""
-        current = await migrations.current_revision(self.engine_db, MIGRATIONS)
-        if current is None:
-            raise RuntimeError("events schema is not migrated (run `conveyor migrate events`)")
+        await migrations.require_head(self.engine_db, MIGRATIONS)
 
     async def stop(self) -> None:
         await self.engine_db.dispose()

@@ -70,8 +70,7 @@ class QueueService:
     async def start(self) -> None:
         if self._started:
             return
-        if self.core.migrate_on_start:
-            await migrations.upgrade(self.engine_db, MIGRATIONS)
+        await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         await self.engine.start()
         if self.core.journal_address:
             await self.attach_journal(self.core.journal_address)
@@ -101,9 +100,7 @@ class QueueService:
 
     async def self_check(self) -> None:
         """Raises when the database is unreachable or not migrated."""
-        current = await migrations.current_revision(self.engine_db, MIGRATIONS)
-        if current is None:
-            raise RuntimeError("queue schema is not migrated (run `conveyor migrate queue`)")
+        await migrations.require_head(self.engine_db, MIGRATIONS)
 
     async def stop(self) -> None:
         relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect
 
 from conveyor_core import db, migrations
@@ -23,3 +24,15 @@ async def test_dequeue_index_orders_by_priority_then_seq(database_url: str) -> N
     dequeue = indexes["ix_queue_work_orders_dequeue"]
     assert dequeue["column_names"][:2] == ["namespace", "queue"]
     assert dequeue["column_names"][-1] == "seq"
+
+
+async def test_a_schema_behind_the_code_is_refused_at_start(database_url: str) -> None:
+    engine = db.create_engine(database_url, CoreSettings())
+    try:
+        await migrations.upgrade(engine, MIGRATIONS, "0001")
+        with pytest.raises(migrations.SchemaNotCurrent, match="found: 0001"):
+            await migrations.ensure_schema(engine, MIGRATIONS, apply=False)
+        await migrations.ensure_schema(engine, MIGRATIONS, apply=True)
+        await migrations.require_head(engine, MIGRATIONS)
+    finally:
+        await engine.dispose()
