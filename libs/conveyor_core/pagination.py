@@ -12,11 +12,13 @@ import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from conveyor_core.errors import FieldViolation, InvalidArgument
 
 _MAC_BYTES = 16
+T = TypeVar("T")
 
 
 class PageTokens:
@@ -45,6 +47,22 @@ class PageTokens:
         if not isinstance(cursor, dict):
             raise _invalid(field, "is not a page token from this API")
         return cursor
+
+    def next_page(
+        self,
+        found: Sequence[T],
+        size: int,
+        scope: str,
+        cursor: Callable[[T], dict[str, Any]],
+    ) -> tuple[Sequence[T], str]:
+        """Split `size + 1` fetched items into this page and the next page's token.
+
+        Lists fetch one item more than the page size: if it came, there is a
+        next page, whose token carries `cursor(last item of this page)`.
+        """
+        page = found[:size]
+        more = len(found) > size
+        return page, self.encode(scope, cursor(page[-1])) if more else ""
 
     def _mac(self, scope: str, body: bytes) -> bytes:
         return hmac.new(self._key, scope.encode() + b"\x00" + body, hashlib.sha256).digest()[

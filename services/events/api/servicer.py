@@ -63,10 +63,10 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
         after = _cursor_value(self._tokens.decode(scope, request.page_token), "after", str) or ""
         size = self._page_size(request.page_size)
         found = await self._engine.topic_list(TopicListParams(namespace, workflow, after, size + 1))
-        page, more = found[:size], len(found) > size
+        page, token = self._tokens.next_page(found, size, scope, lambda t: {"after": t.topic})
         return rpc.ListTopicsResponse(
             topics=[convert.topic_to_pb(t) for t in page],
-            next_page_token=self._tokens.encode(scope, {"after": page[-1].topic}) if more else "",
+            next_page_token=token,
         )
 
     async def GetTopicStats(self, request, context):  # type: ignore[no-untyped-def]
@@ -125,10 +125,10 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
         found = await self._engine.event_list(
             EventListParams(topic, statuses, after, size + 1, newest)
         )
-        page, more = found[:size], len(found) > size
+        page, token = self._tokens.next_page(found, size, scope, lambda e: {"seq": e.sequence})
         return rpc.ListEventsResponse(
             events=[convert.event_to_pb(e) for e in page],
-            next_page_token=self._tokens.encode(scope, {"seq": page[-1].sequence}) if more else "",
+            next_page_token=token,
         )
 
     async def GetEvent(self, request, context):  # type: ignore[no-untyped-def]
@@ -144,12 +144,12 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
         after = _stale_cursor(self._tokens.decode(scope, request.page_token))
         size = self._page_size(request.page_size)
         found = await self._engine.stale_list(namespace, older_than, after, size + 1)
-        page, more = found[:size], len(found) > size
-        token = ""
-        if more:
-            last = page[-1]
-            cursor = {"at": to_micros(last.published_at), "topic": last.topic}
-            token = self._tokens.encode(scope, {**cursor, "seq": last.sequence})
+        page, token = self._tokens.next_page(
+            found,
+            size,
+            scope,
+            lambda e: {"at": to_micros(e.published_at), "topic": e.topic, "seq": e.sequence},
+        )
         return rpc.ListStaleEventsResponse(
             events=[convert.event_to_pb(e) for e in page], next_page_token=token
         )

@@ -216,10 +216,10 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
                 newest,
             )
         )
-        page, more = rows[:size], len(rows) > size
+        page, token = self._tokens.next_page(rows, size, scope, lambda row: {"seq": row[0]})
         return rpc.ListWorkOrdersResponse(
             work_orders=[convert.order_to_pb(o) for _, o in page],
-            next_page_token=self._tokens.encode(scope, {"seq": page[-1][0]}) if more else "",
+            next_page_token=token,
         )
 
     async def ListWorkOrderEvents(self, request, context):  # type: ignore[no-untyped-def]
@@ -230,10 +230,10 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             request.page_size, self._settings.default_page_size, self._settings.max_page_size
         )
         events = await self._engine.events(ref, after, size + 1)
-        page, more = events[:size], len(events) > size
+        page, token = self._tokens.next_page(events, size, scope, lambda e: {"seq": e.sequence})
         return rpc.ListWorkOrderEventsResponse(
             events=[convert.event_to_pb(e) for e in page],
-            next_page_token=self._tokens.encode(scope, {"seq": page[-1].sequence}) if more else "",
+            next_page_token=token,
         )
 
     async def GetWorkOrderPosition(self, request, context):  # type: ignore[no-untyped-def]
@@ -257,10 +257,10 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             request.page_size, self._settings.default_page_size, self._settings.max_page_size
         )
         configs = await self._engine.queue_list(namespace, str(cursor.get("after", "")), size + 1)
-        page, more = configs[:size], len(configs) > size
+        page, token = self._tokens.next_page(configs, size, scope, lambda c: {"after": c.queue})
         return rpc.ListQueuesResponse(
             queues=[convert.queue_to_pb(c) for c in page],
-            next_page_token=self._tokens.encode(scope, {"after": page[-1].queue}) if more else "",
+            next_page_token=token,
         )
 
     async def UpdateQueue(self, request, context):  # type: ignore[no-untyped-def]
@@ -322,10 +322,12 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             request.page_size, self._settings.default_page_size, self._settings.max_page_size
         )
         redrives = await self._engine.redrive_list(queue, offset, size + 1)
-        page, more = redrives[:size], len(redrives) > size
+        page, token = self._tokens.next_page(
+            redrives, size, scope, lambda _: {"offset": offset + size}
+        )
         return rpc.ListRedrivesResponse(
             redrives=[convert.redrive_to_pb(r) for r in page],
-            next_page_token=self._tokens.encode(scope, {"offset": offset + size}) if more else "",
+            next_page_token=token,
         )
 
 
