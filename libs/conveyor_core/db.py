@@ -60,10 +60,6 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
     return engine
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def redacted(url: str) -> str:
     """The URL with its password hidden, for logs."""
     return make_url(url).render_as_string(hide_password=True)

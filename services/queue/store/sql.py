@@ -698,14 +698,6 @@ class SqlWorkOrderStore:
             )
             return [event_from_row(row._mapping) for row in result]
 
-    async def work_order_events_after(self, after_seq: int, limit: int) -> list[WorkOrderEvent]:
-        ev = work_order_events.c
-        async with self._engine.connect() as conn:
-            result = await conn.execute(
-                select(work_order_events).where(ev.seq > after_seq).order_by(ev.seq).limit(limit)
-            )
-            return [event_from_row(row._mapping) for row in result]
-
     async def work_order_count_ahead(self, order: WorkOrder, now: datetime) -> int:
         horizon = to_micros(max(now, order.available_at))
         async with self._engine.connect() as conn:
