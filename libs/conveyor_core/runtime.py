@@ -9,6 +9,14 @@ A service with an outbox may also have `attach_journal(address)`: when this
 server hosts the JournalService itself (the embedded default) and
 `CONVEYOR_JOURNAL_ADDRESS` is empty, the Platform calls it once the server
 is up, with the server's own address, so the service's relay delivers there.
+
+A service that calls other services (the scheduler calls the queue, the
+executor the queue and the event store) has `attach_peers(addresses)`: once
+the server is up the Platform passes, per peer in `PEERS`, the configured
+address (`CONVEYOR_QUEUE_ADDRESS`, ...) or, when empty and the peer is hosted
+in this process, the server's own address. A peer neither configured nor
+hosted is absent from the mapping; the service decides whether it can run
+without it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ SERVICES: dict[str, str] = {
     "queue": "conveyor_queue.service:build",
     "events": "conveyor_events.service:build",
 }
+
+
+# Peer service name -> the CoreSettings field holding its address.
+PEERS: dict[str, str] = {"queue": "queue_address", "events": "events_address"}
 
 
 class HostedService(Protocol):
@@ -101,11 +113,18 @@ class Platform:
             await service.self_check()
             for registration in service.registrations():
                 await self.server.set_serving(registration.name, True)
+        own_address = local_address(address or self.core.listen_address, self.port)
         if any(r.name == JOURNAL_SERVICE for r in registrations):
-            await self._attach_journal(
-                local_address(address or self.core.listen_address, self.port)
-            )
+            await self._attach_journal(own_address)
+        await self._attach_peers(own_address)
         return self.port
+
+    async def _attach_peers(self, own_address: str) -> None:
+        addresses = peer_addresses(self.core, {s.name for s in self.services}, own_address)
+        for service in self.services:
+            attach = getattr(service, "attach_peers", None)
+            if attach is not None:
+                await attach(addresses)
 
     async def _attach_journal(self, own_address: str) -> None:
         """Point outbox relays at the JournalService this server hosts, unless one is set."""
@@ -122,6 +141,18 @@ class Platform:
         for service in reversed(self.services):
             await service.stop()
         await self.coordination.stop()
+
+
+def peer_addresses(core: CoreSettings, hosted: set[str], own_address: str) -> dict[str, str]:
+    """Where each peer is reached: its configured address, else here if hosted here."""
+    addresses = {}
+    for peer, field in PEERS.items():
+        configured = getattr(core, field)
+        if configured:
+            addresses[peer] = configured
+        elif peer in hosted:
+            addresses[peer] = own_address
+    return addresses
 
 
 def local_address(listen_address: str, port: int) -> str:

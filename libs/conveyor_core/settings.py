@@ -63,6 +63,16 @@ class CoreSettings(BaseSettings):
         description="host:port of the event store's JournalService that outbox relays deliver "
         "to. Empty: the journal hosted in the same process, if any; else no relay.",
     )
+    queue_address: str = Field(
+        "",
+        description="host:port of the work-order queue that the scheduler and executor call. "
+        "Empty: the queue hosted in the same process.",
+    )
+    events_address: str = Field(
+        "",
+        description="host:port of the event store (topics, pending counts) for the scheduler "
+        "and executor. Empty: the event store hosted in the same process.",
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -86,7 +96,7 @@ class CoreSettings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         return _check_host_port(value)
 
-    @field_validator("journal_address")
+    @field_validator("journal_address", "queue_address", "events_address")
     @classmethod
     def _optional_host_port(cls, value: str) -> str:
         return _check_host_port(value) if value else value
