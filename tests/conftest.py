@@ -25,6 +25,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from conveyor_core import db, migrations
+from conveyor_core.metrics import configure_metrics
 from conveyor_core.migrations import MigrationSet
 from conveyor_core.runtime import SERVICES
 from conveyor_core.settings import CoreSettings
@@ -259,3 +261,16 @@ def core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings:
         return CoreSettings(data_dir=tmp_path)
     settings: CoreSettings = request.getfixturevalue("postgres_core")
     return settings
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """The process's metrics, readable with tests.helpers.metrics.metric_value.
+
+    One meter provider per process: the first test asking installs it. Counters
+    are cumulative over the session, so assert on differences or on attributes
+    unique to the test (a schedule id, an endpoint URL).
+    """
+    reader = InMemoryMetricReader()
+    configure_metrics("conveyor-test", CoreSettings(), extra_reader=reader)
+    return reader

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from conveyor_core import db, migrations
+from conveyor_core.metrics import configure_metrics
 from conveyor_core.runtime import SERVICES, Platform, build_service, coordination_from
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
 from conveyor_core.telemetry import configure_logging, configure_tracing
@@ -105,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             asyncio.run(_migrate(core, names))
         else:
+            process_name = "conveyor" if len(names) > 1 else f"conveyor-{names[0]}"
             if core.otlp_endpoint:  # without a collector, recording spans is pure cost;
                 # W3C trace context still propagates through the API's non-recording spans
-                configure_tracing("conveyor" if len(names) > 1 else f"conveyor-{names[0]}", core)
+                configure_tracing(process_name, core)
+            configure_metrics(process_name, core)
             asyncio.run(_serve(core, names, example=getattr(args, "example", False)))
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)

@@ -74,6 +74,10 @@ class CoreSettings(BaseSettings):
         "and executor. Empty: the event store hosted in the same process.",
     )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
+    )
+    metrics_host: str = Field("0.0.0.0", description="Interface the /metrics endpoint binds.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
