@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -67,6 +68,12 @@ async def serving(address: str, service: str, limit: float = 30) -> None:
             await asyncio.sleep(0.1)
 
 
+def scrape(port: int) -> str:
+    """What Prometheus reads from a process's /metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
+
+
 @pytest.fixture
 async def stopped_on_exit() -> AsyncIterator[list[asyncio.subprocess.Process]]:
     processes: list[asyncio.subprocess.Process] = []
@@ -98,9 +105,13 @@ async def test_migrate_then_serve_one_service_and_stop_on_sigterm(
 
     assert (await finished("migrate", "queue", "events", env=env))[0] == 0
 
-    server = await conveyor("serve", "queue", env=env)
+    metrics_port = free_port()
+    server = await conveyor(
+        "serve", "queue", env={**env, "CONVEYOR_METRICS_PORT": str(metrics_port)}
+    )
     stopped_on_exit.append(server)
     await serving(address, QUEUE_SERVICE)
+    assert "# TYPE process_cpu_seconds_total" in await asyncio.to_thread(scrape, metrics_port)
     async with grpc.aio.insecure_channel(address) as channel:
         queue = service_pb2_grpc.WorkOrderQueueServiceStub(channel)
         reply = await queue.SubmitWorkOrder(
