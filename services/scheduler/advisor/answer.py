@@ -325,13 +325,16 @@ def _salvage(
 
 
 def _topological(names: Sequence[str], edges: Mapping[str, Sequence[str]]) -> list[str]:
-    """Dependencies first; otherwise the model's order (edges must be acyclic)."""
-    placed: list[str] = []
-    done: set[str] = set()
-    pending = list(dict.fromkeys(names))
-    while pending:
-        ready = next(name for name in pending if all(dep in done for dep in edges[name]))
-        pending.remove(ready)
-        placed.append(ready)
-        done.add(ready)
-    return placed
+    """The model's order, each endpoint's dependencies pulled ahead of it (edges acyclic)."""
+    placed: dict[str, None] = {}
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        for dep in edges[name]:
+            place(dep)
+        placed[name] = None
+
+    for name in names:
+        place(name)
+    return list(placed)

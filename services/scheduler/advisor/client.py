@@ -107,7 +107,9 @@ def _reply_from(raw: bytes) -> ChatReply:
         raise ProviderError(f"response body is not JSON ({error})") from error
     if not isinstance(envelope, dict):
         raise ProviderError("response body is not a JSON object")
-    usage = envelope.get("usage") if isinstance(envelope.get("usage"), dict) else {}
+    usage = envelope.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     choices = envelope.get("choices")
     content = None
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
