@@ -47,6 +47,7 @@ _outcomes = _meter.create_counter(
 FALLBACK_DISABLED = "disabled"
 FALLBACK_PROVIDER_ERROR = Classification.PROVIDER_ERROR.value
 FALLBACK_REPAIR_FAILED = Classification.REPAIR_FAILED.value
+FALLBACK_INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -104,10 +105,21 @@ class Advisor:
         return self._settings.enabled
 
     async def advise(self, request: AdvisorRequest) -> AdvisorOutcome:
-        """A plan for `request`'s job, or plan None with the reason to fall back."""
+        """A plan for `request`'s job, or plan None with the reason to fall back.
+
+        Never raises (except cancellation): a bug in the advisor must not stop
+        the scheduler from firing the job by its own policy.
+        """
         if not self._settings.enabled:
             return AdvisorOutcome(plan=None, fallback_reason=FALLBACK_DISABLED)
         tally = _Tally(request.job)
+        try:
+            return await self._advise(request, tally)
+        except Exception:
+            logger.exception("advisor failed unexpectedly for job %s", request.job)
+            return tally.finish(OutcomeResult.FALLBACK, None, FALLBACK_INTERNAL_ERROR)
+
+    async def _advise(self, request: AdvisorRequest, tally: _Tally) -> AdvisorOutcome:
         messages = build_messages(request, self._settings.history_token_budget)
         salvage: AdvisorPlan | None = None
         for attempt in range(self._settings.max_repairs + 1):

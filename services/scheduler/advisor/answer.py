@@ -111,6 +111,8 @@ def parse_document(content: str) -> tuple[Any, str | None]:
         document = json.loads(text, parse_constant=_reject_constant)
     except ValueError as error:
         return None, f"the answer is not valid JSON ({error})"
+    except RecursionError:  # nesting deeper than the parser's stack: hostile or broken
+        return None, "the answer is not valid JSON (nested too deeply)"
     if not isinstance(document, dict):
         return None, f"the answer must be a JSON object, not {type(document).__name__}"
     return document, None

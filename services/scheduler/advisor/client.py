@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -59,8 +60,11 @@ class ChatClient:
         if self._settings.json_mode:
             body["response_format"] = {"type": "json_object"}
         try:
-            status, raw = await self._post(body)
-        except httpx.TimeoutException as error:
+            # httpx's timeout bounds each phase (connect, each read); this bounds the whole call,
+            # so a provider trickling bytes cannot hold a scheduler slot indefinitely.
+            async with asyncio.timeout(self._settings.timeout_seconds):
+                status, raw = await self._post(body)
+        except (TimeoutError, httpx.TimeoutException) as error:
             raise ProviderError(
                 f"no answer within {self._settings.timeout_seconds:g}s ({type(error).__name__})"
             ) from error

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -326,3 +328,31 @@ async def test_api_key_is_never_logged(llm: FakeLLM, caplog: pytest.LogCaptureFi
     await advise_once(llm, "job-logging", max_repairs=1)
     assert "upstream broke" in caplog.text  # the logs do say what happened
     assert API_KEY not in caplog.text
+
+
+async def test_a_bug_on_bad_input_falls_back_instead_of_raising(llm: FakeLLM) -> None:
+    run = history_of(1)[0]
+    naive = replace(run, slot_time=run.slot_time.replace(tzinfo=None))  # not comparable to `now`
+    request = fixture_request(job="job-naive-history", history=(naive,))
+    advisor = Advisor(settings_for(llm), ManualClock(NOW))
+    try:
+        outcome = await advisor.advise(request)
+    finally:
+        await advisor.close()
+    assert outcome.plan is None and outcome.fallback_reason == "internal_error"
+    assert llm.requests == []
+
+
+async def test_concurrent_advice_shares_one_client(llm: FakeLLM) -> None:
+    for index in range(6):
+        llm.answer(valid_answer("notify", seconds=60 + index))
+    advisor = Advisor(settings_for(llm, max_concurrent_requests=2), ManualClock(NOW))
+    try:
+        outcomes = await asyncio.gather(
+            *(advisor.advise(fixture_request(job=f"job-concurrent-{i}")) for i in range(6))
+        )
+    finally:
+        await advisor.close()
+    assert all(outcome.result is OutcomeResult.ACCEPTED for outcome in outcomes)
+    seconds = sorted(o.plan.next_run_in.total_seconds() for o in outcomes if o.plan)
+    assert seconds == [60, 61, 62, 63, 64, 65]
