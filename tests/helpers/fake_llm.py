@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible chat-completions provider: a real HTTP server on 127.0.0.1.
 
-Tests script its replies in order (`answer`, `envelope`, `error`, `hang`) and
+Tests script its replies in order (`answer`, `envelope`, `error`, `raw`, `hang`,
+`trickle`; `answer` and `raw` can wait before replying) and
 read back what it received (`requests`), e.g. the repair prompt or the
 Authorization header. Every POST to `/chat/completions` takes the next
 scripted reply; with none left it answers 500 so a test that asked more often
@@ -13,6 +14,7 @@ than it meant to fails visibly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import deque
@@ -41,7 +43,8 @@ class RecordedRequest:
 class _Reply:
     status: int
     body: bytes
-    hang: bool = False
+    delay_seconds: float = 0.0  # before the status line
+    byte_pause_seconds: float = 0.0  # between body bytes (a trickling provider)
 
 
 def completion(content: str | None, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict:
@@ -94,9 +97,16 @@ class FakeLLM:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def answer(self, content: str | None, prompt_tokens: int = 0, completion_tokens: int = 0):
-        """Queue a 200 reply whose first choice holds `content`."""
-        self.envelope(completion(content, prompt_tokens, completion_tokens))
+    def answer(
+        self,
+        content: str | None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        delay_seconds: float = 0.0,
+    ) -> None:
+        """Queue a 200 reply whose first choice holds `content`, sent after `delay_seconds`."""
+        body = json.dumps(completion(content, prompt_tokens, completion_tokens)).encode()
+        self.raw(200, body, delay_seconds)
 
     def envelope(self, body: dict[str, Any] | list[Any]) -> None:
         """Queue a 200 reply with exactly this JSON body."""
@@ -106,15 +116,22 @@ class FakeLLM:
         """Queue an HTTP error reply with an OpenAI-style error body."""
         self.raw(status, json.dumps({"error": {"message": message}}).encode())
 
-    def raw(self, status: int, body: bytes) -> None:
-        """Queue a reply with this status and these bytes."""
-        with self._lock:
-            self._replies.append(_Reply(status, body))
+    def raw(self, status: int, body: bytes, delay_seconds: float = 0.0) -> None:
+        """Queue a reply with this status and these bytes, sent after `delay_seconds`."""
+        self._queue(_Reply(status, body, delay_seconds))
 
     def hang(self) -> None:
         """Queue a reply that only comes after the server stops (a provider that never answers)."""
+        self._queue(_Reply(504, b"{}", delay_seconds=_HANG_LIMIT_SECONDS))
+
+    def trickle(self, content: str, byte_pause_seconds: float) -> None:
+        """Queue a 200 reply whose body arrives one byte per `byte_pause_seconds`."""
+        body = json.dumps(completion(content)).encode()
+        self._queue(_Reply(200, body, byte_pause_seconds=byte_pause_seconds))
+
+    def _queue(self, reply: _Reply) -> None:
         with self._lock:
-            self._replies.append(_Reply(504, b"{}", hang=True))
+            self._replies.append(reply)
 
     @property
     def pending(self) -> int:
@@ -140,16 +157,25 @@ class FakeLLM:
                     self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(payload)
                 )
                 reply = fake._next(recorded)
-                if reply.hang:
-                    fake._released.wait(_HANG_LIMIT_SECONDS)
-                try:
+                # Waits end early when the server stops, so a test never waits them out.
+                if reply.delay_seconds and fake._released.wait(reply.delay_seconds):
+                    return
+                with contextlib.suppress(OSError):  # the client gave up (timeout tests)
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
+                    self._write(reply)
+
+            def _write(self, reply: _Reply) -> None:
+                if not reply.byte_pause_seconds:
                     self.wfile.write(reply.body)
-                except OSError:
-                    pass  # the client gave up (a timeout test); nothing to tell it
+                    return
+                for index in range(len(reply.body)):
+                    self.wfile.write(reply.body[index : index + 1])
+                    self.wfile.flush()
+                    if fake._released.wait(reply.byte_pause_seconds):
+                        return
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Silence the per-request stderr lines of http.server."""

@@ -356,3 +356,25 @@ async def test_concurrent_advice_shares_one_client(llm: FakeLLM) -> None:
     assert all(outcome.result is OutcomeResult.ACCEPTED for outcome in outcomes)
     seconds = sorted(o.plan.next_run_in.total_seconds() for o in outcomes if o.plan)
     assert seconds == [60, 61, 62, 63, 64, 65]
+
+
+async def test_slow_answer_within_the_deadline_is_used(llm: FakeLLM) -> None:
+    llm.answer(valid_answer(), delay_seconds=0.2)
+    outcome = await advise_once(llm, "job-slow", timeout_seconds=5.0)
+    assert outcome.result is OutcomeResult.ACCEPTED
+
+
+async def test_deadline_covers_the_whole_call_not_each_read(llm: FakeLLM) -> None:
+    # Every byte comes well within the deadline, the whole body does not.
+    llm.trickle(valid_answer(), byte_pause_seconds=0.05)
+    outcome = await advise_once(llm, "job-trickle", timeout_seconds=0.5)
+    assert outcome.classifications == ("provider_error",)
+    assert outcome.fallback_reason == "provider_error"
+
+
+async def test_missing_usage_counts_as_zero_tokens(llm: FakeLLM) -> None:
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": valid_answer()}}]}
+    llm.envelope(body)
+    outcome = await advise_once(llm, "job-no-usage")
+    assert outcome.plan is not None
+    assert (outcome.input_tokens, outcome.output_tokens) == (0, 0)
