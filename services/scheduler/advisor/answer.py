@@ -147,7 +147,8 @@ def check_semantics(
     names = [entry["name"] for entry in document["endpoints"]]
     plan_deps = {e["name"]: tuple(dict.fromkeys(e["depends_on"])) for e in document["endpoints"]}
     job_deps = {endpoint.name: endpoint.depends_on for endpoint in request.endpoints}
-    seconds = float(document["next_run_in_seconds"])
+    # Compared before any float() conversion: a huge integer would overflow it.
+    seconds: float = document["next_run_in_seconds"]
     issues = [
         *_duplicate_issues(names),
         *_membership_issues(names, plan_deps, job_deps),
@@ -169,7 +170,7 @@ def check_semantics(
 
 
 def _plan(names: Sequence[str], seconds: float, reason: str, confidence: str) -> AdvisorPlan:
-    return AdvisorPlan(tuple(names), timedelta(seconds=seconds), reason, confidence)
+    return AdvisorPlan(tuple(names), timedelta(seconds=float(seconds)), reason, confidence)
 
 
 def _duplicate_issues(names: Sequence[str]) -> list[_Issue]:
@@ -292,7 +293,9 @@ def _bounds_issues(seconds: float, request: AdvisorRequest) -> list[_Issue]:
     high = request.max_next_run.total_seconds()
     if low <= seconds <= high:
         return []
-    message = f"next_run_in_seconds is {seconds:g}; it must be between {low:g} and {high:g}"
+    huge = isinstance(seconds, int) and seconds > 10**15  # `:g` would convert it to float
+    shown = f"an integer of {len(str(seconds))} digits" if huge else f"{seconds:g}"
+    message = f"next_run_in_seconds is {shown}; it must be between {low:g} and {high:g}"
     return [_Issue(Classification.SEMANTIC_VIOLATION, message, None)]
 
 
