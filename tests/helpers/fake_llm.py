@@ -75,6 +75,8 @@ class FakeLLM:
         self._replies: deque[_Reply] = deque()
         self._lock = threading.Lock()
         self._released = threading.Event()
+        self._in_flight = 0
+        self.max_in_flight = 0  # most requests being answered at once
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval (0.5s by default).
@@ -146,6 +148,11 @@ class FakeLLM:
                 return self._replies.popleft()
         return _Reply(500, b'{"error": {"message": "no scripted reply left"}}')
 
+    def _count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self._in_flight += change
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -157,6 +164,13 @@ class FakeLLM:
                     self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(payload)
                 )
                 reply = fake._next(recorded)
+                fake._count_in_flight(+1)
+                try:
+                    self._reply(reply)
+                finally:
+                    fake._count_in_flight(-1)
+
+            def _reply(self, reply: _Reply) -> None:
                 # Waits end early when the server stops, so a test never waits them out.
                 if reply.delay_seconds and fake._released.wait(reply.delay_seconds):
                     return

@@ -343,9 +343,9 @@ async def test_a_bug_on_bad_input_falls_back_instead_of_raising(llm: FakeLLM) ->
     assert llm.requests == []
 
 
-async def test_concurrent_advice_shares_one_client(llm: FakeLLM) -> None:
+async def test_concurrent_advice_is_bounded_by_the_setting(llm: FakeLLM) -> None:
     for index in range(6):
-        llm.answer(valid_answer("notify", seconds=60 + index))
+        llm.answer(valid_answer("notify", seconds=60 + index), delay_seconds=0.1)
     advisor = Advisor(settings_for(llm, max_concurrent_requests=2), ManualClock(NOW))
     try:
         outcomes = await asyncio.gather(
@@ -356,6 +356,7 @@ async def test_concurrent_advice_shares_one_client(llm: FakeLLM) -> None:
     assert all(outcome.result is OutcomeResult.ACCEPTED for outcome in outcomes)
     seconds = sorted(o.plan.next_run_in.total_seconds() for o in outcomes if o.plan)
     assert seconds == [60, 61, 62, 63, 64, 65]
+    assert llm.max_in_flight == 2
 
 
 async def test_slow_answer_within_the_deadline_is_used(llm: FakeLLM) -> None:
