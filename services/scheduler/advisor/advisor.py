@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.metrics import meter
@@ -48,6 +49,16 @@ FALLBACK_DISABLED = "disabled"
 FALLBACK_PROVIDER_ERROR = Classification.PROVIDER_ERROR.value
 FALLBACK_REPAIR_FAILED = Classification.REPAIR_FAILED.value
 FALLBACK_INTERNAL_ERROR = "internal_error"
+FALLBACK_INVALID_REQUEST = "invalid_request"
+
+
+def _request_problem(request: AdvisorRequest) -> str | None:
+    """Why no answer to `request` could pass validation, or None."""
+    if not request.endpoints:
+        return "the job has no endpoints"
+    if request.min_next_run < timedelta(0) or request.min_next_run > request.max_next_run:
+        return f"bounds [{request.min_next_run}, {request.max_next_run}] are empty or negative"
+    return None
 
 
 @dataclass
@@ -113,6 +124,11 @@ class Advisor:
         if not self._settings.enabled:
             return AdvisorOutcome(plan=None, fallback_reason=FALLBACK_DISABLED)
         tally = _Tally(request.job)
+        problem = _request_problem(request)
+        if problem is not None:
+            # No answer could be valid: asking would only spend tokens.
+            logger.warning("advisor not asked for job %s: %s", request.job, problem)
+            return tally.finish(OutcomeResult.FALLBACK, None, FALLBACK_INVALID_REQUEST)
         try:
             return await self._advise(request, tally)
         except Exception:

@@ -109,7 +109,8 @@ class AdvisorOutcome:
         input_tokens: prompt tokens reported by the provider, summed over requests.
         output_tokens: completion tokens reported by the provider, summed over requests.
         fallback_reason: why `plan` is None (`disabled`, `provider_error`,
-            `repair_failed`, or `internal_error` for a bug in the advisor);
+            `repair_failed`, `invalid_request` when no answer could be valid
+            (no endpoints, min > max), or `internal_error` for a bug in the advisor);
             None when there is a plan.
         result: accepted, repaired, salvaged or fallback (the outcomes metric).
     """

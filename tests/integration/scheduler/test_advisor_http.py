@@ -379,3 +379,25 @@ async def test_missing_usage_counts_as_zero_tokens(llm: FakeLLM) -> None:
     outcome = await advise_once(llm, "job-no-usage")
     assert outcome.plan is not None
     assert (outcome.input_tokens, outcome.output_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"endpoints": ()},
+        {"min_next_run": timedelta(hours=2), "max_next_run": timedelta(hours=1)},
+        {"min_next_run": timedelta(seconds=-1)},
+    ],
+    ids=["no-endpoints", "min-above-max", "negative-min"],
+)
+async def test_unanswerable_request_falls_back_without_asking(
+    llm: FakeLLM, change: dict[str, Any]
+) -> None:
+    request = replace(fixture_request(job="job-unanswerable"), **change)
+    advisor = Advisor(settings_for(llm), ManualClock(NOW))
+    try:
+        outcome = await advisor.advise(request)
+    finally:
+        await advisor.close()
+    assert outcome.plan is None and outcome.fallback_reason == "invalid_request"
+    assert llm.requests == []
