@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from cronsim import CronSim
+from cronsim import CronSim, CronSimError
 
 from conveyor_scheduler.domain.model import CatchUpMode, ScheduleKind, SchedulePolicy, ScheduleSpec
 
@@ -46,8 +46,6 @@ def next_slot_after(spec: ScheduleSpec, after: datetime) -> datetime | None:
     """The first slot strictly after `after`; None when the schedule has no more."""
     if spec.kind is ScheduleKind.INTERVAL:
         assert spec.every is not None and spec.anchor is not None
-        if after < spec.anchor:
-            return spec.anchor
         steps = (after - spec.anchor) // spec.every + 1
         return spec.anchor + steps * spec.every
     if spec.kind is ScheduleKind.CRON:
@@ -88,7 +86,7 @@ def check_cron(expression: str, time_zone: str) -> str | None:
         return None  # the time zone is checked (and reported) on its own
     try:
         next(CronSim(expression, datetime(2030, 1, 1, tzinfo=zone)))
-    except (ValueError, StopIteration) as error:
+    except (CronSimError, ValueError, StopIteration) as error:
         return f"invalid cron expression {expression!r}: {error}"
     return None
 
