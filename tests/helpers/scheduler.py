@@ -145,3 +145,54 @@ class SchedulerEnv:
                 result=types_pb2.Payload(data=job_result(work_found), content_type=JOB_RESULT_TYPE),
             )
         )
+
+
+@dataclass
+class SchedulerCluster:
+    """A queue + event store host and several scheduler replicas on one database and Redis.
+
+    On the embedded backend the replicas share one in-process coordination (as
+    replicas share Redis); on PostgreSQL each has its own Redis connection.
+    """
+
+    core: CoreSettings
+    replicas: int = 2
+    clock: ManualClock = field(
+        default_factory=lambda: ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+    )
+
+    async def start(self) -> SchedulerCluster:
+        from conveyor_core.coordination import InProcessCoordination
+
+        shared = None if self.core.redis_url else InProcessCoordination()
+        self.host = await SchedulerEnv(
+            self.core, self.clock, shared, names=("queue", "events")
+        ).start()
+        address = f"127.0.0.1:{self.host.port}"
+        replica_core = self.core.model_copy(
+            update={"queue_address": address, "events_address": address, "journal_address": address}
+        )
+        self.nodes: list[SchedulerEnv] = []
+        for _ in range(self.replicas):
+            node = await SchedulerEnv(
+                replica_core, self.clock, shared, names=("scheduler",)
+            ).start()
+            self.nodes.append(node)
+        return self
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.stop()
+        await self.host.stop()
+
+    def leaders(self) -> list[SchedulerEnv]:
+        return [n for n in self.nodes if n.platform and n.service.election.is_leader]
+
+    async def crash(self, node: SchedulerEnv) -> None:
+        """Stop a replica's election and leader tasks without releasing its lease (a crash)."""
+        election = node.service.election
+        task, election._task = election._task, None
+        if task is not None:
+            task.cancel()
+        election.lease = None
+        await node.service._on_deposed()
