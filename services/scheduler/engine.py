@@ -62,6 +62,7 @@ FIRE_LAG = _meter.create_histogram(
 )
 WAKE_CHANNEL = "scheduler:wake"
 PREVIEW_HORIZON = timedelta(days=366 * 100)
+TRIGGER_SLOT_TRIES = 100
 
 JOURNAL_TYPES = {
     FireOutcome.PENDING: "scheduler.schedule.fired",
@@ -170,15 +171,24 @@ class SchedulerEngine:
     # -- manual fires ------------------------------------------------------------------
 
     async def trigger(self, ref: ScheduleRef) -> Fire:
-        """Fire now, outside the schedule (the slot is the current instant)."""
+        """Fire now, outside the schedule: the slot is the current instant.
+
+        Should that instant already have a fire (a scheduled slot at the same
+        microsecond), the next free microsecond is used, so a trigger always fires.
+        """
         schedule = await self.store.schedule_get(ref)
         job = await self.store.job_get(ref.job)
-        write = self._fire_write(
-            schedule, job, self.clock.now(), FireKind.TRIGGERED, FireOutcome.PENDING, "triggered", 0
-        )
-        [written] = await self.store.fire_insert_many(schedule.uid, [write])
-        self._after_commit([written])
-        return written.fire
+        slot = self.clock.now()
+        for _ in range(TRIGGER_SLOT_TRIES):
+            write = self._fire_write(
+                schedule, job, slot, FireKind.TRIGGERED, FireOutcome.PENDING, "triggered", 0
+            )
+            written = await self.store.fire_insert_many(schedule.uid, [write])
+            if written:
+                self._after_commit(written)
+                return written[0].fire
+            slot += timedelta(microseconds=1)
+        raise NotAvailable(ref.name, "could not find a free slot to trigger; retry")
 
     async def backfill(
         self, ref: ScheduleRef, start: datetime, end: datetime
