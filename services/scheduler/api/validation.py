@@ -1,0 +1,216 @@
+"""Validation of scheduler requests: resource names, job definitions, schedule specs.
+
+Every problem becomes a field violation with the proto field path; all the
+violations of a request are reported together.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from conveyor.common.v1 import job_pb2
+from conveyor.scheduler.v1 import messages_pb2 as pb
+from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_scheduler.domain import timing
+from conveyor_scheduler.domain.model import JobRef, ScheduleRef
+from conveyor_scheduler.settings import SchedulerSettings
+
+ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$")
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+#: Header names whose values must be secret references, never literals.
+SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})
+
+
+def bad(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument(FieldViolation(field, description))
+
+
+def parse_namespace(value: str, field: str) -> str:
+    parts = value.split("/")
+    if len(parts) != 2 or parts[0] != "namespaces" or not NAMESPACE_ID.match(parts[1]):
+        raise bad(field, f"must be namespaces/{{namespace}}, got {value!r}")
+    return parts[1]
+
+
+def parse_job(value: str, field: str, *, allow_any: bool = False) -> JobRef:
+    parts = value.split("/")
+    if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != "jobs":
+        raise bad(field, f"must be namespaces/{{namespace}}/jobs/{{job}}, got {value!r}")
+    if not NAMESPACE_ID.match(parts[1]):
+        raise bad(field, f"namespace {parts[1]!r} must match [a-z][a-z0-9-]{{0,62}}")
+    if not (ID.match(parts[3]) or (allow_any and parts[3] == "-")):
+        raise bad(field, f"job {parts[3]!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
+    return JobRef(parts[1], parts[3])
+
+
+def parse_schedule(value: str, field: str) -> ScheduleRef:
+    head, sep, schedule_id = value.rpartition("/schedules/")
+    if not sep:
+        raise bad(
+            field, f"must be namespaces/{{ns}}/jobs/{{job}}/schedules/{{schedule}}, got {value!r}"
+        )
+    job = parse_job(head, field)
+    check_id(schedule_id, field)
+    return ScheduleRef(job.namespace, job.job_id, schedule_id)
+
+
+def check_id(value: str, field: str) -> str:
+    if not ID.match(value):
+        raise bad(field, f"{value!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
+    return value
+
+
+def check_job(job: pb.Job, settings: SchedulerSettings, field: str = "job") -> None:
+    """Raise InvalidArgument listing every problem of a job definition."""
+    problems: list[FieldViolation] = []
+    size = job.ByteSize()
+    if size > settings.max_job_definition_bytes:
+        problems.append(
+            FieldViolation(
+                field, f"definition is {size} bytes; at most {settings.max_job_definition_bytes}"
+            )
+        )
+    if job.queue and not QUEUE_ID.match(job.queue):
+        problems.append(FieldViolation(f"{field}.queue", "must match [a-z][a-z0-9._-]{0,127}"))
+    kind = job.target.WhichOneof("kind")
+    target = f"{field}.target"
+    if kind is None:
+        problems.append(FieldViolation(target, "required: http, command or workflow"))
+    elif kind == "http":
+        problems += _http(job.target.http, settings, f"{target}.http")
+    elif kind == "command":
+        if not job.target.command.argv or not job.target.command.argv[0]:
+            problems.append(FieldViolation(f"{target}.command.argv", "required: the program"))
+    elif not job.target.workflow.workflow or not job.target.workflow.handler:
+        problems.append(FieldViolation(f"{target}.workflow", "workflow and handler are required"))
+    policy = job.adaptive_policy
+    if policy.multiplier and policy.multiplier <= 1:
+        problems.append(FieldViolation(f"{field}.adaptive_policy.multiplier", "must be > 1"))
+    if problems:
+        raise InvalidArgument(problems)
+
+
+def _http(
+    http: job_pb2.HttpTarget, settings: SchedulerSettings, field: str
+) -> list[FieldViolation]:
+    problems: list[FieldViolation] = []
+    endpoints = http.endpoints
+    if not endpoints:
+        problems.append(FieldViolation(f"{field}.endpoints", "at least one endpoint"))
+    if len(endpoints) > settings.max_endpoints_per_job:
+        problems.append(
+            FieldViolation(
+                f"{field}.endpoints",
+                f"{len(endpoints)} endpoints; at most {settings.max_endpoints_per_job} per job",
+            )
+        )
+    names = [e.name for e in endpoints]
+    for i, endpoint in enumerate(endpoints):
+        problems += _endpoint(endpoint, set(names), f"{field}.endpoints[{i}]")
+    if len(set(names)) != len(names):
+        problems.append(FieldViolation(f"{field}.endpoints", "endpoint names must be unique"))
+    elif _has_cycle({e.name: list(e.depends_on) for e in endpoints}):
+        problems.append(FieldViolation(f"{field}.endpoints", "depends_on has a cycle"))
+    return problems
+
+
+def _endpoint(endpoint: job_pb2.HttpEndpoint, names: set[str], field: str) -> list[FieldViolation]:
+    problems = []
+    if not ENDPOINT_NAME.match(endpoint.name):
+        problems.append(FieldViolation(f"{field}.name", "must match [a-z0-9][a-z0-9_-]{0,62}"))
+    if endpoint.method not in METHODS:
+        problems.append(FieldViolation(f"{field}.method", f"must be one of {sorted(METHODS)}"))
+    url = urlsplit(endpoint.url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        problems.append(FieldViolation(f"{field}.url", "must be an absolute http(s) URL"))
+    for header, value in endpoint.headers.items():
+        where = f"{field}.headers[{header}]"
+        if not HEADER_NAME.match(header):
+            problems.append(FieldViolation(where, "not a valid header name"))
+        if header.lower() in SENSITIVE_HEADERS and value.WhichOneof("source") != "secret":
+            problems.append(FieldViolation(where, "must be a secret reference, not a value"))
+        if value.WhichOneof("source") == "secret" and not value.secret.name:
+            problems.append(FieldViolation(f"{where}.secret.name", "required"))
+    if endpoint.timeout.seconds < 0 or endpoint.timeout.nanos < 0:
+        problems.append(FieldViolation(f"{field}.timeout", "must not be negative"))
+    for dep in endpoint.depends_on:
+        if dep not in names or dep == endpoint.name:
+            problems.append(FieldViolation(f"{field}.depends_on", f"unknown endpoint {dep!r}"))
+    return problems
+
+
+def _has_cycle(edges: dict[str, list[str]]) -> bool:
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> bool:
+        if state.get(node) == 1:
+            return True
+        if state.get(node) == 2 or node not in edges:
+            return False
+        state[node] = 1
+        if any(visit(dep) for dep in edges[node]):
+            return True
+        state[node] = 2
+        return False
+
+    return any(visit(node) for node in edges)
+
+
+def check_schedule(schedule: pb.Schedule, settings: SchedulerSettings, field: str) -> None:
+    problems: list[FieldViolation] = []
+    kind = schedule.WhichOneof("spec")
+    if kind is None:
+        problems.append(FieldViolation(field, "required: interval, cron, one_off or on_event"))
+    elif kind == "interval":
+        every = schedule.interval.every.ToTimedelta()
+        if every < timedelta(seconds=settings.min_interval_seconds):
+            problems.append(
+                FieldViolation(
+                    f"{field}.interval.every",
+                    f"must be at least {settings.min_interval_seconds}s (the minimum interval)",
+                )
+            )
+    elif kind == "cron":
+        zone = schedule.cron.time_zone or "UTC"
+        zone_problem = timing.check_time_zone(zone)
+        if zone_problem:
+            problems.append(FieldViolation(f"{field}.cron.time_zone", zone_problem))
+        cron_problem = timing.check_cron(schedule.cron.expression, zone)
+        if cron_problem:
+            problems.append(FieldViolation(f"{field}.cron.expression", cron_problem))
+    elif kind == "one_off" and not schedule.one_off.HasField("fire_time"):
+        problems.append(FieldViolation(f"{field}.one_off.fire_time", "required"))
+    elif kind == "on_event":
+        problems += _event(schedule.on_event, settings, f"{field}.on_event")
+    jitter = schedule.jitter.ToTimedelta()
+    if not timedelta(0) <= jitter <= timedelta(seconds=settings.max_jitter_seconds):
+        problems.append(
+            FieldViolation(
+                f"{field}.jitter", f"must be in [0, {settings.max_jitter_seconds}] seconds"
+            )
+        )
+    if schedule.catch_up_window.ToTimedelta() < timedelta(0):
+        problems.append(FieldViolation(f"{field}.catch_up_window", "must not be negative"))
+    if problems:
+        raise InvalidArgument(problems)
+
+
+def _event(spec: pb.EventSpec, settings: SchedulerSettings, field: str) -> list[FieldViolation]:
+    problems = []
+    parts = spec.topic.split("/")
+    if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != "topics" or not parts[3]:
+        problems.append(FieldViolation(f"{field}.topic", "must be namespaces/{ns}/topics/{topic}"))
+    debounce = spec.debounce.ToTimedelta()
+    if not timedelta(0) <= debounce <= timedelta(seconds=settings.max_debounce_seconds):
+        problems.append(
+            FieldViolation(
+                f"{field}.debounce", f"must be in [0, {settings.max_debounce_seconds}] seconds"
+            )
+        )
+    return problems

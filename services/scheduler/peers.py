@@ -1,0 +1,156 @@
+"""The scheduler's calls to other services: the queue (submit, cancel, read back) and events.
+
+Each call runs in the fire's correlation scope and under its trace context,
+so the queue's order joins the fire's trace (conveyor_core.grpc.create_channel
+sends both).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+from conveyor.common.v1 import job_pb2
+from conveyor.events.v1 import service_pb2 as events_rpc
+from conveyor.events.v1 import service_pb2_grpc as events_grpc
+from conveyor.queue.v1 import messages_pb2 as queue_pb
+from conveyor.queue.v1 import service_pb2 as queue_rpc
+from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
+from conveyor_core.context import correlation_scope
+from conveyor_core.grpc import create_channel
+from conveyor_core.settings import CoreSettings
+from conveyor_scheduler.domain.model import FireOutcome
+
+log = logging.getLogger(__name__)
+
+JOB_RESULT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobResult"
+_QUEUE = "conveyor.queue.v1.WorkOrderQueueService"
+_EVENTS = "conveyor.events.v1.EventStoreService"
+#: Codes after which retrying the same submit cannot help: the fire is recorded failed.
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+@contextlib.contextmanager
+def fire_context(correlation_id: str, traceparent: str) -> Iterator[None]:
+    """Run a call as part of a fire: its correlation id and its trace."""
+    carrier = {"traceparent": traceparent} if traceparent else {}
+    token = otel_context.attach(propagate.extract(carrier))
+    try:
+        with correlation_scope(correlation_id or None):
+            yield
+    finally:
+        otel_context.detach(token)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOutcome:
+    """What the queue says about a fire's order."""
+
+    outcome: FireOutcome
+    work_found: bool | None = None
+    error_type: str = ""
+    reason: str = ""
+
+
+class QueueClient:
+    def __init__(self, address: str, core: CoreSettings, timeout: float) -> None:
+        self.address = address
+        self._channel = create_channel(
+            address,
+            settings=core,
+            idempotent_methods=[
+                f"{_QUEUE}/SubmitWorkOrder",  # idempotent by key
+                f"{_QUEUE}/GetWorkOrder",
+                f"{_QUEUE}/CancelWorkOrder",
+            ],
+        )
+        self._stub = queue_grpc.WorkOrderQueueServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def submit(self, parent: str, spec: bytes) -> queue_rpc.SubmitWorkOrderResponse:
+        request = queue_rpc.SubmitWorkOrderRequest(
+            parent=parent, work_order=queue_pb.WorkOrderSpec.FromString(spec)
+        )
+        return await self._stub.SubmitWorkOrder(request, timeout=self._timeout)
+
+    async def cancel(self, name: str, reason: str) -> None:
+        request = queue_rpc.CancelWorkOrderRequest(name=name, reason=reason)
+        await self._stub.CancelWorkOrder(request, timeout=self._timeout)
+
+    async def outcome(self, name: str) -> OrderOutcome:
+        try:
+            response = await self._stub.GetWorkOrder(
+                queue_rpc.GetWorkOrderRequest(name=name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return OrderOutcome(FireOutcome.FAILED, None, "not_found", "work order not found")
+            raise
+        return order_outcome(response.work_order)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def order_outcome(order: queue_pb.WorkOrder) -> OrderOutcome:
+    state = order.state
+    s = queue_pb.WorkOrderState
+    if state == s.WORK_ORDER_STATE_LEASED:
+        return OrderOutcome(FireOutcome.RUNNING)
+    if state == s.WORK_ORDER_STATE_SUCCEEDED:
+        return OrderOutcome(FireOutcome.SUCCEEDED, work_found_of(order))
+    if state in (s.WORK_ORDER_STATE_FAILED, s.WORK_ORDER_STATE_DEAD):
+        failure = order.last_failure
+        return OrderOutcome(FireOutcome.FAILED, None, failure.type, failure.message[:1024])
+    if state == s.WORK_ORDER_STATE_CANCELLED:
+        return OrderOutcome(FireOutcome.CANCELLED, None, "", "work order cancelled")
+    return OrderOutcome(FireOutcome.SUBMITTED)
+
+
+def work_found_of(order: queue_pb.WorkOrder) -> bool | None:
+    """The JobResult's work_found, or None when the result is not a JobResult."""
+    result = order.result
+    if result.content_type != JOB_RESULT_TYPE:
+        return None
+    try:
+        return job_pb2.JobResult.FromString(result.data).work_found
+    except Exception:  # a malformed result must not stop outcome tracking
+        log.warning("work order %s: result is not a valid JobResult", order.name)
+        return None
+
+
+class EventsClient:
+    def __init__(self, address: str, core: CoreSettings, timeout: float) -> None:
+        self._channel = create_channel(address, settings=core, idempotent_methods=[_EVENTS])
+        self._stub = events_grpc.EventStoreServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def pending(self, topic: str) -> int:
+        """Pending events of `topic` (0 when the topic does not exist yet)."""
+        try:
+            response = await self._stub.GetTopicStats(
+                events_rpc.GetTopicStatsRequest(name=topic), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.NOT_FOUND:
+                return 0
+            raise
+        return int(response.stats.pending)
+
+    async def close(self) -> None:
+        await self._channel.close()
