@@ -6,7 +6,8 @@ executor's side: abort event, progress, step records, outputs, secrets) and
 never exceptions.
 """
 
+from conveyor_executor.runners.command import run_command
 from conveyor_executor.runners.http import run_http
 from conveyor_executor.runners.settings import RunnerSettings
 
-__all__ = ["RunnerSettings", "run_http"]
+__all__ = ["RunnerSettings", "run_command", "run_http"]

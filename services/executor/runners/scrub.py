@@ -62,6 +62,17 @@ class Scrubber:
             text = pattern.sub(MASK, text)
         return text
 
+    def bytes_(self, data: bytes) -> bytes:
+        """`data` (e.g. process output) with secret values and patterns masked.
+
+        Patterns are matched on the UTF-8 decoding; invalid bytes pass through
+        (decoded with surrogateescape, so binary output survives untouched).
+        """
+        if not self._secrets and not self._patterns:
+            return data
+        text = data.decode("utf-8", errors="surrogateescape")
+        return self.text(text).encode("utf-8", errors="surrogateescape")
+
     def headers(
         self, headers: Mapping[str, str], secret_refs: Mapping[str, str] | None = None
     ) -> dict[str, str]:
