@@ -68,15 +68,16 @@ def classify_status(status: int, endpoint: str) -> CallVerdict:
 def classify_exception(exc: BaseException, endpoint: str, timeout: float) -> CallVerdict:
     """The verdict of a call that got no answer because of `exc`."""
     details = {"endpoint": endpoint, "exception": type(exc).__name__}
+    # Most specific first: UnsupportedProtocol is also a TransportError.
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         message = f"endpoint {endpoint!r} did not answer within {timeout:g}s"
         return _verdict(ErrorType.TIMEOUT, message, True, True, details)
-    if isinstance(exc, httpx.TransportError):
-        message = f"endpoint {endpoint!r} unreachable: {type(exc).__name__}: {exc}"
-        return _verdict(ErrorType.NETWORK, message, True, True, details)
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         message = f"endpoint {endpoint!r} has an unusable URL: {exc}"
         return _verdict(ErrorType.INVALID_INPUT, message, False, False, details)
+    if isinstance(exc, httpx.TransportError):
+        message = f"endpoint {endpoint!r} unreachable: {type(exc).__name__}: {exc}"
+        return _verdict(ErrorType.NETWORK, message, True, True, details)
     message = f"calling endpoint {endpoint!r} failed: {type(exc).__name__}: {exc}"
     return _verdict(ErrorType.INTERNAL, message, True, False, details)
 
