@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.common.v1 import job_pb2
+from conveyor_core.clock import Clock
 from conveyor_executor.runners.context import RunContext, Step, StepKind, StepStatus
 from conveyor_executor.runners.process import ProcessResult, run_process
 from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
-
-from conveyor.common.v1 import job_pb2
-from conveyor_core.clock import Clock
 
 SKIPPED_BY_DEFINITION = "skipped by job definition"
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 
 _RETRYABLE_SERVER = frozenset({502, 503})

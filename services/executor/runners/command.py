@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.common.v1 import job_pb2
+from conveyor_core.clock import Clock, SystemClock
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.runners.checks import (
     CheckEnvironment,
@@ -42,9 +44,6 @@ from conveyor_executor.runners.loop import Decision, IterationVerdict, decide, l
 from conveyor_executor.runners.process import ProcessResult, run_process
 from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
-
-from conveyor.common.v1 import job_pb2
-from conveyor_core.clock import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import httpx
+
+from conveyor.common.v1 import job_pb2
+from conveyor_core.clock import Clock
+from conveyor_core.coordination import Coordination
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.runners.breaker import BreakerPolicy, SharedBreaker, breaker_key
 from conveyor_executor.runners.context import RunContext, RunnerOutcome, Step, StepKind, StepStatus
@@ -32,10 +36,6 @@ from conveyor_executor.runners.http_call import (
 from conveyor_executor.runners.plan import Plan, PlanInvalid, blocked_by, build_plan, check_graph
 from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
-
-from conveyor.common.v1 import job_pb2
-from conveyor_core.clock import Clock
-from conveyor_core.coordination import Coordination
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,14 @@ async def run_http(
         requests = [_prepare(endpoint, ctx, settings) for endpoint in plan.endpoints]
     except (PlanInvalid, _SecretMissing) as exc:
         return RunnerOutcome(False, True, f"plan not run: {exc}", error=exc.error)
-    secrets = [v for r in requests for k, v in r.headers.items() if k in r.secret_headers]
+    # Values of credential headers are masked wherever they reappear (an echoing endpoint).
+    credential_headers = {name.lower() for name in settings.scrub_headers}
+    secrets = [
+        value
+        for r in requests
+        for name, value in r.headers.items()
+        if name in r.secret_headers or name.lower() in credential_headers
+    ]
     scrubber = Scrubber(settings.scrub_patterns, settings.scrub_headers, secrets)
     progress = _Progress(total=len(plan.endpoints))
     for name in plan.left_out:

@@ -20,6 +20,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+
+from conveyor.common.v1 import job_pb2
+from conveyor_core.clock import Clock
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.runners.abort import Aborted, sleep_unless_cancelled, unless_cancelled
 from conveyor_executor.runners.breaker import Admission, SharedBreaker, Transition
@@ -28,9 +31,6 @@ from conveyor_executor.runners.context import RunContext, Step, StepKind, StepSt
 from conveyor_executor.runners.retry import next_delay, parse_retry_after, retry_params
 from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
-
-from conveyor.common.v1 import job_pb2
-from conveyor_core.clock import Clock
 
 logger = logging.getLogger(__name__)
 

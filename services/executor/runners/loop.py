@@ -17,9 +17,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from conveyor_executor.runners.settings import RunnerSettings
-
 from conveyor.common.v1 import job_pb2
+from conveyor_executor.runners.settings import RunnerSettings
 
 
 class Decision(enum.StrEnum):

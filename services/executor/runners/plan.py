@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from conveyor_executor.domain.failure import ClassifiedError, ErrorType
-
 from conveyor.common.v1 import job_pb2
+from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 
 
 class PlanInvalid(Exception):

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from conveyor.common.v1 import types_pb2
 from conveyor_executor.domain.failure import ClassifiedError
 from conveyor_executor.runners.settings import RunnerSettings
-
-from conveyor.common.v1 import types_pb2
 
 
 @dataclass(frozen=True)
