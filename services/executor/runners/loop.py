@@ -77,6 +77,6 @@ def decide(bounds: LoopBounds, verdict: IterationVerdict) -> tuple[Decision, str
     if i < bounds.maximum:
         return (
             Decision.CONTINUE,
-            f"not verified at iteration {i}; trying again ({i}/{bounds.maximum})",
+            f"not verified at iteration {i}; trying again ({i}/{bounds.maximum} used)",
         )
     return Decision.STOP, f"not verified after the maximum of {bounds.maximum} iteration(s)"

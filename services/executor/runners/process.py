@@ -169,11 +169,27 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def process_group_alive(pgid: int) -> bool:
-    """Whether any process of group `pgid` still exists (tests and diagnostics)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    """Whether a live process (not a zombie) of group `pgid` exists (tests, diagnostics).
+
+    Reads /proc where there is one, since a killed child reparented to a PID 1
+    that is slow to reap stays visible to killpg() as a zombie.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, pgrp, ...
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
