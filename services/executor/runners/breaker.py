@@ -28,7 +28,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from conveyor_core.clock import Clock, to_micros
@@ -36,6 +38,7 @@ from conveyor_core.coordination import Coordination, CoordinationUnavailable
 from conveyor_core.metrics import meter
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _transitions = meter(__name__).create_counter(
     "conveyor.executor.breaker_transitions",
@@ -186,7 +189,9 @@ class SharedBreaker:
         )
         return None if outcome is None else outcome[1]
 
-    async def _update(self, step):  # type: ignore[no-untyped-def]
+    async def _update(
+        self, step: Callable[[Snapshot, int], tuple[T, Snapshot]]
+    ) -> tuple[T, Transition | None] | None:
         """Read, compute, compare-and-set until it sticks; (result, transition) or None."""
         try:
             for _ in range(_MAX_CAS_ROUNDS):

@@ -114,10 +114,7 @@ async def _run_check(
     check: job_pb2.VerificationCheck, env: CheckEnvironment
 ) -> CheckFailure | None:
     settings = env.settings
-    timeout = settings.check_timeout_seconds
-    if check.HasField("timeout") and check.timeout.ToTimedelta().total_seconds() > 0:
-        timeout = check.timeout.ToTimedelta().total_seconds()
-    timeout = min(timeout, settings.command_max_timeout_seconds)
+    timeout = _check_timeout(check, settings)
     started_at = env.clock.now()
     result = await run_process(
         list(check.argv),
@@ -138,7 +135,29 @@ async def _run_check(
     status = StepStatus.SUCCEEDED if passed else StepStatus.FAILED
     if result.aborted:
         status = StepStatus.ABORTED
-    attributes = {
+    attributes = _check_attributes(check, result, ref, env)
+    await env.ctx.record_step(
+        Step(StepKind.CHECK, check.name, status, started_at, env.clock.now(), attributes)
+    )
+    if passed or result.aborted:
+        return None
+    tail = output[-settings.feedback_max_bytes :].decode("utf-8", errors="replace")
+    return CheckFailure(
+        check.name, check.level, result.exit_code, tail or result.start_error, result.timed_out
+    )
+
+
+def _check_timeout(check: job_pb2.VerificationCheck, settings: RunnerSettings) -> float:
+    timeout = settings.check_timeout_seconds
+    if check.HasField("timeout") and check.timeout.ToTimedelta().total_seconds() > 0:
+        timeout = check.timeout.ToTimedelta().total_seconds()
+    return min(timeout, settings.command_max_timeout_seconds)
+
+
+def _check_attributes(
+    check: job_pb2.VerificationCheck, result: ProcessResult, ref: str, env: CheckEnvironment
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
         "level": check.level,
         "argv": [env.scrubber.text(arg) for arg in check.argv],
         "exit_code": result.exit_code,
@@ -149,15 +168,7 @@ async def _run_check(
     }
     if result.start_error:
         attributes["start_error"] = result.start_error
-    await env.ctx.record_step(
-        Step(StepKind.CHECK, check.name, status, started_at, env.clock.now(), attributes)
-    )
-    if passed or result.aborted:
-        return None
-    tail = output[-settings.feedback_max_bytes :].decode("utf-8", errors="replace")
-    return CheckFailure(
-        check.name, check.level, result.exit_code, tail or result.start_error, result.timed_out
-    )
+    return attributes
 
 
 def _combined(result: ProcessResult) -> bytes:

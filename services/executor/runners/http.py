@@ -77,15 +77,7 @@ async def run_http(
         requests = [_prepare(endpoint, ctx, settings) for endpoint in plan.endpoints]
     except (PlanInvalid, _SecretMissing) as exc:
         return RunnerOutcome(False, True, f"plan not run: {exc}", error=exc.error)
-    # Values of credential headers are masked wherever they reappear (an echoing endpoint).
-    credential_headers = {name.lower() for name in settings.scrub_headers}
-    secrets = [
-        value
-        for r in requests
-        for name, value in r.headers.items()
-        if name in r.secret_headers or name.lower() in credential_headers
-    ]
-    scrubber = Scrubber(settings.scrub_patterns, settings.scrub_headers, secrets)
+    scrubber = _scrubber(requests, settings)
     progress = _Progress(total=len(plan.endpoints))
     for name in plan.left_out:
         await _record_skip(ctx, clock, name, "not selected for this run", StepStatus.SKIPPED)
@@ -96,14 +88,24 @@ async def run_http(
         }
         caller = EndpointCaller(client, ctx, settings, clock, scrubber, breakers)
         executor = _PlanExecutor(plan, requests, caller, ctx, clock, progress)
-        limit = min(target.max_parallel or settings.max_parallel, settings.max_parallel)
-        if target.mode == job_pb2.PLAN_MODE_PARALLEL:
-            await executor.parallel(limit)
-        elif target.mode == job_pb2.PLAN_MODE_DAG:
-            await executor.dag(limit)
-        else:
-            await executor.sequential()
+        await executor.execute(target, settings)
     return _outcome(progress, ctx)
+
+
+def _scrubber(requests: Sequence[PreparedRequest], settings: RunnerSettings) -> Scrubber:
+    """A scrubber masking the run's secrets, patterns and credential header values.
+
+    Values of credential headers (Authorization, ...) count as secrets even when
+    literal, so they are masked wherever they reappear (an echoing endpoint).
+    """
+    credential_headers = {name.lower() for name in settings.scrub_headers}
+    secrets = [
+        value
+        for r in requests
+        for name, value in r.headers.items()
+        if name in r.secret_headers or name.lower() in credential_headers
+    ]
+    return Scrubber(settings.scrub_patterns, settings.scrub_headers, secrets)
 
 
 def _prepare(
@@ -183,6 +185,16 @@ class _PlanExecutor:
         self._clock = clock
         self._progress = progress
 
+    async def execute(self, target: job_pb2.HttpTarget, settings: RunnerSettings) -> None:
+        """Run the plan in the target's mode (SEQUENTIAL when unspecified)."""
+        limit = min(target.max_parallel or settings.max_parallel, settings.max_parallel)
+        if target.mode == job_pb2.PLAN_MODE_PARALLEL:
+            await self.parallel(limit)
+        elif target.mode == job_pb2.PLAN_MODE_DAG:
+            await self.dag(limit)
+        else:
+            await self.sequential()
+
     async def sequential(self) -> None:
         for name in self._plan.names:
             if self._ctx.cancelled.is_set():
@@ -209,31 +221,46 @@ class _PlanExecutor:
         # Dependencies outside the selection are not graph nodes here: blocked_by skips on them.
         order = check_graph({n: [d for d in deps if d in graph] for n, deps in graph.items()})
         pending = [self._requests[name].endpoint for name in order]
-        selected, succeeded, finished = set(graph), set[str](), set[str]()
+        succeeded, finished = set[str](), set[str]()
         running: dict[asyncio.Task[None], str] = {}
-        while pending or running:
-            for endpoint in list(pending):
-                reason = blocked_by(endpoint, succeeded, finished, selected)
-                if self._ctx.cancelled.is_set():
-                    reason, status = "the run was aborted", StepStatus.ABORTED
-                else:
-                    status = StepStatus.SKIPPED
-                if reason is not None:
-                    pending.remove(endpoint)
-                    finished.add(endpoint.name)
-                    await self._skip(endpoint.name, reason, status)
-                elif len(running) < limit and all(d in succeeded for d in endpoint.depends_on):
-                    pending.remove(endpoint)
-                    running[asyncio.create_task(self._run(endpoint.name))] = endpoint.name
-            if not running:
-                continue
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                name = running.pop(task)
-                task.result()
-                finished.add(name)
-                if self._progress.results[name].status is EndpointStatus.SUCCEEDED:
-                    succeeded.add(name)
+        try:
+            while pending or running:
+                await self._start_or_skip(pending, running, limit, succeeded, finished, set(graph))
+                if not running:
+                    continue
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    name = running.pop(task)
+                    task.result()
+                    finished.add(name)
+                    if self._progress.results[name].status is EndpointStatus.SUCCEEDED:
+                        succeeded.add(name)
+        finally:
+            for task in running:  # only on an unexpected error: never leave calls behind
+                task.cancel()
+
+    async def _start_or_skip(
+        self,
+        pending: list[job_pb2.HttpEndpoint],
+        running: dict[asyncio.Task[None], str],
+        limit: int,
+        succeeded: set[str],
+        finished: set[str],
+        selected: set[str],
+    ) -> None:
+        """One pass over `pending` (in topological order): skip what cannot run, start what can."""
+        for endpoint in list(pending):
+            reason = blocked_by(endpoint, succeeded, finished, selected)
+            status = StepStatus.SKIPPED
+            if self._ctx.cancelled.is_set():
+                reason, status = "the run was aborted", StepStatus.ABORTED
+            if reason is not None:
+                pending.remove(endpoint)
+                finished.add(endpoint.name)
+                await self._skip(endpoint.name, reason, status)
+            elif len(running) < limit and all(d in succeeded for d in endpoint.depends_on):
+                pending.remove(endpoint)
+                running[asyncio.create_task(self._run(endpoint.name))] = endpoint.name
 
     async def _run(self, name: str) -> None:
         result = await self._caller.call(self._requests[name])

@@ -20,9 +20,12 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from opentelemetry import propagate, trace
 
 from conveyor.common.v1 import job_pb2
 from conveyor_core.clock import Clock
+from conveyor_core.context import get_correlation_id
+from conveyor_core.telemetry import tracer
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.runners.abort import Aborted, sleep_unless_cancelled, unless_cancelled
 from conveyor_executor.runners.breaker import Admission, SharedBreaker, Transition
@@ -33,6 +36,7 @@ from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
 
 logger = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 WORK_FOUND_HEADER = "conveyor-work-found"
 
@@ -143,7 +147,9 @@ class EndpointCaller:
             return self._refused(endpoint.name, breaker.key, admission, started_at, attributes)
         began = time.monotonic()
         try:
-            answer = await unless_cancelled(self._send(request), self._ctx.cancelled)
+            answer = await unless_cancelled(
+                self._traced_send(request, attributes), self._ctx.cancelled
+            )
         except Aborted:
             attributes["duration_ms"] = _millis_since(began)
             await self._record_aborted(endpoint.name, started_at, attributes)
@@ -163,8 +169,32 @@ class EndpointCaller:
         retry_after = parse_retry_after(answer.headers.get("retry-after"), self._clock.now())
         return _Attempt(verdict, started_at, attributes, retry_after, no_work)
 
+    async def _traced_send(self, request: PreparedRequest, attributes: dict[str, Any]) -> _Answer:
+        """`_send` in a CLIENT span; the span's context travels in the request's headers."""
+        span_attributes = {
+            "http.request.method": attributes["method"],
+            "url.full": attributes["url"],
+            "conveyor.endpoint": request.endpoint.name,
+            "conveyor.run_id": self._ctx.run_id,
+            "conveyor.attempt": attributes["attempt"],
+        }
+        name = f"http {request.endpoint.name}"
+        with _tracer.start_as_current_span(
+            name, kind=trace.SpanKind.CLIENT, attributes=span_attributes
+        ) as span:
+            answer = await self._send(request)
+            span.set_attribute("http.response.status_code", answer.status)
+            if answer.status >= 400:
+                span.set_status(trace.StatusCode.ERROR)
+            return answer
+
     async def _send(self, request: PreparedRequest) -> _Answer:
         endpoint = request.endpoint
+        headers = dict(request.headers)
+        propagate.inject(headers)  # W3C traceparent: the endpoint joins the run's trace
+        correlation_id = get_correlation_id()
+        if correlation_id:
+            headers.setdefault("x-correlation-id", correlation_id)
         timeout = httpx.Timeout(
             request.timeout,
             connect=min(request.timeout, self._settings.http_connect_timeout_seconds),
@@ -175,7 +205,7 @@ class EndpointCaller:
             async with self._client.stream(
                 endpoint.method.upper() or "GET",
                 endpoint.url,
-                headers=dict(request.headers),
+                headers=headers,
                 content=request.body or None,
                 timeout=timeout,
             ) as response:

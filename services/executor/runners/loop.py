@@ -46,7 +46,8 @@ class IterationVerdict:
 def loop_bounds(policy: job_pb2.LoopPolicy | None, settings: RunnerSettings) -> LoopBounds:
     """The effective bounds of `policy` (None = one iteration), capped by the settings."""
     cap = settings.max_iterations
-    strategy = policy.strategy if policy is not None else job_pb2.LOOP_STRATEGY_UNSPECIFIED
+    policy = policy if policy is not None else job_pb2.LoopPolicy()
+    strategy = policy.strategy
     if strategy == job_pb2.LOOP_STRATEGY_FIXED:
         count = min(max(1, policy.iterations), cap)
         return LoopBounds(strategy, count, count)

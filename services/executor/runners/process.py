@@ -107,15 +107,8 @@ async def run_process(
         asyncio.create_task(_drain(proc.stdout, stdout)),
         asyncio.create_task(_drain(proc.stderr, stderr)),
     ]
-    timed_out = aborted = False
     try:
-        await unless_cancelled(asyncio.wait_for(_leader_exited(proc), timeout_seconds), cancelled)
-    except TimeoutError:
-        timed_out = True
-        await _terminate_group(proc, kill_grace)
-    except Aborted:
-        aborted = True
-        await _terminate_group(proc, kill_grace)
+        timed_out, aborted = await _wait_or_terminate(proc, timeout_seconds, cancelled, kill_grace)
     finally:
         _kill_group(proc.pid, signal.SIGKILL)  # leftovers, or the caller itself was cancelled
         await _finish_readers(readers)
@@ -123,6 +116,21 @@ async def run_process(
             await asyncio.wait_for(proc.wait(), _DRAIN_TIMEOUT)  # reap the transport
     duration = round((time.monotonic() - began) * 1000)
     return ProcessResult(proc.returncode, stdout, stderr, timed_out, aborted, duration)
+
+
+async def _wait_or_terminate(
+    proc: asyncio.subprocess.Process, seconds: float, cancelled: asyncio.Event, grace: float
+) -> tuple[bool, bool]:
+    """Wait for the leader's exit; on timeout or abort terminate the group. (timed_out, aborted)."""
+    try:
+        await unless_cancelled(asyncio.wait_for(_leader_exited(proc), seconds), cancelled)
+    except TimeoutError:
+        await _terminate_group(proc, grace)
+        return True, False
+    except Aborted:
+        await _terminate_group(proc, grace)
+        return False, True
+    return False, False
 
 
 async def _drain(stream: asyncio.StreamReader, capture: BoundedCapture) -> None:

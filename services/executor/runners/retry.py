@@ -47,31 +47,27 @@ class RetryParams:
 
 def retry_params(policy: types_pb2.RetryPolicy | None, settings: RunnerSettings) -> RetryParams:
     """The effective policy: the endpoint's fields where set, the settings' defaults elsewhere."""
-    has = policy is not None
+    policy = policy if policy is not None else types_pb2.RetryPolicy()
     initial = settings.retry_initial_interval_seconds
-    if has and policy.HasField("initial_interval"):
+    if policy.HasField("initial_interval"):
         initial = max(0.0, policy.initial_interval.ToTimedelta().total_seconds()) or initial
     maximum = settings.retry_maximum_interval_seconds
-    if has and policy.HasField("maximum_interval"):
+    if policy.HasField("maximum_interval"):
         maximum = policy.maximum_interval.ToTimedelta().total_seconds() or maximum
-    elif has and policy.HasField("initial_interval"):
+    elif policy.HasField("initial_interval"):
         maximum = 100 * initial  # the proto's documented default
     coefficient = settings.retry_backoff_coefficient
-    if has and policy.backoff_coefficient >= 1:
+    if policy.backoff_coefficient >= 1:
         coefficient = policy.backoff_coefficient
-    jitter = settings.retry_jitter
-    if has and 0 < policy.jitter <= 1:
-        jitter = policy.jitter
-    attempts = settings.retry_maximum_attempts
-    if has and policy.maximum_attempts > 0:
-        attempts = policy.maximum_attempts
+    jitter = policy.jitter if 0 < policy.jitter <= 1 else settings.retry_jitter
+    attempts = policy.maximum_attempts or settings.retry_maximum_attempts
     return RetryParams(
         initial_interval=initial,
         backoff_coefficient=coefficient,
         maximum_interval=max(maximum, 0.0),
         jitter=jitter,
-        maximum_attempts=attempts,
-        non_retryable_types=frozenset(policy.non_retryable_error_types) if has else frozenset(),
+        maximum_attempts=max(1, attempts),
+        non_retryable_types=frozenset(policy.non_retryable_error_types),
     )
 
 

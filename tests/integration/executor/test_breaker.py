@@ -186,3 +186,19 @@ async def test_client_errors_do_not_trip_the_breaker(replicas: Replicas, fake: H
         )
         assert outcome.error is not None and outcome.error.type is ErrorType.INVALID_INPUT
     assert len(fake.requests("/bad")) == 3
+
+
+async def test_unreachable_coordination_lets_calls_through(fake: HttpFake) -> None:
+    fake.route("GET", "/up", Reply(200))
+    unreachable = RedisCoordination("redis://127.0.0.1:1", "nowhere:", connect_timeout=0.5)
+    try:
+        target = job_pb2.HttpTarget(
+            endpoints=[job_pb2.HttpEndpoint(name="up", method="GET", url=fake.url("/up"))]
+        )
+        outcome = await run_http(
+            target, [], MemoryRunContext(), RunnerSettings(), unreachable, ManualClock()
+        )
+        assert outcome.succeeded  # fail open: losing the breaker must not stop all work
+        assert len(fake.requests("/up")) == 1
+    finally:
+        await unreachable.stop()

@@ -9,10 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 from google.protobuf import duration_pb2
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor_core.clock import SystemClock
+from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import InProcessCoordination
+from conveyor_core.settings import CoreSettings
+from conveyor_core.telemetry import configure_tracing
 from conveyor_executor.domain.failure import ErrorType
 from conveyor_executor.runners import RunnerSettings, run_http
 from conveyor_executor.runners.context import RunnerOutcome, StepKind, StepStatus
@@ -458,3 +463,43 @@ async def test_large_bodies_are_truncated_in_records_with_a_marker(fake: HttpFak
     assert call.attributes["response_body"] == "z" * 100 + "\n[... truncated 900 bytes ...]\n"
     assert call.attributes["response_body_truncated"] is True
     assert call.attributes["response_bytes"] == 1000  # read no further than the limit
+
+
+# -- tracing ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
+    return exporter
+
+
+async def test_calls_are_client_spans_whose_context_reaches_the_endpoint(
+    fake: HttpFake, spans: InMemorySpanExporter
+) -> None:
+    fake.route("GET", "/traced", Reply(503), Reply(200))
+    target = job_pb2.HttpTarget(endpoints=[endpoint(fake, "traced", "/traced")])
+    with (
+        correlation_scope("corr-7"),
+        trace.get_tracer("test").start_as_current_span("run") as run_span,
+    ):
+        outcome, _ = await run(target, MemoryRunContext(run_id="run-traced"))
+    assert outcome.succeeded
+    trace_id = run_span.get_span_context().trace_id
+    calls = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "http traced" and s.attributes.get("conveyor.run_id") == "run-traced"
+    ]
+    assert [s.attributes["http.response.status_code"] for s in calls] == [503, 200]
+    assert {s.context.trace_id for s in calls} == {trace_id}
+    assert calls[0].kind is trace.SpanKind.CLIENT
+    assert calls[0].status.status_code is trace.StatusCode.ERROR
+    received = fake.requests("/traced")
+    for request, span in zip(received, calls, strict=True):
+        assert request.headers["traceparent"].split("-")[1:3] == [
+            f"{trace_id:032x}",
+            f"{span.context.span_id:016x}",
+        ]
+        assert request.headers["x-correlation-id"] == "corr-7"
