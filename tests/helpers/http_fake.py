@@ -184,13 +184,18 @@ class HttpFake:
         return headers.get("connection", "").lower() != "close"
 
     async def _delay(self, seconds: float, reader: asyncio.StreamReader, request: Request) -> None:
-        """Wait `seconds`, noticing a client that hangs up meanwhile."""
-        try:
-            async with asyncio.timeout(seconds):
-                if await reader.read(1) == b"":
-                    request.disconnected = True
-        except TimeoutError:
-            return
+        """Wait `seconds`, noticing a client that hangs up meanwhile (EOF on its side)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(remaining):
+                    # Clients do not pipeline, so nothing but EOF arrives while we hold back.
+                    if await reader.read(1) == b"":
+                        request.disconnected = True
+                        return
+            except TimeoutError:
+                return
 
     def _next_reply(self, request: Request) -> Reply:
         key = (request.method.upper(), request.path)

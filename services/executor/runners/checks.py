@@ -20,7 +20,7 @@ from conveyor.common.v1 import job_pb2
 from conveyor_core.clock import Clock
 from conveyor_executor.runners.context import RunContext, Step, StepKind, StepStatus
 from conveyor_executor.runners.process import ProcessResult, run_process
-from conveyor_executor.runners.scrub import Scrubber
+from conveyor_executor.runners.scrub import Scrubber, tail
 from conveyor_executor.runners.settings import RunnerSettings
 
 SKIPPED_BY_DEFINITION = "skipped by job definition"
@@ -141,9 +141,9 @@ async def _run_check(
     )
     if passed or result.aborted:
         return None
-    tail = output[-settings.feedback_max_bytes :].decode("utf-8", errors="replace")
+    last = tail(output, settings.feedback_max_bytes).decode("utf-8", errors="replace")
     return CheckFailure(
-        check.name, check.level, result.exit_code, tail or result.start_error, result.timed_out
+        check.name, check.level, result.exit_code, last or result.start_error, result.timed_out
     )
 
 

@@ -42,7 +42,7 @@ from conveyor_executor.runners.checks import (
 from conveyor_executor.runners.context import RunContext, RunnerOutcome, Step, StepKind, StepStatus
 from conveyor_executor.runners.loop import Decision, IterationVerdict, decide, loop_bounds
 from conveyor_executor.runners.process import ProcessResult, run_process
-from conveyor_executor.runners.scrub import Scrubber
+from conveyor_executor.runners.scrub import Scrubber, tail
 from conveyor_executor.runners.settings import RunnerSettings
 
 logger = logging.getLogger(__name__)
@@ -350,7 +350,7 @@ class _CommandRun:
         feedback: dict[str, Any] = {"iteration": index, "previous_iteration": None, "failures": []}
         if previous is not None:
             limit = self._settings.feedback_max_bytes
-            stderr = self._scrubber.bytes_(previous.process.stderr.value())[-limit:]
+            stderr = tail(self._scrubber.bytes_(previous.process.stderr.value()), limit)
             failures = previous.checks.failures if previous.checks else ()
             feedback.update(
                 previous_iteration=previous.index,

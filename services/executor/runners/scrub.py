@@ -19,6 +19,11 @@ def truncation_marker(dropped: int) -> str:
     return f"\n[... truncated {dropped} bytes ...]\n"
 
 
+def tail(data: bytes, limit: int) -> bytes:
+    """The last `limit` bytes of `data` (none for 0: `data[-0:]` would be all of it)."""
+    return data[-limit:] if limit > 0 else b""
+
+
 def truncate(data: bytes, limit: int) -> tuple[bytes, bool]:
     """`data` cut to `limit` bytes plus a marker saying how many were dropped."""
     if len(data) <= limit:

@@ -56,8 +56,8 @@ class RunnerSettings:
         default_max_iterations: Cap of UNTIL_VERIFIED/HYBRID loops when the job
             sets no max_iterations.
         command_path: PATH of the minimal environment of commands.
-        feedback_max_bytes: Bytes of a failed check's output passed as feedback
-            to the next iteration.
+        feedback_max_bytes: Bytes of a failed check's output (and of the
+            process's stderr) passed as feedback to the next iteration; 0: none.
     """
 
     http_call_timeout_seconds: float = 30.0
@@ -130,5 +130,7 @@ class RunnerSettings:
             raise ValueError("RunnerSettings.retry_backoff_coefficient must be >= 1")
         if not 0 <= self.retry_jitter <= 1:
             raise ValueError("RunnerSettings.retry_jitter must be within [0, 1]")
-        if self.kill_grace_seconds < 0 or self.retry_after_max_seconds < 0:
-            raise ValueError("RunnerSettings grace and Retry-After cap must be >= 0")
+        if min(self.kill_grace_seconds, self.retry_after_max_seconds, self.feedback_max_bytes) < 0:
+            raise ValueError(
+                "RunnerSettings kill grace, Retry-After cap and feedback bytes must be >= 0"
+            )

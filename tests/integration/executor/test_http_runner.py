@@ -351,6 +351,11 @@ async def test_abort_during_a_slow_call_is_prompt(fake: HttpFake) -> None:
     ]
     assert ctx.statuses(StepKind.ENDPOINT_SKIPPED) == [("never", StepStatus.ABORTED)]
     assert fake.requests("/never") == []
+    slow = fake.requests("/slow")[0]
+    while not slow.disconnected:  # the call was really abandoned: the connection is closed
+        assert time.monotonic() < deadline, "the aborted call's connection stayed open"
+        await asyncio.sleep(0.01)
+    assert slow.answered_at is None
 
 
 async def test_abort_during_retry_backoff_is_prompt(fake: HttpFake) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conveyor_executor.runners.process import BoundedCapture
-from conveyor_executor.runners.scrub import Scrubber, truncate
+from conveyor_executor.runners.scrub import Scrubber, tail, truncate
 
 HEADERS = ("authorization", "cookie")
 
@@ -63,3 +63,9 @@ def test_bounded_capture_keeps_head_and_tail_only() -> None:
     small.feed(b"abc")
     small.feed(b"def")
     assert (small.value(), small.truncated) == (b"abcdef", False)
+
+
+def test_tail_of_zero_is_nothing() -> None:
+    assert tail(b"abcdef", 2) == b"ef"
+    assert tail(b"abc", 10) == b"abc"
+    assert tail(b"abc", 0) == b""
