@@ -10,6 +10,7 @@ pointless: the queue's retry of the whole work order comes later.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import random
@@ -155,7 +156,7 @@ class EndpointCaller:
             await self._record_aborted(endpoint.name, started_at, attributes)
             raise
         except Exception as exc:  # every transport failure is classified, never raised
-            verdict = classify_exception(exc, endpoint.name, request.timeout)
+            verdict = self._scrubbed(classify_exception(exc, endpoint.name, request.timeout))
             attributes["duration_ms"] = _millis_since(began)
             await self._settle(endpoint.name, breaker, admission, verdict)
             return _Attempt(verdict, started_at, attributes)
@@ -217,6 +218,15 @@ class EndpointCaller:
                         truncated = True  # never hold more than the limit in memory
                         break
                 return _Answer(response.status_code, response.headers, bytes(body), truncated)
+
+    def _scrubbed(self, verdict: CallVerdict) -> CallVerdict:
+        """The verdict with its message scrubbed (exception texts may quote the URL)."""
+        if verdict.error is None:
+            return verdict
+        error = dataclasses.replace(
+            verdict.error, message=self._scrubber.text(verdict.error.message)
+        )
+        return dataclasses.replace(verdict, error=error)
 
     async def _settle(
         self, name: str, breaker: SharedBreaker, admission: Admission, verdict: CallVerdict
