@@ -38,6 +38,7 @@ SERVICES: dict[str, str] = {
     "queue": "conveyor_queue.service:build",
     "events": "conveyor_events.service:build",
     "scheduler": "conveyor_scheduler.service:build",
+    "executor": "conveyor_executor.service:build",
 }
 
 

@@ -310,6 +310,52 @@ async def test_counter_expires_after_ttl_from_first_add(
     assert await coordination.counter_add(name, 1, ttl=30) == 1  # starts over
 
 
+# -- compare-and-set values ---------------------------------------------------
+
+
+async def test_value_compare_and_set_is_shared_and_exclusive(
+    coordination: Coordination, peer: Coordination
+) -> None:
+    name = unique("breaker")
+    assert await coordination.value_get(name) is None
+    assert await coordination.value_compare_and_set(name, None, "v1")
+    assert not await peer.value_compare_and_set(name, None, "other")  # no longer missing
+    assert await peer.value_get(name) == "v1"
+    assert not await peer.value_compare_and_set(name, "stale", "v2")
+    assert await peer.value_compare_and_set(name, "v1", "v2")
+    assert not await coordination.value_compare_and_set(name, "v1", "v3")  # lost the race
+    assert await coordination.value_get(name) == "v2"
+
+
+async def test_value_compare_and_set_races_have_one_winner(
+    coordination: Coordination, peer: Coordination
+) -> None:
+    name = unique("race")
+    await coordination.value_compare_and_set(name, None, "0")
+    outcomes = await asyncio.gather(
+        *(
+            replica.value_compare_and_set(name, "0", f"{n}")
+            for n, replica in enumerate([coordination, peer] * 5, start=1)
+        )
+    )
+    assert sum(outcomes) == 1
+
+
+async def test_value_expires_after_ttl(coordination: Coordination, peer: Coordination) -> None:
+    name, lasting = unique("short"), unique("lasting")
+    assert await coordination.value_compare_and_set(name, None, "x", ttl=0.3)
+    assert await coordination.value_compare_and_set(lasting, None, "y", ttl=3600)
+
+    async def expired() -> bool:
+        return await peer.value_get(name) is None
+
+    await eventually(expired, "the value expires")
+    assert await peer.value_compare_and_set(name, None, "again")  # missing again
+    assert await coordination.value_get(lasting) == "y"
+    with pytest.raises(ValueError, match="ttl"):
+        await coordination.value_compare_and_set(name, "again", "z", ttl=0)
+
+
 # -- rate limits --------------------------------------------------------------
 
 

@@ -11,6 +11,9 @@ Two implementations satisfy `Coordination`:
 * `RedisCoordination` for deployments with several replicas;
 * `InProcessCoordination` for the embedded single-process default.
 
+Besides wake-ups, leases, counters and rate limits there are small
+compare-and-set values, for shared state machines (circuit breakers).
+
 Both pass the same conformance suite (tests/integration/test_coordination.py).
 """
 
@@ -120,6 +123,23 @@ class Coordination(Protocol):
 
     async def counters_get(self, names: Sequence[str]) -> list[int]:
         """Current values of `names`, in order; a missing or expired counter is 0."""
+        ...
+
+    async def value_get(self, name: str) -> str | None:
+        """The current value of key `name`, or None when it is missing or expired."""
+        ...
+
+    async def value_compare_and_set(
+        self, name: str, expected: str | None, value: str, ttl: float | None = None
+    ) -> bool:
+        """Set key `name` to `value` only if it currently holds `expected`.
+
+        `expected` None means "only if missing (or expired)". `ttl` (seconds)
+        gives the new value a life of `ttl` from now; None keeps it forever.
+        Returns whether the value was set. Replicas use it for small shared
+        state machines (read, compute, compare-and-set, re-read on conflict),
+        such as the executor's circuit breakers.
+        """
         ...
 
     async def rate_limit_take(self, key: str, requested: int, rate: float, burst: int) -> int:

@@ -130,6 +130,15 @@ class _Counter:
 
 
 @dataclass
+class _Value:
+    value: str
+    deadline: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and self.deadline <= now
+
+
+@dataclass
 class _Bucket:
     tokens: float
     updated: float
@@ -155,6 +164,7 @@ class InProcessCoordination:
         self._last_tokens: dict[str, int] = {}
         self._counters: dict[str, _Counter] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._values: dict[str, _Value] = {}
         self._last_sweep = monotonic()
 
     async def start(self) -> None:
@@ -236,6 +246,33 @@ class InProcessCoordination:
             return None
         return counter
 
+    # -- compare-and-set values -----------------------------------------------
+
+    async def value_get(self, name: str) -> str | None:
+        held = self._live_value(name, self._monotonic())
+        return None if held is None else held.value
+
+    async def value_compare_and_set(
+        self, name: str, expected: str | None, value: str, ttl: float | None = None
+    ) -> bool:
+        if ttl is not None:
+            check_positive("value ttl", ttl)
+        now = self._monotonic()
+        self._maybe_sweep(now)
+        held = self._live_value(name, now)
+        current = None if held is None else held.value
+        if current != expected:
+            return False
+        self._values[name] = _Value(value, None if ttl is None else now + ttl)
+        return True
+
+    def _live_value(self, name: str, now: float) -> _Value | None:
+        held = self._values.get(name)
+        if held is not None and held.expired(now):
+            del self._values[name]
+            return None
+        return held
+
     # -- rate limits ------------------------------------------------------
 
     async def rate_limit_take(self, key: str, requested: int, rate: float, burst: int) -> int:
@@ -265,3 +302,5 @@ class InProcessCoordination:
             del self._buckets[key]
         for name in [n for n, lease in self._leases.items() if lease.deadline <= now]:
             del self._leases[name]
+        for name in [n for n, held in self._values.items() if held.expired(now)]:
+            del self._values[name]

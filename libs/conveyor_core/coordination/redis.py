@@ -7,6 +7,7 @@ Every key and channel lives under `key_prefix`:
 * `{prefix}lease-token:{name}`   last fencing token issued (never expires)
 * `{prefix}counter:{name}`       shared counter
 * `{prefix}rate:{key}`           token bucket hash {tokens, ts}
+* `{prefix}value:{name}`         compare-and-set value
 
 Multi-step operations are Lua scripts, so each is atomic on the server, and
 time-dependent ones read Redis `TIME`, never a replica's clock.
@@ -121,6 +122,23 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
 return taken
 """
 
+# KEYS: value key. ARGV: "1" if the key must be missing else "0", expected, new value,
+# ttl ms or "" (no expiry).
+_VALUE_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current then return 0 end
+elseif current ~= ARGV[2] then
+  return 0
+end
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
 
 @contextmanager
 def _unavailable_on_connection_error(operation: str) -> Iterator[None]:
@@ -189,6 +207,7 @@ class RedisCoordination:
         self._lease_release = self._client.register_script(_LEASE_RELEASE)
         self._counter_add = self._client.register_script(_COUNTER_ADD)
         self._rate_limit_take = self._client.register_script(_RATE_LIMIT_TAKE)
+        self._value_cas = self._client.register_script(_VALUE_COMPARE_AND_SET)
         self._listeners = ListenerHub()
         self._lifecycle_lock = asyncio.Lock()
         self._subscriber: asyncio.Task[None] | None = None
@@ -400,3 +419,28 @@ class RedisCoordination:
         with _unavailable_on_connection_error("rate limit take"):
             taken = await self._rate_limit_take(keys=[f"{self._prefix}rate:{key}"], args=args)
         return int(taken)
+
+    # -- compare-and-set values -----------------------------------------------
+
+    def _value_key(self, name: str) -> str:
+        return f"{self._prefix}value:{name}"
+
+    async def value_get(self, name: str) -> str | None:
+        with _unavailable_on_connection_error("value get"):
+            value = await self._client.get(self._value_key(name))
+        return None if value is None else str(value)
+
+    async def value_compare_and_set(
+        self, name: str, expected: str | None, value: str, ttl: float | None = None
+    ) -> bool:
+        if ttl is not None:
+            check_positive("value ttl", ttl)
+        args = [
+            "1" if expected is None else "0",
+            "" if expected is None else expected,
+            value,
+            "" if ttl is None else ttl_millis(ttl),
+        ]
+        with _unavailable_on_connection_error("value compare-and-set"):
+            done = await self._value_cas(keys=[self._value_key(name)], args=args)
+        return bool(done)

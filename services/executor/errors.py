@@ -1,0 +1,26 @@
+"""Errors of the executor service, each a conveyor_core error by gRPC code."""
+
+from __future__ import annotations
+
+from conveyor_core.errors import FailedPrecondition, NotFound, PreconditionViolation
+from conveyor_executor.domain.model import OutputRef, RunRef, RunState
+
+
+class RunNotFound(NotFound):
+    def __init__(self, ref: RunRef) -> None:
+        super().__init__("conveyor.executor.v1.Run", ref.name)
+
+
+class OutputNotFound(NotFound):
+    def __init__(self, ref: OutputRef) -> None:
+        super().__init__("conveyor.executor.v1.Output", ref.name)
+
+
+class RunNotAbortable(FailedPrecondition):
+    """The run is not running on this executor, so it cannot be aborted here."""
+
+    reason = "RUN_NOT_ABORTABLE"
+
+    def __init__(self, ref: RunRef, state: RunState, detail: str = "") -> None:
+        description = detail or f"cannot abort a run that is {state.value}"
+        super().__init__(PreconditionViolation("STATE", ref.name, description))

@@ -1,0 +1,151 @@
+"""The worker pool: lease orders from the queue and run them with bounded concurrency.
+
+* Leasing: one long-poll call at a time asks for as many orders as there are
+  free slots (at most `max_lease_batch`); with no free slot it waits for one.
+* Stopping (SIGTERM): leasing stops at once; in-flight runs get
+  `drain_timeout_seconds` to finish; the rest are told to stop and are failed
+  retryable ("executor shutting down") so another executor takes them.
+* A lease call cancelled by a stop may have leased orders whose answer never
+  arrives: those return to the queue when their lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from opentelemetry import metrics
+
+from conveyor_executor.attempt import AttemptDeps, AttemptExecution
+from conveyor_executor.context import AttemptContext, StopCause
+from conveyor_executor.domain.model import RunRef, RunState
+from conveyor_executor.queue_client import QueueClient
+
+log = logging.getLogger(__name__)
+_meter = metrics.get_meter("conveyor.executor")
+RUNS = _meter.create_counter("conveyor.executor.runs", description="Attempts ended, by outcome")
+RUN_DURATION = _meter.create_histogram(
+    "conveyor.executor.run.duration", unit="s", description="Duration of one attempt"
+)
+IN_FLIGHT = _meter.create_up_down_counter(
+    "conveyor.executor.runs.in_flight", description="Attempts running now"
+)
+
+
+class WorkerPool:
+    def __init__(self, deps: AttemptDeps) -> None:
+        self.deps = deps
+        self.settings = deps.settings
+        self.queue: QueueClient | None = None
+        self.active: dict[RunRef, AttemptExecution] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._lease_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._lease_task is not None and not self._lease_task.done()
+
+    def context_of(self, ref: RunRef) -> AttemptContext | None:
+        execution = self.active.get(ref)
+        return None if execution is None else execution.ctx
+
+    def start(self, queue: QueueClient) -> None:
+        """Start leasing from `queue`; idempotent."""
+        if self._lease_task is None and not self._stopping:
+            self.queue = queue
+            self._lease_task = asyncio.create_task(self._lease_forever(), name="executor-lease")
+
+    async def stop(self) -> None:
+        """Stop leasing, drain in-flight runs, hand over the rest; idempotent."""
+        self._stopping = True
+        task, self._lease_task = self._lease_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not self._tasks:
+            return
+        drain = self.settings.drain_timeout_seconds
+        log.info("draining %d runs (up to %.1fs)", len(self._tasks), drain)
+        if drain > 0:
+            await asyncio.wait(set(self._tasks), timeout=drain)
+        for execution in list(self.active.values()):
+            execution.ctx.stop(StopCause.SHUTDOWN, "drain timeout passed")
+        if self._tasks:
+            # Each run gets the abort grace plus time to report to the queue and record it.
+            limit = self.settings.abort_grace_seconds + 2 * self.settings.queue_call_timeout_seconds
+            await asyncio.wait(set(self._tasks), timeout=limit)
+        for leftover in list(self._tasks):
+            leftover.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # -- leasing ----------------------------------------------------------------------
+
+    async def _lease_forever(self) -> None:
+        assert self.queue is not None
+        s = self.settings
+        while not self._stopping:
+            free = s.concurrency - len(self._tasks)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                leased = await self.queue.lease(
+                    s.namespace,
+                    s.queues,
+                    min(free, s.max_lease_batch),
+                    s.lease_wait_seconds,
+                    s.lease_seconds,
+                    self.deps.identity,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("lease call failed (%s); retrying", _describe(exc))
+                await asyncio.sleep(s.lease_error_backoff_seconds)
+                continue
+            for order in leased:
+                self._launch(AttemptExecution(self.deps, self.queue, order))
+
+    def _launch(self, execution: AttemptExecution) -> None:
+        self.active[execution.ref] = execution
+        task = asyncio.create_task(self._execute(execution), name=f"run:{execution.ref.run_id}")
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            if self.active.get(execution.ref) is execution:
+                del self.active[execution.ref]
+            self._slot_freed.set()
+
+        task.add_done_callback(done)
+
+    async def _execute(self, execution: AttemptExecution) -> None:
+        kind = execution.decoded.origin.kind.value
+        IN_FLIGHT.add(1, {"kind": kind})
+        started = time.monotonic()
+        state = RunState.FAILED
+        try:
+            state = await execution.run()
+        except asyncio.CancelledError:
+            log.warning("run %s cancelled before it reported", execution.ref.name)
+            raise
+        except Exception:
+            log.exception("run %s: attempt crashed", execution.ref.name)
+        finally:
+            IN_FLIGHT.add(-1, {"kind": kind})
+            RUN_DURATION.record(time.monotonic() - started, {"kind": kind})
+            RUNS.add(1, {"kind": kind, "outcome": state.value.lower()})
+
+
+def _describe(error: Exception) -> str:
+    code = getattr(error, "code", None)
+    if callable(code):
+        return f"{code().name}: {getattr(error, 'details', lambda: '')()}"
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,211 @@
+"""Wiring of the executor service: store, worker pool, engine, servicer, lifecycle.
+
+The pool starts leasing only once it knows where the queue is
+(`attach_peers`, called by the Platform after start-up and readiness checks).
+Journal records go through an outbox relay to the JournalService
+(`attach_journal`), as the queue's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+from conveyor.common.v1 import job_pb2
+from conveyor.executor.v1 import service_pb2_grpc
+from conveyor_core import db, migrations
+from conveyor_core.clock import Clock, SystemClock
+from conveyor_core.coordination import Coordination
+from conveyor_core.grpc import ServiceRegistration
+from conveyor_core.outbox import Backoff, GrpcJournalSink, OutboxNotifier, OutboxRelay
+from conveyor_core.pagination import PageTokens
+from conveyor_core.settings import CoreSettings, load
+from conveyor_executor.api.servicer import SERVICE_NAME, ExecutorServicer
+from conveyor_executor.attempt import AttemptDeps, Runner
+from conveyor_executor.engine import ExecutorEngine
+from conveyor_executor.migrations import MIGRATIONS
+from conveyor_executor.pool import WorkerPool
+from conveyor_executor.queue_client import QueueClient
+from conveyor_executor.recording import RunRecorder
+from conveyor_executor.runners import RunnerSettings, run_command, run_http
+from conveyor_executor.runners.context import RunContext, RunnerOutcome
+from conveyor_executor.secrets import SecretSource
+from conveyor_executor.settings import ExecutorSettings
+from conveyor_executor.store.outbox import OUTBOX_CHANNEL, SqlExecutorOutbox
+from conveyor_executor.store.sql import SqlRunStore
+from conveyor_executor.watch import WatchHub
+from conveyor_executor.webhook import WebhookNotifier
+
+log = logging.getLogger(__name__)
+
+
+def default_runners(
+    runner_settings: RunnerSettings,
+    coordination: Coordination,
+    clock: Clock,
+    workspace_root: Path,
+) -> dict[str, Runner]:
+    """The runner of each target kind: HTTP endpoints and commands."""
+
+    async def http(invocation: job_pb2.JobInvocation, ctx: RunContext) -> RunnerOutcome:
+        return await run_http(
+            invocation.target.http,
+            list(invocation.endpoints),
+            ctx,
+            runner_settings,
+            coordination,
+            clock,
+        )
+
+    async def command(invocation: job_pb2.JobInvocation, ctx: RunContext) -> RunnerOutcome:
+        data = invocation.input.data if invocation.HasField("input") else None
+        return await run_command(
+            invocation.target.command, ctx, runner_settings, workspace_root, data, clock=clock
+        )
+
+    return {"http": http, "command": command}
+
+
+class ExecutorService:
+    """The executor as a unit a process can host."""
+
+    name = "executor"
+    migrations = MIGRATIONS
+
+    def __init__(
+        self,
+        core: CoreSettings,
+        coordination: Coordination,
+        settings: ExecutorSettings | None = None,
+        clock: Clock | None = None,
+        runners: Mapping[str, Runner] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.core = core
+        self.settings = s = settings or load(ExecutorSettings)
+        self.clock = clock or SystemClock()
+        self.coordination = coordination
+        self.database_url = core.database_url_for(self.name)
+        self.engine_db = db.create_engine(self.database_url, core)
+        self.store = SqlRunStore(self.engine_db)
+        self.outbox = SqlExecutorOutbox(self.engine_db, self.clock)
+        self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
+        self.hub = WatchHub(s.watch_queue_size)
+        self.recorder = RunRecorder(
+            self.store, self.hub, self.outbox_notifier.poke, s.max_failure_message_length
+        )
+        secrets = SecretSource(
+            s.secrets_dir, os.environ if environ is None else environ, s.secrets_env_prefix
+        )
+        if runners is None:
+            runners = default_runners(
+                s.runner_settings(), coordination, self.clock, s.workspace_root
+            )
+        deps = AttemptDeps(
+            settings=s,
+            recorder=self.recorder,
+            hub=self.hub,
+            secrets=secrets,
+            clock=self.clock,
+            runners=runners,
+            webhook=WebhookNotifier(s.webhook_timeout_seconds, self.clock),
+            identity=s.worker_identity or f"{socket.gethostname()}/{os.getpid()}",
+        )
+        self.pool = WorkerPool(deps)
+        self.engine = ExecutorEngine(self.store, self.pool, self.hub, s, self.clock)
+        self.servicer = ExecutorServicer(self.engine, PageTokens(core.page_token_secret))
+        self.queue: QueueClient | None = None
+        self.relay: OutboxRelay | None = None
+        self._journal_sink: GrpcJournalSink | None = None
+        self._started = False
+
+    def registrations(self) -> list[ServiceRegistration]:
+        return [
+            ServiceRegistration(
+                SERVICE_NAME,
+                lambda server: service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+                    self.servicer, server
+                ),
+            )
+        ]
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
+        if self.core.journal_address:
+            await self.attach_journal(self.core.journal_address)
+        if self.core.queue_address:
+            self.queue = self._queue_client(self.core.queue_address)
+        self._started = True
+        log.info("executor service started on %s", db.redacted(self.database_url))
+
+    def _queue_client(self, address: str) -> QueueClient:
+        return QueueClient(address, self.core, self.settings.queue_call_timeout_seconds)
+
+    async def attach_peers(self, addresses: Mapping[str, str]) -> None:
+        """Start leasing from the queue at `addresses["queue"]`; without it, stay idle."""
+        address = addresses.get("queue")
+        if not address:
+            log.warning("executor: no queue address (CONVEYOR_QUEUE_ADDRESS); not leasing")
+            return
+        if self.queue is None or self.queue.address != address:
+            if self.queue is not None:
+                await self.queue.close()
+            self.queue = self._queue_client(address)
+        self.pool.start(self.queue)
+        log.info("executor leasing from the queue at %s", address)
+
+    async def attach_journal(self, address: str) -> None:
+        """Start the outbox relay to the JournalService at `address`; idempotent."""
+        if self.relay is not None:
+            return
+        s = self.settings
+        self._journal_sink = GrpcJournalSink(
+            address, settings=self.core, timeout=s.relay_append_timeout_seconds
+        )
+        self.relay = OutboxRelay(
+            self.outbox,
+            self._journal_sink,
+            self.coordination,
+            batch_size=s.relay_batch_size,
+            poll_seconds=s.relay_poll_seconds,
+            backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
+            name="executor",
+        )
+        self.outbox_notifier.enabled = True
+        await self.relay.start()
+
+    async def self_check(self) -> None:
+        """Raises when the database is not at head, coordination is down or the queue is not
+        reachable (when its address is known: configured, or attached earlier)."""
+        await migrations.require_head(self.engine_db, MIGRATIONS)
+        timeout = self.settings.self_check_timeout_seconds
+        await asyncio.wait_for(self.coordination.ping(), timeout)
+        if self.queue is not None:
+            await self.queue.check(timeout)
+
+    async def stop(self) -> None:
+        """Drain the pool (see pool.py), then stop the relay and close connections."""
+        await self.pool.stop()
+        relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None
+        if relay is not None:
+            await relay.stop()
+        if sink is not None:
+            await sink.close()
+        await self.outbox_notifier.close()
+        queue, self.queue = self.queue, None
+        if queue is not None:
+            await queue.close()
+        await self.engine_db.dispose()
+        self._started = False
+
+
+def build(
+    core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+) -> ExecutorService:
+    return ExecutorService(core, coordination, clock=clock)
