@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from conveyor.common.v1 import job_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
+from conveyor_core.settings import CoreSettings
+from conveyor_core.telemetry import configure_tracing
 from tests.helpers.journal import eventually
 from tests.helpers.scheduler import SchedulerEnv, http_job, interval, timestamp
 
@@ -89,3 +94,44 @@ async def _submitted(env: SchedulerEnv, schedule: str, count: int) -> bool:
 
 
 __all__ = ["datetime"]
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
+    return exporter
+
+
+async def test_a_fire_is_journaled_and_its_order_joins_its_trace_and_correlation(
+    spans: InMemorySpanExporter, env: SchedulerEnv
+) -> None:
+    from conveyor.events.v1 import service_pb2 as erpc
+    from conveyor.events.v1 import service_pb2_grpc as egrpc
+
+    await env.create_job()
+    schedule = await env.create_schedule(interval(60))
+    await eventually(lambda: _submitted(env, schedule.name, 1))
+    [fire] = await env.fires(schedule.name)
+    [order] = await env.orders()
+    assert fire.correlation_id and order.correlation_id == fire.correlation_id
+    journal = egrpc.JournalServiceStub(env._channel)
+
+    async def fired_record():  # type: ignore[no-untyped-def]
+        response = await journal.ReadJournal(erpc.ReadJournalRequest(page_size=1000))
+        found = [r for r in response.records if r.type == "scheduler.schedule.fired"]
+        return found[0] if found else None
+
+    await eventually(fired_record)
+    record = await fired_record()
+    assert record.subjects["schedule"] == schedule.name
+    assert record.correlation_id == fire.correlation_id
+    trace_id = order.traceparent.split("-")[1]
+    assert record.trace_id == trace_id
+    fire_id = fire.name.rsplit("/", 1)[1]
+    [fire_span] = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "scheduler.fire" and s.attributes["conveyor.fire_id"] == fire_id
+    ]
+    assert f"{fire_span.context.trace_id:032x}" == trace_id
