@@ -1,98 +1,137 @@
-"""The example `make run` shows: a producer submitting work and a worker draining it.
+"""The example `make run` shows: a scheduled HTTP job, run by the executor, traced in the journal.
 
+It starts a tiny web server on 127.0.0.1 (the "service" the job calls), defines
+the job `hello` and an interval schedule on it, and prints each run as the
+executor records it, with the order's trail in the journal:
+schedule fired -> work order queued -> leased -> run started -> succeeded.
 Everything goes through the public gRPC API, as a client in any language would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from datetime import timedelta
 
+import grpc
 from google.protobuf import duration_pb2
 
-from conveyor.common.v1 import types_pb2
+from conveyor.common.v1 import job_pb2
 from conveyor.events.v1 import service_pb2 as events_rpc
 from conveyor.events.v1 import service_pb2_grpc as events_grpc
-from conveyor.queue.v1 import messages_pb2 as m
-from conveyor.queue.v1 import service_pb2 as rpc
-from conveyor.queue.v1 import service_pb2_grpc
+from conveyor.executor.v1 import messages_pb2 as executor_pb
+from conveyor.executor.v1 import service_pb2 as executor_rpc
+from conveyor.executor.v1 import service_pb2_grpc as executor_grpc
+from conveyor.scheduler.v1 import messages_pb2 as scheduler_pb
+from conveyor.scheduler.v1 import service_pb2 as scheduler_rpc
+from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
 from conveyor_core.grpc import create_channel
 
 log = logging.getLogger(__name__)
-QUEUE = "namespaces/demo/queues/example"
+NAMESPACE = "default"  # the namespace the executor leases from by default
+JOB = f"namespaces/{NAMESPACE}/jobs/hello"
+FINISHED = {executor_pb.RUN_STATE_SUCCEEDED, executor_pb.RUN_STATE_FAILED}
 
 
-async def run_example(address: str, period: float = 2.0) -> None:
-    async with create_channel(address) as channel:
-        stub = service_pb2_grpc.WorkOrderQueueServiceStub(channel)
-        journal = events_grpc.JournalServiceStub(channel)
-        await asyncio.gather(_produce(stub, period), _work(stub, journal))
+async def run_example(address: str, period: float = 3.0) -> None:
+    server = await asyncio.start_server(_answer_hello, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hello"
+    async with server, create_channel(address) as channel:
+        job = await _define_job(scheduler_grpc.SchedulerServiceStub(channel), url, period)
+        print(f"[example] job {job.name} v{job.version} calls {url} every {period:g}s", flush=True)
+        await _show_runs(
+            executor_grpc.ExecutorServiceStub(channel), events_grpc.JournalServiceStub(channel)
+        )
 
 
-async def _produce(stub: service_pb2_grpc.WorkOrderQueueServiceStub, period: float) -> None:
-    n = 0
-    while True:
-        n += 1
-        body = json.dumps({"greeting": f"hello #{n}"}).encode()
-        response = await stub.SubmitWorkOrder(
-            rpc.SubmitWorkOrderRequest(
-                parent=QUEUE,
-                work_order=m.WorkOrderSpec(
-                    priority=n % 3,
-                    payload=types_pb2.Payload(data=body, content_type="application/json"),
-                    idempotency_key=f"example-{n}",
-                ),
+async def _answer_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A one-route HTTP/1.1 server: enough for the example job to call."""
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"greeting": "hello from the example service"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass  # the caller went away: nothing to answer
+    finally:
+        writer.close()
+
+
+async def _define_job(
+    scheduler: scheduler_grpc.SchedulerServiceStub, url: str, period: float
+) -> scheduler_pb.Job:
+    """Create the job and its schedule, or point an existing job at this URL (a new version)."""
+    target = job_pb2.JobTarget(
+        http=job_pb2.HttpTarget(
+            endpoints=[job_pb2.HttpEndpoint(name="hello", method="GET", url=url)]
+        )
+    )
+    try:
+        reply = await scheduler.CreateJob(
+            scheduler_rpc.CreateJobRequest(
+                parent=f"namespaces/{NAMESPACE}",
+                job_id="hello",
+                job=scheduler_pb.Job(target=target),
             )
         )
-        print(f"[example] submitted {response.work_order.id} (priority {n % 3})", flush=True)
-        await asyncio.sleep(period)
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+        updated = await scheduler.UpdateJob(
+            scheduler_rpc.UpdateJobRequest(job=scheduler_pb.Job(name=JOB, target=target))
+        )
+        return updated.job
+    every = duration_pb2.Duration()
+    every.FromTimedelta(timedelta(seconds=period))
+    await scheduler.CreateSchedule(
+        scheduler_rpc.CreateScheduleRequest(
+            parent=JOB,
+            schedule_id="every-few-seconds",
+            schedule=scheduler_pb.Schedule(interval=scheduler_pb.IntervalSpec(every=every)),
+        )
+    )
+    return reply.job
 
 
-async def _work(
-    stub: service_pb2_grpc.WorkOrderQueueServiceStub, journal: events_grpc.JournalServiceStub
+async def _show_runs(
+    executor: executor_grpc.ExecutorServiceStub, journal: events_grpc.JournalServiceStub
 ) -> None:
+    shown: set[str] = set()
     while True:
-        leased = await stub.LeaseWorkOrders(
-            rpc.LeaseWorkOrdersRequest(
-                parent="namespaces/demo",
-                queues=["example"],
-                max_work_orders=10,
-                wait_time=duration_pb2.Duration(seconds=10),
-                worker_identity="example-worker",
-            )
+        reply = await executor.ListRuns(
+            executor_rpc.ListRunsRequest(parent=f"namespaces/{NAMESPACE}", job=JOB, page_size=20)
         )
-        for item in leased.work_orders:
-            order = item.work_order
-            greeting = json.loads(order.spec.payload.data)["greeting"]
-            await stub.CompleteWorkOrder(
-                rpc.CompleteWorkOrderRequest(
-                    name=order.name,
-                    lease_token=item.lease_token,
-                    result=types_pb2.Payload(
-                        data=greeting.upper().encode(), content_type="text/plain"
-                    ),
-                )
-            )
+        for run in reversed(reply.runs):
+            if run.name in shown or run.state not in FINISHED:
+                continue
+            shown.add(run.name)
+            state = executor_pb.RunState.Name(run.state).removeprefix("RUN_STATE_").lower()
             print(
-                f"[example] worker completed {order.id}: {greeting!r} -> "
-                f"{greeting.upper()!r} (attempt {order.attempt})",
+                f"[example] run {run.name.rsplit('/', 1)[1]} of {run.job.rsplit('/', 1)[1]} "
+                f"v{run.job_version}: {state} ({run.summary or run.failure.message})",
                 flush=True,
             )
-            await _show_journal(journal, order.id)
+            await _show_journal(journal, run)
+        await asyncio.sleep(0.5)
 
 
-async def _show_journal(journal: events_grpc.JournalServiceStub, order_id: str) -> None:
-    """The order's life as the event store's journal recorded it (via the queue's outbox)."""
+async def _show_journal(journal: events_grpc.JournalServiceStub, run: executor_pb.Run) -> None:
+    """The order's life as the journal recorded it, from every service's outbox."""
     types: list[str] = []
-    for _ in range(50):  # the outbox relay delivers within milliseconds; allow a few seconds
+    for _ in range(50):  # relays deliver within milliseconds; allow a few seconds
         response = await journal.ReadJournal(
             events_rpc.ReadJournalRequest(
-                filter=events_rpc.JournalFilter(namespace="demo", subject=order_id)
+                filter=events_rpc.JournalFilter(correlation_id=run.correlation_id)
             )
         )
-        types = [record.type.rsplit(".", 1)[-1] for record in response.records]
-        if "succeeded" in types:
+        records = sorted(response.records, key=lambda r: (r.time.ToDatetime(), r.position))
+        types = [record.type for record in records]
+        if {"scheduler.schedule.fired", "executor.run.succeeded"} <= set(types) or (
+            "executor.run.failed" in types
+        ):
             break
         await asyncio.sleep(0.1)
-    print(f"[example] journal of {order_id}: {' -> '.join(types)}", flush=True)
+    print(f"[example] journal of {run.correlation_id}: {' -> '.join(types)}", flush=True)

@@ -141,11 +141,21 @@ async def test_run_example_shows_an_order_and_its_journal(
     assert platform.stdout is not None
     lines: list[str] = []
     while not any(line.startswith("[example] journal of") for line in lines):
-        line = await asyncio.wait_for(platform.stdout.readline(), 30)
+        line = await asyncio.wait_for(platform.stdout.readline(), 60)
         assert line, f"the platform exited early: {lines}"
         lines.append(line.decode())
-    assert any("worker completed" in line for line in lines)
-    assert lines[-1].rstrip().endswith("queued -> leased -> succeeded")
+    assert any(line.startswith("[example] job namespaces/default/jobs/hello v") for line in lines)
+    assert any(line.startswith("[example] run ") and "succeeded" in line for line in lines)
+    trail = lines[-1].rstrip().split(": ", 1)[1].split(" -> ")
+    assert trail[0] == "scheduler.schedule.fired" and trail[-1] == "executor.run.succeeded"
+    assert {"queue.work_order.queued", "queue.work_order.leased", "executor.run.started"} <= set(
+        trail
+    )
     platform.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(platform.wait(), 30) == 0
-    assert {name for name in os.listdir(tmp_path)} >= {"queue.db", "events.db"}
+    assert {name for name in os.listdir(tmp_path)} >= {
+        "queue.db",
+        "events.db",
+        "scheduler.db",
+        "executor.db",
+    }
