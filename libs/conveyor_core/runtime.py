@@ -10,6 +10,11 @@ server hosts the JournalService itself (the embedded default) and
 `CONVEYOR_JOURNAL_ADDRESS` is empty, the Platform calls it once the server
 is up, with the server's own address, so the service's relay delivers there.
 
+A service with background work that calls services in this process (relays,
+a worker pool, a firing loop) has `quiesce()`: on shutdown the Platform calls
+it before the server stops, so that work ends cleanly instead of failing
+against a closed port; `stop()` follows after the server stopped.
+
 A service that calls other services (the scheduler calls the queue, the
 executor the queue and the event store) has `attach_peers(addresses)`: once
 the server is up the Platform passes, per peer in `PEERS`, the configured
@@ -21,6 +26,7 @@ without it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import Sequence
@@ -86,6 +92,7 @@ class Platform:
         self.services = [build_service(n, core, self.coordination, clock) for n in names]
         self.server: GrpcServer | None = None
         self.port = 0
+        self._stop_task: asyncio.Future[None] | None = None
 
     def service(self, name: str) -> Any:
         return next(s for s in self.services if s.name == name)
@@ -138,6 +145,24 @@ class Platform:
                 await attach(own_address)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Wind down, in order: readiness off, services' background work (`quiesce`, last
+        started first, while the server still answers their calls to each other), the
+        server (in-flight calls get `grace` seconds), then the services themselves.
+
+        Later and concurrent calls wait for the first one (a signal and the
+        code that awaited the server may both ask).
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stop_task)
+
+    async def _stop(self, grace: float | None) -> None:
+        if self.server is not None:
+            await self.server.enter_graceful_shutdown()
+        for service in reversed(self.services):
+            quiesce = getattr(service, "quiesce", None)
+            if quiesce is not None:
+                await quiesce()
         if self.server is not None:
             await self.server.stop(self.core.shutdown_grace_seconds if grace is None else grace)
         for service in reversed(self.services):
