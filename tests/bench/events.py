@@ -338,7 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reserve-consumers", type=int, default=4, help="consumer loops")
     group.add_argument("--lag-subscribers", type=int, default=10)
     group.add_argument(
-        "--lag-rate", type=float, default=200.0, help="journal records appended per second"
+        "--lag-rate", type=float, default=100.0, help="journal records appended per second"
     )
 
 

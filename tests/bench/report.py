@@ -263,6 +263,6 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             "WARNING: other processes were busy during "
             + ", ".join(f"{name} ({value:.0f}% of a core)" for name, value in disturbed.items())
-            + ": those figures understate the queue; run again on a quiet machine."
+            + ": those figures understate the service; run again on a quiet machine."
         )
     return "\n".join(lines)
