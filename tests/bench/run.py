@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ def _serve(
     prefix: str,
     args: argparse.Namespace,
     results: dict[str, Any],
-    scenarios: Any,
+    scenarios: Callable[[ServerProcess, Windows], Awaitable[None]],
 ) -> None:
     """Start `service`'s server, run `await scenarios(server, windows)`, stop the server."""
     log = OUT_DIR / ("server.log" if service == "queue" else f"server-{service}.log")
