@@ -89,7 +89,7 @@ def _per_order(result: dict[str, Any]) -> str:
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     scenarios = results["scenarios"]
     if "submit_single" in scenarios:
         r = scenarios["submit_single"]
@@ -160,7 +160,7 @@ def _verified(result: dict[str, Any]) -> str:
 
 def event_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     """Rows of the event-store scenarios (tests/bench/events.py, events_lag.py)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     scenarios = results["scenarios"]
     if "publish_batch" in scenarios:
         r = scenarios["publish_batch"]

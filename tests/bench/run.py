@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -236,7 +236,7 @@ def _serve(
     prefix: str,
     args: argparse.Namespace,
     results: dict[str, Any],
-    scenarios: Callable[[ServerProcess, Windows], Awaitable[None]],
+    scenarios: Callable[[ServerProcess, Windows], Coroutine[Any, Any, None]],
 ) -> None:
     """Start `service`'s server, run `await scenarios(server, windows)`, stop the server."""
     log = OUT_DIR / ("server.log" if service == "queue" else f"server-{service}.log")
