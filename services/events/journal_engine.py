@@ -13,10 +13,19 @@ to the stream (`await context.write`), and HTTP/2 flow control makes that
 write wait while a slow client does not read. A subscription therefore holds
 at most one page in memory, however slow its client. `SubscriptionStats`
 counts records read but not yet handed on, so tests can check the bound.
+
+Live subscriptions share their reads. Every append wakes all of them at
+once, and those at the same position with the same filter would each run the
+same query: with ten subscribers, ten reads per append. `SharedReads` lets a
+read asked for while an identical one is scheduled but has not yet started
+join it, so a wake-up costs one query however many subscribers it wakes. A
+read that has started is never joined: its snapshot may predate the joiner's
+wake-up, and the joiner could miss the record it was woken for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +84,47 @@ class SubscriptionStats:
         self.buffered -= count
 
 
+class _SharedRead:
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[JournalPage]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class SharedReads:
+    """Identical journal reads asked for before the first of them starts share one query."""
+
+    def __init__(self, store: JournalStore) -> None:
+        self._store = store
+        self._scheduled: dict[JournalReadParams, _SharedRead] = {}
+        self.queries = 0  # reads actually sent to the store (instrumentation)
+
+    async def read(self, params: JournalReadParams) -> JournalPage:
+        shared = self._scheduled.get(params)
+        if shared is None:
+            shared = _SharedRead(asyncio.ensure_future(self._query(params)))
+            self._scheduled[params] = shared
+        shared.waiters += 1
+        try:
+            # One caller cancelled (its client went away) must not cancel the others' read.
+            return await asyncio.shield(shared.task)
+        except asyncio.CancelledError:
+            if shared.waiters == 1:  # the last one waiting: stop the read, free its connection
+                shared.task.cancel()
+                if self._scheduled.get(params) is shared:
+                    del self._scheduled[params]
+            raise
+        finally:
+            shared.waiters -= 1
+
+    async def _query(self, params: JournalReadParams) -> JournalPage:
+        # From here the query may be sent: a later caller needs a read of its own.
+        del self._scheduled[params]
+        self.queries += 1
+        return await self._store.journal_read(params)
+
+
 class JournalEngine:
     def __init__(
         self,
@@ -87,6 +137,7 @@ class JournalEngine:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.stats = SubscriptionStats()
+        self.shared_reads = SharedReads(store)
         self._coordination = coordination
 
     async def append(self, drafts: Sequence[JournalDraft]) -> list[int]:
@@ -136,7 +187,7 @@ class JournalEngine:
             # an empty read and the wait below is kept for that wait.
             async with self._coordination.listen([JOURNAL_CHANNEL]) as listener:
                 while True:
-                    page = await self.store.journal_read(
+                    page = await self.shared_reads.read(
                         JournalReadParams(position, journal_filter, page_size)
                     )
                     self.stats.read(len(page.records))

@@ -1,4 +1,4 @@
-"""What a benchmark run stands on: a scratch database, a queue server process, CPU accounting.
+"""What a benchmark run stands on: a scratch database and a service's server process.
 
 Everything here is created by the run and removed at its end, on failure too:
 the database `conveyor_bench_<pid>` (dropped), the Redis keys under the run's
@@ -30,7 +30,7 @@ QUEUE_SERVICE = "conveyor.queue.v1.WorkOrderQueueService"
 
 #: Server settings a caller may pass through the environment to experiment
 #: (e.g. CONVEYOR_DB_POOL_SIZE=20); every other CONVEYOR_* variable is dropped.
-PASSTHROUGH_PREFIXES = ("CONVEYOR_QUEUE_", "CONVEYOR_DB_")
+PASSTHROUGH_PREFIXES = ("CONVEYOR_QUEUE_", "CONVEYOR_EVENTS_", "CONVEYOR_DB_")
 
 
 def admin_url() -> str:
@@ -123,9 +123,22 @@ def _glob_escape(text: str) -> str:
 
 
 class ServerProcess:
-    """`python -m conveyor_core.cli serve queue` in its own process, output to a log file."""
+    """`python -m conveyor_core.cli serve <service>` in its own process, output to a log file.
 
-    def __init__(self, database_url: str, redis: str, redis_prefix: str, log_path: Path) -> None:
+    `health_service` is the gRPC service whose health `SERVING` means ready.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        redis: str,
+        redis_prefix: str,
+        log_path: Path,
+        service: str = "queue",
+        health_service: str = QUEUE_SERVICE,
+    ) -> None:
+        self.service = service
+        self.health_service = health_service
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -146,7 +159,7 @@ class ServerProcess:
             }
         )
         self._env = env
-        self.command = [sys.executable, "-m", "conveyor_core.cli", "serve", "queue"]
+        self.command = [sys.executable, "-m", "conveyor_core.cli", "serve", service]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -166,7 +179,7 @@ class ServerProcess:
             )
 
     async def wait_ready(self, limit: float = 60.0) -> float:
-        """Wait for health SERVING of the queue service; returns the seconds it took."""
+        """Wait for health SERVING of `health_service`; returns the seconds it took."""
         assert self.process is not None
         started = time.perf_counter()
         deadline = started + limit
@@ -175,17 +188,18 @@ class ServerProcess:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
-                        f"queue server exited with {self.process.returncode}:\n{self.log_tail()}"
+                        f"{self.service} server exited with {self.process.returncode}:\n"
+                        + self.log_tail()
                     )
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await stub.Check(
-                        health_pb2.HealthCheckRequest(service=QUEUE_SERVICE), timeout=1.0
+                        health_pb2.HealthCheckRequest(service=self.health_service), timeout=1.0
                     )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return time.perf_counter() - started
                 if time.perf_counter() > deadline:
                     raise RuntimeError(
-                        f"queue server not SERVING within {limit:.0f}s:\n{self.log_tail()}"
+                        f"{self.service} server not SERVING within {limit:.0f}s:\n{self.log_tail()}"
                     )
                 await asyncio.sleep(0.1)
 

@@ -17,6 +17,8 @@ DISTURBED_PERCENT = 15.0
 TARGETS = {
     "drain_orders_per_s": 2000.0,  # at least, durably on PostgreSQL
     "latency_p99_ms": 20.0,  # at most, at 200 orders/s
+    "publish_batch_events_per_s": 10_000.0,  # at least, batches of 100
+    "subscribe_lag_p99_ms": 50.0,  # at most, 10 live journal subscribers
 }
 
 
@@ -87,7 +89,7 @@ def _per_order(result: dict[str, Any]) -> str:
 
 
 def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     scenarios = results["scenarios"]
     if "submit_single" in scenarios:
         r = scenarios["submit_single"]
@@ -147,13 +149,94 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return out
 
 
-def table(results: dict[str, Any]) -> str:
-    header = ("scenario", "result", "notes", "srv ms/order", "CPU% srv   pg  rds  cli  oth")
-    body = rows(results)
+def _per_event(result: dict[str, Any]) -> str:
+    value = result.get("server_cpu_ms_per_event")
+    return "" if value is None else f"{value:.3f}"
+
+
+def _verified(result: dict[str, Any]) -> str:
+    return "verified: " + ("yes" if result["verified"]["ok"] else "NO")
+
+
+def event_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the event-store scenarios (tests/bench/events.py, events_lag.py)."""
+    out: list[tuple[str, ...]] = []
+    scenarios = results["scenarios"]
+    if "publish_batch" in scenarios:
+        r = scenarios["publish_batch"]
+        target = TARGETS["publish_batch_events_per_s"]
+        out.append(
+            (
+                f"e. publish, batch {r['batch']} ({r['concurrency']} in flight)",
+                f"{r['events_per_s']:,.0f} events/s",
+                f"target >= {target:,.0f}: {_verdict(r['events_per_s'] >= target)}; "
+                f"rpc p50 {r['rpc_ms']['p50']} ms; {_verified(r)}",
+                _per_event(r),
+                _cpu(r),
+            )
+        )
+    if "publish_single" in scenarios:
+        r = scenarios["publish_single"]
+        out.append(
+            (
+                f"f. publish, single ({r['concurrency']} in flight)",
+                f"{r['events_per_s']:,.0f} events/s",
+                f"rpc p50 {r['rpc_ms']['p50']} ms, p99 {r['rpc_ms']['p99']} ms; {_verified(r)}",
+                _per_event(r),
+                _cpu(r),
+            )
+        )
+    if "reserve_commit" in scenarios:
+        r = scenarios["reserve_commit"]
+        out.append(
+            (
+                f"g. reserve<={r['max_events']} + commit, {r['events']:,} "
+                f"({r['consumers']} consumers)",
+                f"{r['events_per_s']:,.0f} events/s",
+                f"reserve p50 {r['reserve_rpc_ms']['p50']} ms, commit p50 "
+                f"{r['commit_rpc_ms']['p50']} ms; {_verified(r)}",
+                _per_event(r),
+                _cpu(r),
+            )
+        )
+    if "subscribe_lag" in scenarios:
+        r = scenarios["subscribe_lag"]
+        lag = r["lag_ms"]
+        target = TARGETS["subscribe_lag_p99_ms"]
+        worst = max((p.get("p99", 0) for p in r["per_subscriber"]), default=0)
+        out.append(
+            (
+                f"h. journal lag, {r['subscribers']} subscribers @{r['rate']:.0f}/s",
+                f"p50 {lag.get('p50')} p99 {lag.get('p99')} max {lag.get('max')} ms",
+                f"target p99 < {target:.0f} ms: {_verdict(lag.get('p99', 1e9) < target)}; "
+                f"worst subscriber p99 {worst} ms; append p50 {r['append_rpc_ms'].get('p50')} "
+                f"ms; {_verified(r)}",
+                _per_event(r),
+                _cpu(r),
+            )
+        )
+    return out
+
+
+def _grid(header: tuple[str, ...], body: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in body]
+    return lines
+
+
+def table(results: dict[str, Any]) -> str:
+    cpu_header = "CPU% srv   pg  rds  cli  oth"
+    lines = []
+    queue_rows = rows(results)
+    if queue_rows:
+        lines += _grid(("scenario", "result", "notes", "srv ms/order", cpu_header), queue_rows)
+    events = event_rows(results)
+    if events:
+        if lines:
+            lines.append("")
+        lines += _grid(("event store", "result", "notes", "srv ms/event", cpu_header), events)
     machine = results["machine"]
     lines.append("")
     postgres = results.get("postgres", {})
@@ -162,9 +245,12 @@ def table(results: dict[str, Any]) -> str:
         f"Python {machine['python']}, PostgreSQL {postgres.get('version')} "
         f"(synchronous_commit={postgres.get('synchronous_commit')})"
     )
-    lines.append("srv ms/order = queue server CPU time per order over the measured window.")
     lines.append(
-        "CPU% = percent of one core (200 = both of 2 cores) used by the queue server, "
+        "srv ms/order, ms/event = server CPU time per order (queue) or event/record "
+        "(event store) over the measured window."
+    )
+    lines.append(
+        "CPU% = percent of one core (200 = both of 2 cores) used by the server under test, "
         "PostgreSQL (bench database),\nRedis, this bench client, and everything else "
         "(oth: other processes; high means the figures are disturbed)."
     )
@@ -177,6 +263,6 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             "WARNING: other processes were busy during "
             + ", ".join(f"{name} ({value:.0f}% of a core)" for name, value in disturbed.items())
-            + ": those figures understate the queue; run again on a quiet machine."
+            + ": those figures understate the service; run again on a quiet machine."
         )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`make bench`: queue throughput and submit-to-lease latency on PostgreSQL, over gRPC.
+"""`make bench`: queue and event-store throughput and latency on PostgreSQL, over gRPC.
 
     python -m tests.bench.run                     # everything, about 1-2 minutes
     python -m tests.bench.run --only drain        # one or more scenarios (comma-separated)
@@ -8,9 +8,11 @@ Creates the database `conveyor_bench_<pid>` on CONVEYOR_BENCH_POSTGRES_URL (an
 admin SQLAlchemy URL; default postgresql+asyncpg://postgres@127.0.0.1:5432/postgres)
 and uses Redis (CONVEYOR_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under
 the key prefix `conveyor-bench:<pid>:`, starts `python -m conveyor_core.cli
-serve queue` on a free port, runs the scenarios from this process, prints a
-table and writes `.bench/results.json`. The database, the Redis keys and the
-server are removed at the end, on failure too.
+serve queue` on a free port, runs the queue scenarios from this process, stops
+it, then does the same with `serve events` for the event-store scenarios
+(tests/bench/events.py). It prints a table and writes `.bench/results.json`.
+The database, the Redis keys and the servers are removed at the end, on
+failure too.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
-from tests.bench import report
+from tests.bench import events, report
 from tests.bench.cpu import CpuWindow, machine_busy
 from tests.bench.environment import (
+    QUEUE_SERVICE,
     ScratchDatabase,
     ServerProcess,
     admin_url,
@@ -43,6 +47,7 @@ from tests.bench.scenarios import Bench
 
 OUT_DIR = Path(".bench")
 SCENARIOS = ("submit_single", "submit_batch", "drain", "latency")
+ALL_SCENARIOS = SCENARIOS + events.SCENARIOS
 TARGET_RATE = 200.0
 
 
@@ -117,7 +122,7 @@ async def _scenarios(
     args: argparse.Namespace, server: ServerProcess, windows: Windows, results: dict[str, Any]
 ) -> None:
     quick = args.quick
-    only = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    only = _selected(args)
     async with create_channel(server.address) as channel:
         bench = Bench(
             service_pb2_grpc.WorkOrderQueueServiceStub(channel), windows.start, windows.stop
@@ -186,7 +191,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {ALL_SCENARIOS}")
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
     parser.add_argument("--drain-orders", type=int, default=20_000)
     parser.add_argument("--drain-batch", type=int, default=250, help="max_work_orders a lease")
@@ -212,11 +217,60 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
     )
     parser.add_argument("--output", default=str(OUT_DIR / "results.json"))
+    events.add_arguments(parser)
     args = parser.parse_args(argv)
-    unknown = set(filter(None, args.only.split(","))) - set(SCENARIOS)
+    unknown = set(filter(None, args.only.split(","))) - set(ALL_SCENARIOS)
     if unknown:
-        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+        parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(ALL_SCENARIOS)}")
     return args
+
+
+def _selected(args: argparse.Namespace) -> set[str]:
+    return set(filter(None, args.only.split(","))) or set(ALL_SCENARIOS)
+
+
+def _serve(
+    service: str,
+    health_service: str,
+    database: ScratchDatabase,
+    prefix: str,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    scenarios: Callable[[ServerProcess, Windows], Coroutine[Any, Any, None]],
+) -> None:
+    """Start `service`'s server, run `await scenarios(server, windows)`, stop the server."""
+    log = OUT_DIR / ("server.log" if service == "queue" else f"server-{service}.log")
+    server = ServerProcess(database.url, redis_url(), prefix, log, service, health_service)
+    info = results.setdefault("servers", {}).setdefault(service, {})
+    windows: Windows | None = None
+    try:
+        server.start()
+        ready = asyncio.run(server.wait_ready())
+        info.update(
+            {
+                "command": " ".join(server.command[1:]),
+                "pid": server.pid,
+                "ready_seconds": round(ready, 2),
+                "passthrough_env": server.passthrough,
+            }
+        )
+        print(
+            f"{service} server pid {server.pid} on {server.address} (ready in {ready:.1f} s), "
+            f"database {database.name}",
+            flush=True,
+        )
+        windows = Windows(
+            server, database.name, set(filter(None, args.profile.split(","))), args.profile_format
+        )
+        asyncio.run(scenarios(server, windows))
+        if windows.profiles:
+            results.setdefault("profiles", {}).update(windows.profiles)
+        if server.process is not None and server.process.poll() is not None:
+            raise RuntimeError(f"{service} server died during the run:\n{server.log_tail()}")
+    finally:
+        if windows is not None:
+            windows.close()
+        info["exit_code"] = server.stop()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -236,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # killed: still drop the database, stop the server
     database = ScratchDatabase(admin_url())
     prefix = f"conveyor-bench:{os.getpid()}:"
-    server: ServerProcess | None = None
-    windows: Windows | None = None
+    selected = _selected(args)
     command = " ".join(
         [
             Path(sys.executable).name,
@@ -267,39 +320,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(database.create())
         results["postgres"] = asyncio.run(database.server_info())
-        server = ServerProcess(database.url, redis_url(), prefix, OUT_DIR / "server.log")
-        server.start()
-        ready = asyncio.run(server.wait_ready())
-        results["server"] = {
-            "command": " ".join(server.command[1:]),
-            "pid": server.pid,
-            "ready_seconds": round(ready, 2),
-            "passthrough_env": server.passthrough,
-        }
-        print(
-            f"queue server pid {server.pid} on {server.address} (ready in {ready:.1f} s), "
-            f"database {database.name}",
-            flush=True,
-        )
-        windows = Windows(
-            server, database.name, set(filter(None, args.profile.split(","))), args.profile_format
-        )
-        asyncio.run(_scenarios(args, server, windows, results))
-        if windows.profiles:
-            results["profiles"] = windows.profiles
-        if server.process is not None and server.process.poll() is not None:
-            raise RuntimeError(f"queue server died during the run:\n{server.log_tail()}")
+        if selected & set(SCENARIOS):
+            _serve(
+                "queue",
+                QUEUE_SERVICE,
+                database,
+                prefix,
+                args,
+                results,
+                lambda server, windows: _scenarios(args, server, windows, results),
+            )
+        if selected & set(events.SCENARIOS):
+            _serve(
+                "events",
+                events.HEALTH_SERVICE,
+                database,
+                prefix,
+                args,
+                results,
+                lambda server, windows: events.run_scenarios(
+                    args, server.address, selected, windows, results
+                ),
+            )
     except BaseException as exc:
         failed = True
         results["error"] = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, KeyboardInterrupt):
             raise
     finally:
-        if windows is not None:
-            windows.close()
-        if server is not None:
-            code = server.stop()
-            results.setdefault("server", {})["exit_code"] = code
         try:
             asyncio.run(database.drop())
             asyncio.run(delete_redis_prefix(redis_url(), prefix))
@@ -325,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             failed = True
+    for failure in events.failures(results):
+        print(f"\n{failure}", file=sys.stderr)
+        failed = True
     return 1 if failed else 0
 
 

@@ -40,6 +40,24 @@ SET_SEQUENCE = text("""
     WHERE namespace = :ns AND topic = :topic
 """)
 
+# Columns of a new event that differ per event, bound as arrays by INSERT_EVENTS_POSTGRES.
+INSERTED_COLUMNS = ("sequence", "message_id", "title", "payload", "content_type", "correlation_id")
+
+# Insert a batch of new PENDING events of one topic in one statement: one array per
+# column, so PostgreSQL plans and runs one INSERT instead of one per row.
+INSERT_EVENTS_POSTGRES = text("""
+    INSERT INTO events_events
+        (namespace, topic, sequence, message_id, title, payload, content_type,
+         correlation_id, status, published_at)
+    SELECT :ns, :topic, v.sequence, v.message_id, v.title, v.payload, v.content_type,
+           v.correlation_id, 'PENDING', CAST(:now AS BIGINT)
+    FROM unnest(
+        CAST(:sequence AS bigint[]), CAST(:message_id AS text[]), CAST(:title AS text[]),
+        CAST(:payload AS bytea[]), CAST(:content_type AS text[]),
+        CAST(:correlation_id AS text[])
+    ) AS v(sequence, message_id, title, payload, content_type, correlation_id)
+""")
+
 _RESERVE_SET = """
     status = 'RESERVED', reserved_by = :run, reserved_at = CAST(:now AS BIGINT)
 """

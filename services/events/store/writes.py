@@ -59,10 +59,36 @@ async def publish_in(
     new = [draft for message_id, draft in distinct.items() if message_id not in existing]
     rows = [new_event_row(topic, base + i, draft, now_us) for i, draft in enumerate(new, 1)]
     if rows:
-        await conn.execute(insert(events), rows)
+        await _insert_events(conn, insert, topic, rows, now_us)
     if len(new) < len(distinct):
         await conn.execute(queries.SET_SEQUENCE, {**bind, "last": base + len(new)})
     return _outcomes(drafts, {row["message_id"]: event_from_row(row) for row in rows}, existing)
+
+
+async def _insert_events(
+    conn: AsyncConnection,
+    insert: InsertFactory,
+    topic: TopicRef,
+    rows: list[dict[str, Any]],
+    now_us: int,
+) -> None:
+    """Insert new event rows: on PostgreSQL one statement over arrays, not one per row.
+
+    An executemany runs the INSERT once per row on the server; the arrays make
+    a batch of 100 one statement (see queries.INSERT_EVENTS_POSTGRES).
+    """
+    if conn.dialect.name != "postgresql":
+        await conn.execute(insert(events), rows)
+        return
+    await conn.execute(
+        queries.INSERT_EVENTS_POSTGRES,
+        {
+            "ns": topic.namespace,
+            "topic": topic.topic,
+            "now": now_us,
+            **{column: [row[column] for row in rows] for column in queries.INSERTED_COLUMNS},
+        },
+    )
 
 
 async def _published(

@@ -164,3 +164,36 @@ async def test_a_wake_up_crosses_replicas(postgres_core: CoreSettings) -> None:
     finally:
         await reader.stop()
         await writer.stop()
+
+
+async def test_live_subscribers_share_their_reads(env: JournalEnv) -> None:
+    """Ten live subscribers each get every record, in order, with one read per wake-up."""
+    calls = [subscribe(env) for _ in range(10)]
+    await eventually(lambda: env.engine.stats.active == 10 and env.engine.stats.pages_read >= 10)
+    await eventually(lambda: env.engine.shared_reads.queries >= 1)
+    before = env.engine.shared_reads.queries
+    for i in range(5):
+        await env.append(record(f"live-{i}"))  # each append wakes all ten at once
+        got = await asyncio.gather(*(take(call, 1) for call in calls))
+        assert {r.position for [r] in got} == {i + 1}
+    # Unshared, that would be 10 reads per append (50); a wake-up wakes them together,
+    # so each append costs about one read (a straggler may still read alone).
+    assert env.engine.shared_reads.queries - before <= 15
+    assert env.engine.stats.records_read >= 50  # but every subscription got each record
+    for call in calls:
+        call.cancel()
+    await eventually(lambda: env.engine.stats.active == 0)
+
+
+async def test_a_cancelled_subscriber_does_not_cancel_a_shared_read(env: JournalEnv) -> None:
+    leaving, staying = subscribe(env), subscribe(env)
+    await eventually(lambda: env.engine.stats.active == 2 and env.engine.stats.pages_read >= 2)
+    await env.append(record("first"))
+    leaving.cancel()
+    [got] = await take(staying, 1)
+    assert got.id == "first"
+    await env.append(record("second"))
+    [got] = await take(staying, 1)
+    assert got.id == "second"
+    staying.cancel()
+    await eventually(lambda: env.engine.stats.active == 0)
