@@ -42,7 +42,7 @@ from tests.bench.environment import (
 from tests.bench.scenarios import Bench
 
 OUT_DIR = Path(".bench")
-SCENARIOS = ("submit_single", "submit_batch", "drain", "latency")
+SCENARIOS = ("submit_single", "submit_batch", "drain", "latency", "scheduler")
 TARGET_RATE = 200.0
 
 
@@ -178,6 +178,21 @@ async def _scenarios(
                         name=name,
                     ),
                 )
+        if "scheduler" in only:  # tests/bench/scheduler.py: fire lag of 10,000 schedules/min
+            from tests.bench.scheduler import fire_lag
+
+            env = server._env  # the queue server's database and Redis prefix
+            count = 2_000 if quick else args.scheduler_schedules
+            record(
+                "scheduler",
+                await fire_lag(
+                    server.address,
+                    env["CONVEYOR_DATABASE_URL"],
+                    env["CONVEYOR_REDIS_URL"],
+                    env["CONVEYOR_REDIS_KEY_PREFIX"],
+                    count=count,
+                ),
+            )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -211,6 +226,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
     )
+    parser.add_argument("--scheduler-schedules", type=int, default=10_000)
     parser.add_argument("--output", default=str(OUT_DIR / "results.json"))
     args = parser.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(SCENARIOS)
