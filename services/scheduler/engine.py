@@ -17,6 +17,7 @@ from opentelemetry import propagate, trace
 from conveyor_core.clock import Clock
 from conveyor_core.context import new_correlation_id
 from conveyor_core.coordination import Coordination
+from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.metrics import meter
 from conveyor_scheduler import invocation
 from conveyor_scheduler.domain import planning, timing
@@ -119,6 +120,10 @@ class SchedulerEngine:
         if spec.kind is ScheduleKind.INTERVAL and spec.anchor is None:
             spec = ScheduleSpec(ScheduleKind.INTERVAL, every=spec.every, anchor=now)
         slot = timing.first_slot_from(spec, now)
+        if spec.kind is ScheduleKind.ONE_OFF and slot is None:
+            raise InvalidArgument(
+                FieldViolation("schedule.one_off.fire_time", "must not be in the past")
+            )
         due = None if slot is None else slot + timing.jitter_offset(uid, slot, policy.jitter)
         new = NewSchedule(uid, ref, spec, policy, slot, due, now)
         schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)

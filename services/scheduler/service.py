@@ -29,7 +29,7 @@ from conveyor_scheduler.outcomes import OutcomeTracker
 from conveyor_scheduler.peers import EventsClient, QueueClient
 from conveyor_scheduler.relay import SubmitRelay
 from conveyor_scheduler.settings import SchedulerSettings
-from conveyor_scheduler.store.base import Delivery, OutboxSubmit
+from conveyor_scheduler.store.base import Delivery, FencingTokenStale, OutboxSubmit
 from conveyor_scheduler.store.outbox import SqlJournalOutbox
 from conveyor_scheduler.store.sql import SqlSchedulerStore
 
@@ -182,6 +182,11 @@ class SchedulerService:
             while True:
                 try:
                     due = await self.engine.fire_due(s.leader_lease_name, lease.token)
+                except FencingTokenStale:
+                    # A newer leader has fired: this replica's lease is gone even if it
+                    # has not noticed yet. Stop firing; the election will catch up.
+                    log.warning("fencing token %d is stale: stopped firing", lease.token)
+                    return
                 except Exception:
                     log.exception("firing tick failed (fencing token %d)", lease.token)
                     due = 0

@@ -68,12 +68,25 @@ BAD_JOBS = {
     ),
 }
 
+
+def _past():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from tests.helpers.scheduler import timestamp
+
+    return timestamp(datetime(2020, 1, 1, tzinfo=UTC))
+
+
 BAD_SCHEDULES = {
     "invalid cron": (cron("61 * * * *"), "schedule.cron.expression"),
     "unknown time zone": (cron("30 2 * * *", "Mars/Olympus"), "schedule.cron.time_zone"),
     "interval below the minimum": (interval(0.5), "schedule.interval.every"),
     "no spec": (pb.Schedule(), "schedule"),
     "negative jitter": (interval(60, jitter=seconds(-1)), "schedule.jitter"),
+    "one-off in the past": (
+        pb.Schedule(one_off=pb.OneOffSpec(fire_time=_past())),
+        "schedule.one_off.fire_time",
+    ),
     "bad topic": (pb.Schedule(on_event=pb.EventSpec(topic="topics/x")), "schedule.on_event.topic"),
 }
 
