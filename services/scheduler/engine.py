@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from opentelemetry import propagate, trace
@@ -62,6 +63,8 @@ FIRE_LAG = _meter.create_histogram(
     "conveyor.scheduler.fire_lag", unit="s", description="Queue accept time minus slot time."
 )
 WAKE_CHANNEL = "scheduler:wake"
+#: (correlation id, traceparent) shared by the fires of one tick (trace_per_fire off).
+TICK_TRACE: ContextVar[tuple[str, str] | None] = ContextVar("scheduler_tick_trace", default=None)
 PREVIEW_HORIZON = timedelta(days=366 * 100)
 TRIGGER_SLOT_TRIES = 100
 
@@ -248,7 +251,17 @@ class SchedulerEngine:
         params = FireTickParams(
             self.clock.now(), self.settings.fire_batch_size, lease_name, fencing_token, plan
         )
-        written = await self.store.fire_tick(params)
+        if self.settings.trace_per_fire:
+            written = await self.store.fire_tick(params)
+        else:  # one span and correlation id per tick: the relay submits the tick in one batch
+            with tracer.start_as_current_span("scheduler.fire_tick"):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                token = TICK_TRACE.set((new_correlation_id(), carrier.get("traceparent", "")))
+                try:
+                    written = await self.store.fire_tick(params)
+                finally:
+                    TICK_TRACE.reset(token)
         self._after_commit(written)
         return due_count
 
@@ -293,7 +306,8 @@ class SchedulerEngine:
         token: int,
         fired_at: datetime | None = None,
     ) -> FireWrite:
-        correlation_id = new_correlation_id()
+        tick_trace = TICK_TRACE.get()
+        correlation_id = tick_trace[0] if tick_trace else new_correlation_id()
         fires = outcome in (FireOutcome.PENDING, FireOutcome.BUFFERED)
         fire = Fire(
             id=uuid.uuid4(),
@@ -308,19 +322,7 @@ class SchedulerEngine:
             endpoints=schedule.next_endpoints if fires else (),
             correlation_id=correlation_id,
         )
-        with tracer.start_as_current_span(
-            "scheduler.fire",
-            attributes={
-                "conveyor.schedule": schedule.ref.name,
-                "conveyor.fire_id": str(fire.id),
-                "conveyor.slot_time": timing.rfc3339(slot),
-                "conveyor.outcome": outcome.value,
-                "conveyor.correlation_id": correlation_id,
-            },
-        ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-        traceparent = carrier.get("traceparent", "")
+        traceparent = tick_trace[1] if tick_trace else self._fire_span(schedule, fire)
         submit = None
         if fires:
             parent, spec = invocation.work_order_spec(job, fire, token)
@@ -339,6 +341,23 @@ class SchedulerEngine:
             traceparent,
         )
         return FireWrite(fire, submit, journal, held=outcome is FireOutcome.BUFFERED)
+
+    @staticmethod
+    def _fire_span(schedule: Schedule, fire: Fire) -> str:
+        """A span for the fire; its traceparent travels with the submit."""
+        with tracer.start_as_current_span(
+            "scheduler.fire",
+            attributes={
+                "conveyor.schedule": schedule.ref.name,
+                "conveyor.fire_id": str(fire.id),
+                "conveyor.slot_time": timing.rfc3339(fire.slot_at),
+                "conveyor.outcome": fire.outcome.value,
+                "conveyor.correlation_id": fire.correlation_id,
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        return carrier.get("traceparent", "")
 
     def _after_commit(self, written: list[FireWrite]) -> None:
         """Count what committed, and wake the relay."""

@@ -47,6 +47,11 @@ class SchedulerSettings(BaseSettings):
     submit_concurrency: int = Field(
         64, ge=1, description="Concurrent SubmitWorkOrder calls of the relay."
     )
+    trace_per_fire: bool = Field(
+        True,
+        description="One trace and correlation id per fire (one submit call each); off: "
+        "per firing tick, so a tick's fires go to the queue in one batch call.",
+    )
     submit_timeout_seconds: float = Field(10.0, gt=0)
     relay_poll_seconds: float = Field(1.0, gt=0)
     relay_backoff_initial_seconds: float = Field(0.2, gt=0)
