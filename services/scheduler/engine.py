@@ -118,20 +118,35 @@ class SchedulerEngine:
     async def create_schedule(
         self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
     ) -> Schedule:
+        new = self._new_schedule(uuid.uuid4(), ref, spec, policy)
+        schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
+        await self._wake()
+        return schedule
+
+    async def update_schedule(
+        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+    ) -> Schedule:
+        current = await self.store.schedule_get(ref)
+        schedule = await self.store.schedule_update(
+            self._new_schedule(current.uid, ref, spec, policy)
+        )
+        await self._wake()
+        return schedule
+
+    def _new_schedule(
+        self, uid: uuid.UUID, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+    ) -> NewSchedule:
         now = self.clock.now()
-        uid = uuid.uuid4()
         if spec.kind is ScheduleKind.INTERVAL and spec.anchor is None:
             spec = ScheduleSpec(ScheduleKind.INTERVAL, every=spec.every, anchor=now)
-        slot = timing.first_slot_from(spec, now)
+        # An interval anchored in the future starts at its anchor.
+        slot = timing.first_slot_from(spec, max(now, spec.anchor or now))
         if spec.kind is ScheduleKind.ONE_OFF and slot is None:
             raise InvalidArgument(
                 FieldViolation("schedule.one_off.fire_time", "must not be in the past")
             )
         due = None if slot is None else slot + timing.jitter_offset(uid, slot, policy.jitter)
-        new = NewSchedule(uid, ref, spec, policy, slot, due, now)
-        schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
-        await self._wake()
-        return schedule
+        return NewSchedule(uid, ref, spec, policy, slot, due, now)
 
     async def get_schedule(self, ref: ScheduleRef) -> Schedule:
         return await self.store.schedule_get(ref)
@@ -181,8 +196,10 @@ class SchedulerEngine:
     async def trigger(self, ref: ScheduleRef) -> Fire:
         """Fire now, outside the schedule: the slot is the current instant.
 
-        Should that instant already have a fire (a scheduled slot at the same
-        microsecond), the next free microsecond is used, so a trigger always fires.
+        Should that instant already have a fire (a scheduled slot fired at the same
+        microsecond), the next free microsecond is used, so a trigger always fires. A
+        trigger committed first at a slot's very instant is that slot's fire (same
+        idempotency key): the tick then finds the slot fired.
         """
         schedule = await self.store.schedule_get(ref)
         job = await self.store.job_get(ref.job)

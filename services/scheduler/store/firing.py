@@ -205,19 +205,21 @@ class FiringQueries:
         """Insert fire rows (dropping slots that already have one) with their outbox rows."""
         if not writes:
             return []
-        keys = [(w.fire.schedule_uid, to_micros(w.fire.slot_at)) for w in writes]
-        existing = {
-            (r.schedule_uid, r.slot_at)
-            for r in await conn.execute(
-                select(f.schedule_uid, f.slot_at).where(tuple_(f.schedule_uid, f.slot_at).in_(keys))
-            )
-        }
-        fresh = [w for w, key in zip(writes, keys, strict=True) if key not in existing]
+        # ON CONFLICT DO NOTHING: a slot fired concurrently (a trigger or backfill racing
+        # the tick) keeps its first fire, atomically, and this one is left out.
+        dialect = postgresql if self._postgres else sqlite
+        statement = (
+            dialect.insert(fires)
+            .on_conflict_do_nothing(index_elements=[f.schedule_uid, f.slot_at])
+            .returning(f.id, sort_by_parameter_order=True)
+        )
+        result = await conn.execute(
+            statement, [rows.fire_to_row(w.fire, to_micros(w.fire.slot_at)) for w in writes]
+        )
+        inserted = {row.id for row in result}
+        fresh = [w for w in writes if w.fire.id in inserted]
         if not fresh:
             return []
-        await conn.execute(
-            insert(fires), [rows.fire_to_row(w.fire, to_micros(w.fire.slot_at)) for w in fresh]
-        )
         submits = [
             {
                 "fire_id": w.fire.id,

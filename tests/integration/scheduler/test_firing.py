@@ -145,9 +145,13 @@ async def test_with_a_trace_per_tick_a_ticks_fires_go_in_one_batch_sharing_its_t
     try:
         await env.create_job()
         names = []
+        anchor = env.clock.now() + timedelta(seconds=60)
         for i in range(5):
-            schedule = await env.create_schedule(interval(60), f"s{i}")
+            spec = interval(60)
+            spec.interval.anchor_time.CopyFrom(timestamp(anchor))
+            schedule = await env.create_schedule(spec, f"s{i}")
             names.append(schedule.name)
+        env.clock.advance(60)  # all five due at once: one tick
         for name in names:
             await eventually(lambda n=name: _submitted(env, n, 1))
         orders = await env.orders()
@@ -155,6 +159,6 @@ async def test_with_a_trace_per_tick_a_ticks_fires_go_in_one_batch_sharing_its_t
         fires = [f for n in names for f in await env.fires(n)]
         by_correlation = {f.correlation_id for f in fires}
         assert {o.correlation_id for o in orders} == by_correlation
-        assert len(by_correlation) < 5  # fires of one tick share one id (and one batch call)
+        assert len(by_correlation) == 1  # one tick: one id, one trace, one batch call
     finally:
         await env.stop()
