@@ -161,7 +161,7 @@ class SchedulerService:
             for name, step, every in loops
         ]
         if self._journal_address:
-            self._start_journal_relay()
+            await self._start_journal_relay()
 
     async def _on_deposed(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []
@@ -203,7 +203,7 @@ class SchedulerService:
                 log.warning("scheduler %s pass failed", name, exc_info=True)
             await asyncio.sleep(every)
 
-    def _start_journal_relay(self) -> None:
+    async def _start_journal_relay(self) -> None:
         s = self.settings
         if self._journal_sink is None:
             self._journal_sink = GrpcJournalSink(
@@ -218,7 +218,7 @@ class SchedulerService:
             backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
             name="scheduler",
         )
-        self._leader_tasks.append(asyncio.create_task(self._journal_relay.start()))
+        await self._journal_relay.start()
 
     async def self_check(self) -> None:
         await migrations.require_head(self.engine_db, MIGRATIONS)

@@ -40,7 +40,7 @@ class SchedulerSettings(BaseSettings):
         1.0, gt=0, description="How often a standby replica tries to become leader."
     )
     tick_seconds: float = Field(
-        0.2, gt=0, description="Longest wait of the firing loop between due checks."
+        0.05, gt=0, description="Longest wait of the firing loop between due checks."
     )
     fire_batch_size: int = Field(500, ge=1, description="Schedules fired per transaction.")
     submit_batch_size: int = Field(500, ge=1, description="Outbox submits claimed per pass.")
@@ -61,7 +61,12 @@ class SchedulerSettings(BaseSettings):
     outcome_poll_seconds: float = Field(
         1.0, gt=0, description="How often the leader reads fire outcomes back from the queue."
     )
-    outcome_batch_size: int = Field(200, ge=1, description="Orders read back per pass.")
+    outcome_batch_size: int = Field(
+        200, ge=1, description="Orders read back per pass (with the poll, caps reads per second)."
+    )
+    outcome_recheck_seconds: float = Field(
+        2.0, gt=0, description="A queued or running fire's order is read again after this long."
+    )
     event_poll_seconds: float = Field(
         1.0, gt=0, description="How often on-event schedules read pending counts."
     )

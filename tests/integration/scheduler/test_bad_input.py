@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from conveyor.common.v1 import job_pb2
+from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor.scheduler.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
@@ -62,6 +62,10 @@ BAD_JOBS = {
         "job.target.http.endpoints[0].headers[Authorization]",
     ),
     "dependency cycle": (_cycle(), "job.target.http.endpoints"),
+    "bad retry policy": (
+        http_job(retry_policy=types_pb2.RetryPolicy(jitter=2)),
+        "job.retry_policy.jitter",
+    ),
     "command without argv": (
         pb.Job(target=job_pb2.JobTarget(command=job_pb2.CommandTarget())),
         "job.target.command.argv",
