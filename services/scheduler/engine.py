@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from opentelemetry import propagate, trace
@@ -17,6 +18,7 @@ from opentelemetry import propagate, trace
 from conveyor_core.clock import Clock
 from conveyor_core.context import new_correlation_id
 from conveyor_core.coordination import Coordination
+from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.metrics import meter
 from conveyor_scheduler import invocation
 from conveyor_scheduler.domain import planning, timing
@@ -61,6 +63,8 @@ FIRE_LAG = _meter.create_histogram(
     "conveyor.scheduler.fire_lag", unit="s", description="Queue accept time minus slot time."
 )
 WAKE_CHANNEL = "scheduler:wake"
+#: (correlation id, traceparent) shared by the fires of one tick (trace_per_fire off).
+TICK_TRACE: ContextVar[tuple[str, str] | None] = ContextVar("scheduler_tick_trace", default=None)
 PREVIEW_HORIZON = timedelta(days=366 * 100)
 TRIGGER_SLOT_TRIES = 100
 
@@ -114,16 +118,35 @@ class SchedulerEngine:
     async def create_schedule(
         self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
     ) -> Schedule:
-        now = self.clock.now()
-        uid = uuid.uuid4()
-        if spec.kind is ScheduleKind.INTERVAL and spec.anchor is None:
-            spec = ScheduleSpec(ScheduleKind.INTERVAL, every=spec.every, anchor=now)
-        slot = timing.first_slot_from(spec, now)
-        due = None if slot is None else slot + timing.jitter_offset(uid, slot, policy.jitter)
-        new = NewSchedule(uid, ref, spec, policy, slot, due, now)
+        new = self._new_schedule(uuid.uuid4(), ref, spec, policy)
         schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
         await self._wake()
         return schedule
+
+    async def update_schedule(
+        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+    ) -> Schedule:
+        current = await self.store.schedule_get(ref)
+        schedule = await self.store.schedule_update(
+            self._new_schedule(current.uid, ref, spec, policy)
+        )
+        await self._wake()
+        return schedule
+
+    def _new_schedule(
+        self, uid: uuid.UUID, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+    ) -> NewSchedule:
+        now = self.clock.now()
+        if spec.kind is ScheduleKind.INTERVAL and spec.anchor is None:
+            spec = ScheduleSpec(ScheduleKind.INTERVAL, every=spec.every, anchor=now)
+        # An interval anchored in the future starts at its anchor.
+        slot = timing.first_slot_from(spec, max(now, spec.anchor or now))
+        if spec.kind is ScheduleKind.ONE_OFF and slot is None:
+            raise InvalidArgument(
+                FieldViolation("schedule.one_off.fire_time", "must not be in the past")
+            )
+        due = None if slot is None else slot + timing.jitter_offset(uid, slot, policy.jitter)
+        return NewSchedule(uid, ref, spec, policy, slot, due, now)
 
     async def get_schedule(self, ref: ScheduleRef) -> Schedule:
         return await self.store.schedule_get(ref)
@@ -173,8 +196,10 @@ class SchedulerEngine:
     async def trigger(self, ref: ScheduleRef) -> Fire:
         """Fire now, outside the schedule: the slot is the current instant.
 
-        Should that instant already have a fire (a scheduled slot at the same
-        microsecond), the next free microsecond is used, so a trigger always fires.
+        Should that instant already have a fire (a scheduled slot fired at the same
+        microsecond), the next free microsecond is used, so a trigger always fires. A
+        trigger committed first at a slot's very instant is that slot's fire (same
+        idempotency key): the tick then finds the slot fired.
         """
         schedule = await self.store.schedule_get(ref)
         job = await self.store.job_get(ref.job)
@@ -243,7 +268,17 @@ class SchedulerEngine:
         params = FireTickParams(
             self.clock.now(), self.settings.fire_batch_size, lease_name, fencing_token, plan
         )
-        written = await self.store.fire_tick(params)
+        if self.settings.trace_per_fire:
+            written = await self.store.fire_tick(params)
+        else:  # one span and correlation id per tick: the relay submits the tick in one batch
+            with tracer.start_as_current_span("scheduler.fire_tick"):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                token = TICK_TRACE.set((new_correlation_id(), carrier.get("traceparent", "")))
+                try:
+                    written = await self.store.fire_tick(params)
+                finally:
+                    TICK_TRACE.reset(token)
         self._after_commit(written)
         return due_count
 
@@ -288,7 +323,8 @@ class SchedulerEngine:
         token: int,
         fired_at: datetime | None = None,
     ) -> FireWrite:
-        correlation_id = new_correlation_id()
+        tick_trace = TICK_TRACE.get()
+        correlation_id = tick_trace[0] if tick_trace else new_correlation_id()
         fires = outcome in (FireOutcome.PENDING, FireOutcome.BUFFERED)
         fire = Fire(
             id=uuid.uuid4(),
@@ -303,19 +339,7 @@ class SchedulerEngine:
             endpoints=schedule.next_endpoints if fires else (),
             correlation_id=correlation_id,
         )
-        with tracer.start_as_current_span(
-            "scheduler.fire",
-            attributes={
-                "conveyor.schedule": schedule.ref.name,
-                "conveyor.fire_id": str(fire.id),
-                "conveyor.slot_time": timing.rfc3339(slot),
-                "conveyor.outcome": outcome.value,
-                "conveyor.correlation_id": correlation_id,
-            },
-        ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-        traceparent = carrier.get("traceparent", "")
+        traceparent = tick_trace[1] if tick_trace else self._fire_span(schedule, fire)
         submit = None
         if fires:
             parent, spec = invocation.work_order_spec(job, fire, token)
@@ -334,6 +358,23 @@ class SchedulerEngine:
             traceparent,
         )
         return FireWrite(fire, submit, journal, held=outcome is FireOutcome.BUFFERED)
+
+    @staticmethod
+    def _fire_span(schedule: Schedule, fire: Fire) -> str:
+        """A span for the fire; its traceparent travels with the submit."""
+        with tracer.start_as_current_span(
+            "scheduler.fire",
+            attributes={
+                "conveyor.schedule": schedule.ref.name,
+                "conveyor.fire_id": str(fire.id),
+                "conveyor.slot_time": timing.rfc3339(fire.slot_at),
+                "conveyor.outcome": fire.outcome.value,
+                "conveyor.correlation_id": fire.correlation_id,
+            },
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        return carrier.get("traceparent", "")
 
     def _after_commit(self, written: list[FireWrite]) -> None:
         """Count what committed, and wake the relay."""

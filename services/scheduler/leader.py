@@ -88,7 +88,13 @@ class LeaderElection:
             log.info(
                 "became scheduler leader (holder %s, fencing token %d)", lease.holder, lease.token
             )
-            await self._on_elected(lease)
+            try:
+                await self._on_elected(lease)
+            except Exception:
+                log.exception("leader tasks failed to start: giving the lease up")
+                self.lease = None
+                await self._on_deposed()
+                await self._coordination.lease_release(lease)
 
     async def _renew(self) -> None:
         assert self.lease is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from conveyor_core.clock import Clock
@@ -53,8 +53,11 @@ class OutcomeTracker:
 
     async def track_once(self) -> int:
         """Read back one batch of active fires; return how many ended."""
+        # Pacing of queue reads is wall-clock time, not the schedules' (injectable) clock.
+        wall = datetime.now(UTC)
+        recheck = timedelta(seconds=self._settings.outcome_recheck_seconds)
         fires = await self._store.fire_list_active(
-            self._clock.now(), self._settings.outcome_batch_size
+            wall, self._settings.outcome_batch_size, wall - recheck
         )
         outcomes = await asyncio.gather(
             *(self._queue.outcome(f.work_order) for f in fires), return_exceptions=True

@@ -75,6 +75,7 @@ class QueueClient:
             settings=core,
             idempotent_methods=[
                 f"{_QUEUE}/SubmitWorkOrder",  # idempotent by key
+                f"{_QUEUE}/BatchSubmitWorkOrders",
                 f"{_QUEUE}/GetWorkOrder",
                 f"{_QUEUE}/CancelWorkOrder",
             ],
@@ -87,6 +88,19 @@ class QueueClient:
             parent=parent, work_order=queue_pb.WorkOrderSpec.FromString(spec)
         )
         return await self._stub.SubmitWorkOrder(request, timeout=self._timeout)
+
+    async def submit_batch(
+        self, parent: str, specs: list[bytes]
+    ) -> list[queue_rpc.SubmitWorkOrderResponse]:
+        request = queue_rpc.BatchSubmitWorkOrdersRequest(
+            parent=parent,
+            requests=[
+                queue_rpc.SubmitWorkOrderRequest(work_order=queue_pb.WorkOrderSpec.FromString(s))
+                for s in specs
+            ],
+        )
+        response = await self._stub.BatchSubmitWorkOrders(request, timeout=self._timeout)
+        return list(response.responses)
 
     async def cancel(self, name: str, reason: str) -> None:
         request = queue_rpc.CancelWorkOrderRequest(name=name, reason=reason)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -27,6 +28,8 @@ from conveyor_scheduler.store.base import Delivery, OutboxSubmit, SchedulerStore
 from conveyor_scheduler.store.outbox import SUBMIT_CHANNEL
 
 log = logging.getLogger(__name__)
+#: Orders in one BatchSubmitWorkOrders call (within the queue's CONVEYOR_QUEUE_MAX_BATCH_SIZE).
+BATCH_LIMIT = 500
 
 
 class SubmitRelay:
@@ -63,14 +66,47 @@ class SubmitRelay:
                 await task
 
     async def deliver_once(self) -> tuple[int, int]:
-        """Claim and deliver one batch; return (claimed, left for retry)."""
+        """Claim and deliver one batch; return (claimed, left for retry).
+
+        Submits that share a queue, correlation id and trace (the fires of one
+        tick when `trace_per_fire` is off) go in one BatchSubmitWorkOrders call.
+        """
         rows = await self._store.submit_outbox_claim(self._settings.submit_batch_size)
-        results = await asyncio.gather(*(self._deliver(row) for row in rows))
-        done = [(row, d) for row, d in zip(rows, results, strict=True) if d is not None]
+        groups: dict[tuple[str, str, str], list[OutboxSubmit]] = {}
+        for row in rows:
+            key = (row.parent, row.correlation_id, row.traceparent)
+            if row.action == "submit" and len(groups.get(key, ())) < BATCH_LIMIT:
+                groups.setdefault(key, []).append(row)
+            else:
+                groups.setdefault((str(row.seq), "", ""), []).append(row)
+        results = await asyncio.gather(*(self._deliver_group(g) for g in groups.values()))
+        done = [pair for group in results for pair in group]
         await self._store.submit_outbox_mark([d for _, d in done], self._clock.now())
         if self._on_submitted is not None and done:
             self._on_submitted(done)
         return len(rows), len(rows) - len(done)
+
+    async def _deliver_group(
+        self, group: list[OutboxSubmit]
+    ) -> list[tuple[OutboxSubmit, Delivery]]:
+        if len(group) > 1:
+            async with self._limit:
+                with fire_context(group[0].correlation_id, group[0].traceparent):
+                    try:
+                        responses = await self._queue.submit_batch(
+                            group[0].parent, [row.request for row in group]
+                        )
+                        return [
+                            (row, self._submitted(row, response))
+                            for row, response in zip(group, responses, strict=True)
+                        ]
+                    except grpc.aio.AioRpcError as error:
+                        if error.code() not in PERMANENT:
+                            log.warning("batch submit failed (%s); will retry", error.code().name)
+                            return []
+                        # One bad order refuses the whole batch: find it one by one.
+        delivered = await asyncio.gather(*(self._deliver(row) for row in group))
+        return [(row, d) for row, d in zip(group, delivered, strict=True) if d is not None]
 
     async def _deliver(self, row: OutboxSubmit) -> Delivery | None:
         async with self._limit:
@@ -110,6 +146,10 @@ class SubmitRelay:
                 log.info("cancel of %s not applied: %s", row.parent, error.details())
             return Delivery(row.seq, row.fire_id, row.action)
         response = await self._queue.submit(row.parent, row.request)
+        return self._submitted(row, response)
+
+    @staticmethod
+    def _submitted(row: OutboxSubmit, response: Any) -> Delivery:
         if response.already_exists:
             log.info(
                 "fire %s: the queue already had this slot's order %s (re-delivery, or a deposed "

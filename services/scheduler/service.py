@@ -29,7 +29,7 @@ from conveyor_scheduler.outcomes import OutcomeTracker
 from conveyor_scheduler.peers import EventsClient, QueueClient
 from conveyor_scheduler.relay import SubmitRelay
 from conveyor_scheduler.settings import SchedulerSettings
-from conveyor_scheduler.store.base import Delivery, OutboxSubmit
+from conveyor_scheduler.store.base import Delivery, FencingTokenStale, OutboxSubmit
 from conveyor_scheduler.store.outbox import SqlJournalOutbox
 from conveyor_scheduler.store.sql import SqlSchedulerStore
 
@@ -161,7 +161,7 @@ class SchedulerService:
             for name, step, every in loops
         ]
         if self._journal_address:
-            self._start_journal_relay()
+            await self._start_journal_relay()
 
     async def _on_deposed(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []
@@ -182,6 +182,11 @@ class SchedulerService:
             while True:
                 try:
                     due = await self.engine.fire_due(s.leader_lease_name, lease.token)
+                except FencingTokenStale:
+                    # A newer leader has fired: this replica's lease is gone even if it
+                    # has not noticed yet. Stop firing; the election will catch up.
+                    log.warning("fencing token %d is stale: stopped firing", lease.token)
+                    return
                 except Exception:
                     log.exception("firing tick failed (fencing token %d)", lease.token)
                     due = 0
@@ -198,7 +203,7 @@ class SchedulerService:
                 log.warning("scheduler %s pass failed", name, exc_info=True)
             await asyncio.sleep(every)
 
-    def _start_journal_relay(self) -> None:
+    async def _start_journal_relay(self) -> None:
         s = self.settings
         if self._journal_sink is None:
             self._journal_sink = GrpcJournalSink(
@@ -213,7 +218,7 @@ class SchedulerService:
             backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
             name="scheduler",
         )
-        self._leader_tasks.append(asyncio.create_task(self._journal_relay.start()))
+        await self._journal_relay.start()
 
     async def self_check(self) -> None:
         await migrations.require_head(self.engine_db, MIGRATIONS)

@@ -40,12 +40,17 @@ class SchedulerSettings(BaseSettings):
         1.0, gt=0, description="How often a standby replica tries to become leader."
     )
     tick_seconds: float = Field(
-        0.2, gt=0, description="Longest wait of the firing loop between due checks."
+        0.05, gt=0, description="Longest wait of the firing loop between due checks."
     )
     fire_batch_size: int = Field(500, ge=1, description="Schedules fired per transaction.")
     submit_batch_size: int = Field(500, ge=1, description="Outbox submits claimed per pass.")
     submit_concurrency: int = Field(
         64, ge=1, description="Concurrent SubmitWorkOrder calls of the relay."
+    )
+    trace_per_fire: bool = Field(
+        True,
+        description="One trace and correlation id per fire (one submit call each); off: "
+        "per firing tick, so a tick's fires go to the queue in one batch call.",
     )
     submit_timeout_seconds: float = Field(10.0, gt=0)
     relay_poll_seconds: float = Field(1.0, gt=0)
@@ -56,7 +61,12 @@ class SchedulerSettings(BaseSettings):
     outcome_poll_seconds: float = Field(
         1.0, gt=0, description="How often the leader reads fire outcomes back from the queue."
     )
-    outcome_batch_size: int = Field(200, ge=1, description="Orders read back per pass.")
+    outcome_batch_size: int = Field(
+        200, ge=1, description="Orders read back per pass (with the poll, caps reads per second)."
+    )
+    outcome_recheck_seconds: float = Field(
+        2.0, gt=0, description="A queued or running fire's order is read again after this long."
+    )
     event_poll_seconds: float = Field(
         1.0, gt=0, description="How often on-event schedules read pending counts."
     )

@@ -46,7 +46,8 @@ from tests.bench.environment import (
 from tests.bench.scenarios import Bench
 
 OUT_DIR = Path(".bench")
-SCENARIOS = ("submit_single", "submit_batch", "drain", "latency")
+# Scenarios run against the queue server (the scheduler's fires go to that queue).
+SCENARIOS = ("submit_single", "submit_batch", "drain", "latency", "scheduler")
 ALL_SCENARIOS = SCENARIOS + events.SCENARIOS
 TARGET_RATE = 200.0
 
@@ -183,6 +184,23 @@ async def _scenarios(
                         name=name,
                     ),
                 )
+        if "scheduler" in only:  # tests/bench/scheduler.py: fire lag of 10,000 schedules/min
+            from tests.bench.scheduler import fire_lag
+
+            env = server._env  # the queue server's database and Redis prefix
+            count = 2_000 if quick else args.scheduler_schedules
+            for per_fire in (True, False):  # one submit call per fire; one batch per tick
+                record(
+                    "scheduler" if per_fire else "scheduler_batched",
+                    await fire_lag(
+                        server.address,
+                        env["CONVEYOR_DATABASE_URL"],
+                        env["CONVEYOR_REDIS_URL"],
+                        env["CONVEYOR_REDIS_KEY_PREFIX"],
+                        count=count,
+                        trace_per_fire=per_fire,
+                    ),
+                )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -216,6 +234,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
     )
+    parser.add_argument("--scheduler-schedules", type=int, default=10_000)
     parser.add_argument("--output", default=str(OUT_DIR / "results.json"))
     events.add_arguments(parser)
     args = parser.parse_args(argv)

@@ -342,6 +342,18 @@ def test_queue_deployment() -> None:
     assert SERVICE_NAME == "conveyor.queue.v1.WorkOrderQueueService"
 
 
+def test_scheduler_deployment_calls_the_queue_and_event_store_in_cluster() -> None:
+    from conveyor_scheduler.api.servicer import SERVICE_NAME
+
+    (doc,) = [d for _, d in resource_docs(BASE / "scheduler") if d["kind"] == "Deployment"]
+    (container,) = pod_spec(doc)["containers"]
+    assert container["args"] == ["serve", "scheduler"]
+    assert container["readinessProbe"]["grpc"]["service"] == SERVICE_NAME
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CONVEYOR_QUEUE_ADDRESS"] == "conveyor-queue:50051"
+    assert env["CONVEYOR_EVENTS_ADDRESS"] == "conveyor-events:50051"
+
+
 def test_migration_job_per_service() -> None:
     for doc in conveyor_servers(resource_docs(BASE)):
         service = pod_spec(doc)["containers"][0]["args"][1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -75,7 +76,7 @@ def test_daily_0230_fires_once_on_the_fall_back_day(zone: str, day: datetime) ->
     on_the_day = [s for s in slots if s.astimezone(ZoneInfo(zone)).date() == day.date()]
     assert len(on_the_day) == 1
     assert on_the_day[0].astimezone(ZoneInfo(zone)).strftime("%H:%M") == "02:30"
-    gaps = {b - a for a, b in zip(slots, slots[1:], strict=False)}
+    gaps = {b - a for a, b in pairwise(slots)}
     assert gaps <= {timedelta(hours=23), timedelta(hours=24), timedelta(hours=25)}
 
 

@@ -109,6 +109,16 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
             schedules=[convert.schedule_to_pb(s) for s in page], next_page_token=token
         )
 
+    async def UpdateSchedule(self, request, context):  # type: ignore[no-untyped-def]
+        ref = check.parse_schedule(request.schedule.name, "schedule.name")
+        check.check_schedule(request.schedule, self._settings, "schedule")
+        schedule = await self._engine.update_schedule(
+            ref,
+            convert.spec_from_pb(request.schedule),
+            convert.policy_from_pb(request.schedule, self._settings.catch_up_window_seconds),
+        )
+        return rpc.UpdateScheduleResponse(schedule=convert.schedule_to_pb(schedule))
+
     async def DeleteSchedule(self, request, context):  # type: ignore[no-untyped-def]
         await self._engine.delete_schedule(check.parse_schedule(request.name, "name"))
         return rpc.DeleteScheduleResponse()

@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from conveyor.common.v1 import job_pb2
+from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_scheduler.domain import timing
@@ -89,11 +89,30 @@ def check_job(job: pb.Job, settings: SchedulerSettings, field: str = "job") -> N
             problems.append(FieldViolation(f"{target}.command.argv", "required: the program"))
     elif not job.target.workflow.workflow or not job.target.workflow.handler:
         problems.append(FieldViolation(f"{target}.workflow", "workflow and handler are required"))
+    if job.HasField("retry_policy"):
+        problems += _retry(job.retry_policy, f"{field}.retry_policy")
+    if job.start_to_close_timeout.seconds < 0 or job.start_to_close_timeout.nanos < 0:
+        problems.append(FieldViolation(f"{field}.start_to_close_timeout", "must not be negative"))
     policy = job.adaptive_policy
     if policy.multiplier and policy.multiplier <= 1:
         problems.append(FieldViolation(f"{field}.adaptive_policy.multiplier", "must be > 1"))
     if problems:
         raise InvalidArgument(problems)
+
+
+def _retry(policy: types_pb2.RetryPolicy, field: str) -> list[FieldViolation]:
+    problems = []
+    if policy.backoff_coefficient and policy.backoff_coefficient < 1:
+        problems.append(FieldViolation(f"{field}.backoff_coefficient", "must be >= 1"))
+    if not 0 <= policy.jitter <= 1:
+        problems.append(FieldViolation(f"{field}.jitter", "must be in [0, 1]"))
+    if policy.maximum_attempts < 0:
+        problems.append(FieldViolation(f"{field}.maximum_attempts", "must not be negative"))
+    for name in ("initial_interval", "maximum_interval"):
+        value = getattr(policy, name)
+        if value.seconds < 0 or value.nanos < 0:
+            problems.append(FieldViolation(f"{field}.{name}", "must not be negative"))
+    return problems
 
 
 def _http(

@@ -2,10 +2,10 @@
 
 `fire_tick` is the heart of "never twice, never silently missed":
 
-1. fencing: the leader's token must be >= the highest token that ever fired
-   (`scheduler_leader`, one row updated per transaction), so a deposed
+1. due schedules are read (`FOR UPDATE SKIP LOCKED` on PostgreSQL);
+2. fencing: the leader's token must be >= the highest token that ever fired
+   (`scheduler_leader`, one row updated per firing transaction), so a deposed
    leader's late transaction aborts instead of committing;
-2. due schedules are read (`FOR UPDATE SKIP LOCKED` on PostgreSQL);
 3. the engine's pure plan decides fire / buffer / skip / miss per slot;
 4. fire rows (unique per schedule and slot), queue submits (the outbox),
    journal records and each schedule's next slot are written together.
@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -116,7 +116,6 @@ class FiringQueries:
     async def fire_tick(self, params: FireTickParams) -> list[FireWrite]:
         now_us = to_micros(params.now)
         async with self._engine.begin() as conn:
-            await self._check_fencing(conn, params.lease_name, params.fencing_token)
             statement = (
                 select(schedules)
                 .where(s.paused.is_(False), s.next_fire_at <= now_us)
@@ -127,7 +126,8 @@ class FiringQueries:
                 statement = statement.with_for_update(skip_locked=True)
             due_rows = [r._mapping for r in await conn.execute(statement)]
             if not due_rows:
-                return []
+                return []  # nothing to fire: no write, so an idle leader costs one read a tick
+            await self._check_fencing(conn, params.lease_name, params.fencing_token)
             due = await self._load_due(conn, [rows.schedule_from_row(r) for r in due_rows])
             plans = [(d.schedule.uid, params.plan(d)) for d in due]
             writes = [w for _, plan in plans for w in plan.writes]
@@ -205,19 +205,21 @@ class FiringQueries:
         """Insert fire rows (dropping slots that already have one) with their outbox rows."""
         if not writes:
             return []
-        keys = [(w.fire.schedule_uid, to_micros(w.fire.slot_at)) for w in writes]
-        existing = {
-            (r.schedule_uid, r.slot_at)
-            for r in await conn.execute(
-                select(f.schedule_uid, f.slot_at).where(tuple_(f.schedule_uid, f.slot_at).in_(keys))
-            )
-        }
-        fresh = [w for w, key in zip(writes, keys, strict=True) if key not in existing]
+        # ON CONFLICT DO NOTHING: a slot fired concurrently (a trigger or backfill racing
+        # the tick) keeps its first fire, atomically, and this one is left out.
+        dialect = postgresql if self._postgres else sqlite
+        statement = (
+            dialect.insert(fires)
+            .on_conflict_do_nothing(index_elements=[f.schedule_uid, f.slot_at])
+            .returning(f.id, sort_by_parameter_order=True)
+        )
+        result = await conn.execute(
+            statement, [rows.fire_to_row(w.fire, to_micros(w.fire.slot_at)) for w in writes]
+        )
+        inserted = {row.id for row in result}
+        fresh = [w for w in writes if w.fire.id in inserted]
         if not fresh:
             return []
-        await conn.execute(
-            insert(fires), [rows.fire_to_row(w.fire, to_micros(w.fire.slot_at)) for w in fresh]
-        )
         submits = [
             {
                 "fire_id": w.fire.id,
@@ -309,11 +311,16 @@ class FiringQueries:
     async def fire_list_recent(self, schedule_uid: uuid.UUID, limit: int) -> list[Fire]:
         return [fire for _, fire in await self.fire_list(schedule_uid, 0, limit)]
 
-    async def fire_list_active(self, now: Any, limit: int) -> list[Fire]:
-        """Submitted/running fires, least recently checked first; marks them checked."""
+    async def fire_list_active(self, now: Any, limit: int, recheck_after: Any) -> list[Fire]:
+        """Submitted/running fires not checked since `recheck_after`, least recently checked
+        first; marks them checked at `now`."""
+        after_us = to_micros(recheck_after)
         statement = (
             self._fires_of()
-            .where(f.outcome.in_([FireOutcome.SUBMITTED.value, FireOutcome.RUNNING.value]))
+            .where(
+                f.outcome.in_([FireOutcome.SUBMITTED.value, FireOutcome.RUNNING.value]),
+                or_(f.checked_at.is_(None), f.checked_at <= after_us),
+            )
             .order_by(f.checked_at.asc().nulls_first())
             .limit(limit)
         )

@@ -242,6 +242,31 @@ class SqlSchedulerStore(FiringQueries):
         async with self._engine.connect() as conn:
             return [rows.schedule_from_row(r._mapping) for r in await conn.execute(statement)]
 
+    async def schedule_update(self, new: NewSchedule) -> Schedule:
+        """Replace spec, policy and next slot of the schedule `new.ref` (its uid is kept)."""
+        ref = new.ref
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(schedules)
+                .where(
+                    s.namespace == ref.namespace,
+                    s.job_id == ref.job_id,
+                    s.schedule_id == ref.schedule_id,
+                )
+                .values(
+                    kind=new.spec.kind.value,
+                    spec=rows.spec_to_json(new.spec),
+                    policy=rows.policy_to_json(new.policy),
+                    next_slot_at=opt_to_micros(new.next_slot_at),
+                    next_fire_at=opt_to_micros(new.next_fire_at),
+                    pending_since=None,
+                    updated_at=to_micros(new.now),
+                )
+            )
+        if result.rowcount != 1:
+            raise ScheduleNotFound(ref.name)
+        return await self.schedule_get(ref)
+
     async def schedule_delete(self, ref: ScheduleRef) -> None:
         schedule = await self.schedule_get(ref)
         async with self._engine.begin() as conn:

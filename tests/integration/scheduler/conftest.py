@@ -15,6 +15,7 @@ def fast_scheduler(monkeypatch: pytest.MonkeyPatch) -> None:
     """Short polls so tests see outcomes quickly (settings are read from the environment)."""
     monkeypatch.setenv("CONVEYOR_SCHEDULER_TICK_SECONDS", "0.02")
     monkeypatch.setenv("CONVEYOR_SCHEDULER_OUTCOME_POLL_SECONDS", "0.05")
+    monkeypatch.setenv("CONVEYOR_SCHEDULER_OUTCOME_RECHECK_SECONDS", "0.1")
     monkeypatch.setenv("CONVEYOR_SCHEDULER_EVENT_POLL_SECONDS", "0.05")
     monkeypatch.setenv("CONVEYOR_SCHEDULER_RELAY_POLL_SECONDS", "0.05")
     monkeypatch.setenv("CONVEYOR_SCHEDULER_LEASE_RETRY_SECONDS", "0.05")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from conveyor.common.v1 import job_pb2
+from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor.scheduler.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
@@ -62,11 +62,24 @@ BAD_JOBS = {
         "job.target.http.endpoints[0].headers[Authorization]",
     ),
     "dependency cycle": (_cycle(), "job.target.http.endpoints"),
+    "bad retry policy": (
+        http_job(retry_policy=types_pb2.RetryPolicy(jitter=2)),
+        "job.retry_policy.jitter",
+    ),
     "command without argv": (
         pb.Job(target=job_pb2.JobTarget(command=job_pb2.CommandTarget())),
         "job.target.command.argv",
     ),
 }
+
+
+def _past():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from tests.helpers.scheduler import timestamp
+
+    return timestamp(datetime(2020, 1, 1, tzinfo=UTC))
+
 
 BAD_SCHEDULES = {
     "invalid cron": (cron("61 * * * *"), "schedule.cron.expression"),
@@ -74,6 +87,10 @@ BAD_SCHEDULES = {
     "interval below the minimum": (interval(0.5), "schedule.interval.every"),
     "no spec": (pb.Schedule(), "schedule"),
     "negative jitter": (interval(60, jitter=seconds(-1)), "schedule.jitter"),
+    "one-off in the past": (
+        pb.Schedule(one_off=pb.OneOffSpec(fire_time=_past())),
+        "schedule.one_off.fire_time",
+    ),
     "bad topic": (pb.Schedule(on_event=pb.EventSpec(topic="topics/x")), "schedule.on_event.topic"),
 }
 

@@ -135,3 +135,30 @@ async def test_a_fire_is_journaled_and_its_order_joins_its_trace_and_correlation
         if s.name == "scheduler.fire" and s.attributes["conveyor.fire_id"] == fire_id
     ]
     assert f"{fire_span.context.trace_id:032x}" == trace_id
+
+
+async def test_with_a_trace_per_tick_a_ticks_fires_go_in_one_batch_sharing_its_trace(
+    core: CoreSettings, fast_scheduler: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_SCHEDULER_TRACE_PER_FIRE", "false")
+    env = await SchedulerEnv(core).start()
+    try:
+        await env.create_job()
+        names = []
+        anchor = env.clock.now() + timedelta(seconds=60)
+        for i in range(5):
+            spec = interval(60)
+            spec.interval.anchor_time.CopyFrom(timestamp(anchor))
+            schedule = await env.create_schedule(spec, f"s{i}")
+            names.append(schedule.name)
+        env.clock.advance(60)  # all five due at once: one tick
+        for name in names:
+            await eventually(lambda n=name: _submitted(env, n, 1))
+        orders = await env.orders()
+        assert len(orders) == 5
+        fires = [f for n in names for f in await env.fires(n)]
+        by_correlation = {f.correlation_id for f in fires}
+        assert {o.correlation_id for o in orders} == by_correlation
+        assert len(by_correlation) == 1  # one tick: one id, one trace, one batch call
+    finally:
+        await env.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, timedelta
 
+import grpc
+import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from conveyor.scheduler.v1 import messages_pb2 as pb
@@ -135,8 +137,11 @@ async def test_trigger_backfill_and_preview(env: SchedulerEnv) -> None:
     await env.create_job()
     schedule = await env.create_schedule(interval(3600, overlap_policy=pb.OVERLAP_POLICY_ALLOW_ALL))
     now = env.clock.now()
+    await eventually(lambda: _count(env, schedule.name, OUT.FIRE_OUTCOME_SUBMITTED))
+    env.clock.advance(1)  # a trigger at a slot's very instant would be that slot's fire
     triggered = await env.stub.TriggerSchedule(rpc.TriggerScheduleRequest(name=schedule.name))
     assert triggered.fire.kind == pb.FIRE_KIND_TRIGGERED
+    assert triggered.fire.slot_time.ToDatetime(tzinfo=UTC) == now + timedelta(seconds=1)
     backfill = await env.stub.BackfillSchedule(
         rpc.BackfillScheduleRequest(
             name=schedule.name,
@@ -161,7 +166,7 @@ async def test_trigger_backfill_and_preview(env: SchedulerEnv) -> None:
         rpc.PreviewScheduleRequest(name=schedule.name, count=3)
     )
     assert [t.ToDatetime(tzinfo=UTC) for t in preview.fire_times] == [
-        now + timedelta(hours=h) for h in (0, 1, 2)
+        now + timedelta(hours=h) for h in (1, 2, 3)
     ]
 
 
@@ -197,3 +202,31 @@ def pb_seconds(value: float):  # type: ignore[no-untyped-def]
     from tests.helpers.scheduler import seconds
 
     return seconds(value)
+
+
+async def test_update_schedule_replaces_the_spec_and_keeps_history_and_uid(
+    env: SchedulerEnv,
+) -> None:
+    await env.create_job()
+    schedule = await env.create_schedule(interval(60))
+    await eventually(lambda: _count(env, schedule.name, OUT.FIRE_OUTCOME_SUBMITTED))
+    changed = interval(3600)
+    changed.name = schedule.name
+    updated = (await env.stub.UpdateSchedule(rpc.UpdateScheduleRequest(schedule=changed))).schedule
+    assert updated.uid == schedule.uid
+    assert updated.interval.every.seconds == 3600
+    now = env.clock.now()
+    assert updated.next_fire_time.ToDatetime(tzinfo=UTC) in {now, now + timedelta(hours=1)}
+
+    async def moved_on() -> bool:
+        got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=schedule.name))
+        return got.schedule.next_fire_time.ToDatetime(tzinfo=UTC) == now + timedelta(hours=1)
+
+    await eventually(moved_on)
+    assert len(await env.fires(schedule.name)) == 1  # the slot already fired is not fired again
+    assert len(await env.orders()) == 1
+    bad = interval(0.1)
+    bad.name = schedule.name
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.stub.UpdateSchedule(rpc.UpdateScheduleRequest(schedule=bad))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT

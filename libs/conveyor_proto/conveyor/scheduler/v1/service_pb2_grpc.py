@@ -81,6 +81,11 @@ class SchedulerServiceStub:
                 request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesRequest.SerializeToString,
                 response_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesResponse.FromString,
                 _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/conveyor.scheduler.v1.SchedulerService/UpdateSchedule',
+                request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleResponse.FromString,
+                _registered_method=True)
         self.DeleteSchedule = channel.unary_unary(
                 '/conveyor.scheduler.v1.SchedulerService/DeleteSchedule',
                 request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.DeleteScheduleRequest.SerializeToString,
@@ -184,6 +189,14 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSchedule(self, request, context):
+        """Replaces the spec and policies (schedule.name says which); the next slot is
+        recomputed from now. Paused state, backoff level and fire history stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteSchedule(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -280,6 +293,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListSchedules,
                     request_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesRequest.FromString,
                     response_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleResponse.SerializeToString,
             ),
             'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSchedule,
@@ -545,6 +563,33 @@ class SchedulerService:
             '/conveyor.scheduler.v1.SchedulerService/ListSchedules',
             conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesRequest.SerializeToString,
             conveyor_dot_scheduler_dot_v1_dot_service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.scheduler.v1.SchedulerService/UpdateSchedule',
+            conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleRequest.SerializeToString,
+            conveyor_dot_scheduler_dot_v1_dot_service__pb2.UpdateScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

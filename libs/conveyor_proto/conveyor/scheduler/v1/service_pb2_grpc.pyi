@@ -51,6 +51,10 @@ class SchedulerServiceStub:
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.CreateScheduleRequest, _service_pb2.CreateScheduleResponse]
     GetSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetScheduleRequest, _service_pb2.GetScheduleResponse]
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListSchedulesRequest, _service_pb2.ListSchedulesResponse]
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.UpdateScheduleRequest, _service_pb2.UpdateScheduleResponse]
+    """Replaces the spec and policies (schedule.name says which); the next slot is
+    recomputed from now. Paused state, backoff level and fire history stay.
+    """
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.DeleteScheduleRequest, _service_pb2.DeleteScheduleResponse]
     PauseSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.PauseScheduleRequest, _service_pb2.PauseScheduleResponse]
     ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.ResumeScheduleRequest, _service_pb2.ResumeScheduleResponse]
@@ -89,6 +93,10 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.CreateScheduleRequest, _service_pb2.CreateScheduleResponse]  # type: ignore[assignment]
     GetSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.GetScheduleRequest, _service_pb2.GetScheduleResponse]  # type: ignore[assignment]
     ListSchedules: _aio.UnaryUnaryMultiCallable[_service_pb2.ListSchedulesRequest, _service_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.UpdateScheduleRequest, _service_pb2.UpdateScheduleResponse]  # type: ignore[assignment]
+    """Replaces the spec and policies (schedule.name says which); the next slot is
+    recomputed from now. Paused state, backoff level and fire history stay.
+    """
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.DeleteScheduleRequest, _service_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
     PauseSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.PauseScheduleRequest, _service_pb2.PauseScheduleResponse]  # type: ignore[assignment]
     ResumeSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.ResumeScheduleRequest, _service_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
@@ -172,6 +180,16 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _service_pb2.ListSchedulesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.ListSchedulesResponse, _abc.Awaitable[_service_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _service_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.UpdateScheduleResponse, _abc.Awaitable[_service_pb2.UpdateScheduleResponse]]:
+        """Replaces the spec and policies (schedule.name says which); the next slot is
+        recomputed from now. Paused state, backoff level and fire history stay.
+        """
 
     @_abc_1.abstractmethod
     def DeleteSchedule(
