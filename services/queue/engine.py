@@ -25,6 +25,7 @@ from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_queue.domain.model import (
+    CompletedWorkOrder,
     LeasedWorkOrder,
     Position,
     QueueConfig,
@@ -260,7 +261,10 @@ class QueueEngine:
             HeartbeatParams(ref, token, lease_duration, progress, self.clock.now())
         )
 
-    async def complete(self, items: Sequence[CompleteParams]) -> list[WorkOrder | Exception]:
+    async def complete(
+        self, items: Sequence[CompleteParams], brief: bool = False
+    ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
+        """Complete each item; `brief`: the caller needs only which ones succeeded."""
         if len(items) > self.settings.max_batch_size:
             raise InvalidArgument(
                 FieldViolation(
@@ -277,8 +281,8 @@ class QueueEngine:
             if len(item.result.data) > self.settings.max_payload_bytes
         ]
         raise_if(violations)
-        results = await self.store.work_order_complete_many(items, self.clock.now())
-        done = [r for r in results if isinstance(r, WorkOrder)]
+        results = await self.store.work_order_complete_many(items, self.clock.now(), brief)
+        done = [r for r in results if not isinstance(r, Exception)]
         self._trace_each("work_order.completed", done)
         await self._wake_if_capped({QueueRef(o.namespace, o.queue) for o in done})
         return results
@@ -421,7 +425,9 @@ class QueueEngine:
         elapsed = (minutes - 1) * 60 + (now.timestamp() % 60) or 1.0
         return sum(values[:minutes]) / elapsed, sum(values[minutes:]) / elapsed
 
-    def _trace_each(self, name: str, orders: Sequence[WorkOrder]) -> None:
+    def _trace_each(
+        self, name: str, orders: Sequence[WorkOrder] | Sequence[CompletedWorkOrder]
+    ) -> None:
         """One span per order, parented in the order's own trace (from its submit)."""
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             return  # no tracer provider installed: nothing would record these spans

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from conveyor_core.clock import from_micros, opt_to_micros, to_micros
 from conveyor_queue.domain import flow
 from conveyor_queue.domain.model import (
+    CompletedWorkOrder,
     LeasedWorkOrder,
     QueueConfig,
     QueueRef,
@@ -453,12 +454,13 @@ class SqlWorkOrderStore:
             return order_from_row(result.one()._mapping)
 
     async def work_order_complete_many(
-        self, items: Sequence[CompleteParams], now: datetime
-    ) -> list[WorkOrder | Exception]:
+        self, items: Sequence[CompleteParams], now: datetime, brief: bool = False
+    ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
         now_us = to_micros(now)
+        done: dict[uuid.UUID, WorkOrder | CompletedWorkOrder]
         async with self._write() as conn:
             if self._postgres:  # the statement also writes the "completed" history rows
-                done = await self._complete_postgres(conn, items, now_us)
+                done = await self._complete_postgres(conn, items, now_us, brief)
             else:
                 done = await self._complete_each(conn, items, now_us)
                 await insert_events(
@@ -470,7 +472,7 @@ class SqlWorkOrderStore:
                 )
             missing = [i.ref for i in items if i.ref.id not in done]
             states = await self._states(conn, missing)
-        out: list[WorkOrder | Exception] = []
+        out: list[WorkOrder | CompletedWorkOrder | Exception] = []
         for item in items:
             if item.ref.id in done:
                 out.append(done[item.ref.id])
@@ -481,11 +483,11 @@ class SqlWorkOrderStore:
         return out
 
     async def _complete_postgres(
-        self, conn: AsyncConnection, items: Sequence[CompleteParams], now_us: int
-    ) -> dict[uuid.UUID, WorkOrder]:
+        self, conn: AsyncConnection, items: Sequence[CompleteParams], now_us: int, brief: bool
+    ) -> dict[uuid.UUID, WorkOrder | CompletedWorkOrder]:
         namespace = items[0].ref.namespace if items else ""
         result = await conn.execute(
-            queries.COMPLETE_MANY_POSTGRES,
+            queries.COMPLETE_MANY_BRIEF_POSTGRES if brief else queries.COMPLETE_MANY_POSTGRES,
             {
                 "ns": namespace,
                 "now": now_us,
@@ -496,6 +498,19 @@ class SqlWorkOrderStore:
                 "content_types": [i.result.content_type for i in items],
             },
         )
+        if brief:  # building whole orders was a fifth of the server's time in a drain
+            return {
+                row.id: CompletedWorkOrder(
+                    row.id,
+                    row.namespace,
+                    row.queue,
+                    WorkOrderState(row.state),
+                    row.attempt,
+                    row.correlation_id,
+                    row.traceparent,
+                )
+                for row in result
+            }
         return {row.id: order_from_row(row._mapping) for row in result}
 
     async def _complete_each(
