@@ -25,6 +25,7 @@ from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_queue.domain.model import (
+    CompletedWorkOrder,
     LeasedWorkOrder,
     Position,
     QueueConfig,
@@ -39,6 +40,7 @@ from conveyor_queue.domain.model import (
     WorkOrderState,
 )
 from conveyor_queue.domain.validation import raise_if, spec_violations
+from conveyor_queue.hints import DrainedQueues, DueTimes, delayed_channel
 from conveyor_queue.settings import QueueSettings
 from conveyor_queue.store.base import (
     CancelParams,
@@ -111,6 +113,10 @@ class QueueEngine:
         # once a second: a coordination round trip per submit or lease would be
         # a large share of the cost of a single-order call.
         self._pending_counts: dict[tuple[str, int], int] = {}
+        self._due = DueTimes(
+            store.work_order_next_available, coordination, settings.poll_interval_seconds
+        )
+        self._drained = DrainedQueues(coordination, settings.poll_interval_seconds)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -128,6 +134,8 @@ class QueueEngine:
                     await task
         with contextlib.suppress(Exception):
             await self.flush_counters()
+        await self._due.close()
+        await self._drained.close()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -160,9 +168,9 @@ class QueueEngine:
                 order.state,
                 extra={"work_order_id": str(order.id), "correlation_id": order.correlation_id},
             )
-        await self._wake(
-            {QueueRef(o.namespace, o.queue) for o in changed if o.state is WorkOrderState.QUEUED}
-        )
+        requeued = [o for o in changed if o.state is WorkOrderState.QUEUED]
+        await self._wake_delayed(requeued, now)
+        await self._wake({QueueRef(o.namespace, o.queue) for o in requeued})
         return len(changed)
 
     # -- submit -----------------------------------------------------------------
@@ -200,6 +208,7 @@ class QueueEngine:
             if not result.already_exists:
                 ref = QueueRef(result.work_order.namespace, result.work_order.queue)
                 added[ref] = added.get(ref, 0) + 1
+        await self._wake_delayed([r.work_order for r in results if not r.already_exists], now)
         await self._wake(set(added))
         await self._count("add", added, now)
         return results
@@ -212,31 +221,33 @@ class QueueEngine:
         give_up = loop.time() + min(request.wait.total_seconds(), s.max_wait_seconds)
         lease_duration = request.lease_duration or timedelta(seconds=s.default_lease_seconds)
         channels = [QueueRef(request.namespace, q).channel for q in request.queues]
+        params = LeaseParams(
+            request.namespace,
+            request.queues,
+            request.max_work_orders,
+            lease_duration,
+            request.worker,
+            self.clock.now(),
+            s.fair_scan_limit,
+        )
         async with self._coordination.listen(channels) as listener:
+            # Nothing announced since a statement drained these queues, and nothing
+            # delayed fell due: the first statement would find nothing (hints.py).
+            skip = await self._drained.drained(
+                request.namespace, request.queues
+            ) and not await self._due.may_be_due(request.namespace, request.queues, params.now)
             while True:
-                now = self.clock.now()
-                leased = await self.store.work_order_lease_available(
-                    LeaseParams(
-                        request.namespace,
-                        request.queues,
-                        request.max_work_orders,
-                        lease_duration,
-                        request.worker,
-                        now,
-                        s.fair_scan_limit,
-                    ),
-                    self._gate,
-                )
+                leased = [] if skip else await self._lease_once(params)
+                skip = False
                 remaining = give_up - loop.time()
                 if leased or remaining <= 0:
                     break
                 pause = min(remaining, s.poll_interval_seconds)
-                due = await self.store.work_order_next_available(
-                    request.namespace, request.queues, now
-                )
+                due = await self._due.next_due(request.namespace, request.queues, params.now)
                 if due is not None:
-                    pause = min(pause, max((due - now).total_seconds(), 0.001))
+                    pause = min(pause, max((due - params.now).total_seconds(), 0.001))
                 await listener.wait(pause)
+                params = replace(params, now=self.clock.now())
         if leased:
             self._trace_each("work_order.leased", [lw.work_order for lw in leased])
             counts: dict[QueueRef, int] = {}
@@ -245,6 +256,22 @@ class QueueEngine:
                 counts[ref] = counts.get(ref, 0) + 1
             await self._count("dispatch", counts, self.clock.now())
         return leased
+
+    async def _lease_once(self, params: LeaseParams) -> list[LeasedWorkOrder]:
+        """One lease statement; remembers whether it left nothing available behind."""
+        mark = await self._drained.before_lease(params.namespace, params.queues)
+        leased = await self.store.work_order_lease_available(params, self._gate)
+        drained = len(leased) < params.limit and await self._plain(params)
+        await self._drained.after_lease(params.namespace, params.queues, mark, drained)
+        return leased
+
+    async def _plain(self, params: LeaseParams) -> bool:
+        """No flow control: a short answer then means nothing more was available."""
+        for queue in params.queues:
+            config = await self.store.queue_get_cached(QueueRef(params.namespace, queue))
+            if config.flow_controlled or config.paused:
+                return False
+        return True
 
     async def heartbeat(
         self, ref: WorkOrderRef, token: str, lease_duration: timedelta | None, progress
@@ -260,7 +287,10 @@ class QueueEngine:
             HeartbeatParams(ref, token, lease_duration, progress, self.clock.now())
         )
 
-    async def complete(self, items: Sequence[CompleteParams]) -> list[WorkOrder | Exception]:
+    async def complete(
+        self, items: Sequence[CompleteParams], brief: bool = False
+    ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
+        """Complete each item; `brief`: the caller needs only which ones succeeded."""
         if len(items) > self.settings.max_batch_size:
             raise InvalidArgument(
                 FieldViolation(
@@ -277,8 +307,8 @@ class QueueEngine:
             if len(item.result.data) > self.settings.max_payload_bytes
         ]
         raise_if(violations)
-        results = await self.store.work_order_complete_many(items, self.clock.now())
-        done = [r for r in results if isinstance(r, WorkOrder)]
+        results = await self.store.work_order_complete_many(items, self.clock.now(), brief)
+        done = [r for r in results if not isinstance(r, Exception)]
         self._trace_each("work_order.completed", done)
         await self._wake_if_capped({QueueRef(o.namespace, o.queue) for o in done})
         return results
@@ -286,6 +316,7 @@ class QueueEngine:
     async def fail(self, params: FailParams) -> WorkOrder:
         order = await self.store.work_order_fail(params)
         self._trace_each("work_order.failed", [order])
+        await self._wake_delayed([order], params.now)
         await self._wake({QueueRef(order.namespace, order.queue)})
         return order
 
@@ -369,6 +400,7 @@ class QueueEngine:
             redrive.reason,
             redrive.redriven_count,
         )
+        await self._coordination.notify(delayed_channel(params.queue))
         await self._wake({params.queue})
         return redrive
 
@@ -380,6 +412,20 @@ class QueueEngine:
     async def _wake(self, refs: set[QueueRef]) -> None:
         for ref in refs:
             await self._coordination.notify(ref.channel)
+
+    async def _wake_delayed(self, orders: Sequence[WorkOrder], now: datetime) -> None:
+        """Tell lease calls that an order now waits for a later instant (see due.py).
+
+        Sent before the ordinary wake-up, so a woken leaser never reads a cached
+        instant that this change made wrong.
+        """
+        refs = {
+            QueueRef(o.namespace, o.queue)
+            for o in orders
+            if o.state is WorkOrderState.QUEUED and o.available_at > now
+        }
+        for ref in refs:
+            await self._coordination.notify(delayed_channel(ref))
 
     async def _wake_if_capped(self, refs: set[QueueRef]) -> None:
         """Completing frees capacity: wake leasers of flow-controlled queues only."""
@@ -421,7 +467,9 @@ class QueueEngine:
         elapsed = (minutes - 1) * 60 + (now.timestamp() % 60) or 1.0
         return sum(values[:minutes]) / elapsed, sum(values[minutes:]) / elapsed
 
-    def _trace_each(self, name: str, orders: Sequence[WorkOrder]) -> None:
+    def _trace_each(
+        self, name: str, orders: Sequence[WorkOrder] | Sequence[CompletedWorkOrder]
+    ) -> None:
         """One span per order, parented in the order's own trace (from its submit)."""
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             return  # no tracer provider installed: nothing would record these spans

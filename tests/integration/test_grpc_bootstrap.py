@@ -12,6 +12,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,9 +97,11 @@ class ProbeServicer:
             self.forever_closed.set()
 
     async def concatenate(self, requests: AsyncIterator[bytes], context: Any) -> bytes:
+        self.seen_correlation_ids.append(get_correlation_id())
         return b"".join([request async for request in requests])
 
     async def chat(self, requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        self.seen_correlation_ids.append(get_correlation_id())
         async for request in requests:
             if request == b"bad":
                 raise InvalidArgument(FieldViolation("message", "is bad"))
@@ -204,7 +207,7 @@ async def harness(settings: CoreSettings) -> AsyncIterator[Harness]:
 # Correlation id
 
 
-async def test_correlation_id_sent_by_client_reaches_handler_and_comes_back(
+async def test_correlation_id_sent_by_client_reaches_handler_and_is_not_echoed(
     harness: Harness,
 ) -> None:
     with correlation_scope("caller-chosen-id"):
@@ -212,8 +215,16 @@ async def test_correlation_id_sent_by_client_reaches_handler_and_comes_back(
         assert await call == b"hello"
         initial_metadata = await call.initial_metadata()
 
-    assert initial_metadata[CORRELATION_METADATA_KEY] == "caller-chosen-id"
+    # The caller knows its own id: sending it back would cost every call a send.
+    assert CORRELATION_METADATA_KEY not in initial_metadata
     assert harness.probe.seen_correlation_ids == ["caller-chosen-id"]
+
+
+async def test_error_names_the_callers_correlation_id(harness: Harness) -> None:
+    with correlation_scope("caller-of-missing"):
+        error = await rpc_error(harness.unary("Missing")(b""))
+
+    assert rich_error_details(error).correlation_id == "caller-of-missing"
 
 
 async def test_server_generates_correlation_id_when_absent(harness: Harness) -> None:
@@ -330,7 +341,7 @@ async def test_stream_unary_call_carries_correlation_id(harness: Harness) -> Non
     with correlation_scope("stream-unary-id"):
         call = harness.channel.stream_unary(f"/{SERVICE}/Concatenate")(requests())
         assert await call == b"conveyor"
-    assert (await call.initial_metadata())[CORRELATION_METADATA_KEY] == "stream-unary-id"
+    assert harness.probe.seen_correlation_ids == ["stream-unary-id"]
 
 
 async def test_stream_stream_call_carries_correlation_id_and_its_error(harness: Harness) -> None:
@@ -338,7 +349,7 @@ async def test_stream_stream_call_carries_correlation_id_and_its_error(harness: 
         call = harness.channel.stream_stream(f"/{SERVICE}/Chat")()
     await call.write(b"hi")
     assert await call.read() == b"HI"
-    assert (await call.initial_metadata())[CORRELATION_METADATA_KEY] == "stream-stream-id"
+    assert harness.probe.seen_correlation_ids == ["stream-stream-id"]
     await call.write(b"bad")
 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -574,3 +585,55 @@ async def test_sigterm_stops_the_server_gracefully(harness: Harness) -> None:
         harness.server.remove_signal_handlers()
     # The handlers uninstalled themselves: SIGTERM is back to its default.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# A process that never configured tracing (the usual case without a collector):
+# this test process installs a tracer provider, so the check runs in a fresh one.
+_UNTRACED_SERVER = """
+import asyncio, grpc
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from conveyor_core.grpc import ServiceRegistration, create_server
+from conveyor_core.settings import CoreSettings
+
+async def traceparent(request, context):
+    carrier = {}
+    inject(carrier)  # what a handler stores or sends on: the caller's trace
+    span = trace.get_current_span()
+    return f"{carrier.get('traceparent', '')} {span.is_recording()}".encode()
+
+async def main():
+    handlers = {"Traceparent": grpc.unary_unary_rpc_method_handler(traceparent)}
+    generic = grpc.method_handlers_generic_handler("conveyor.test.v1.Untraced", handlers)
+    registration = ServiceRegistration(
+        "conveyor.test.v1.Untraced", lambda server: server.add_generic_rpc_handlers([generic])
+    )
+    server, port = await create_server("127.0.0.1:0", [registration], CoreSettings())
+    await server.start()
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/conveyor.test.v1.Untraced/Traceparent")
+        print((await call(b"", metadata=(("traceparent", parent),))).decode())
+        print((await call(b"")).decode())
+    await server.stop(0)
+    print(type(trace.get_tracer_provider()).__name__)
+
+asyncio.run(main())
+"""
+
+
+async def test_without_tracer_provider_the_callers_trace_context_still_propagates() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _UNTRACED_SERVER,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    with_parent, without_parent, provider = out.decode().splitlines()
+    assert provider == "ProxyTracerProvider"
+    assert with_parent == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 False"
+    assert without_parent == " False"

@@ -156,7 +156,7 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
                 raise InvalidArgument(
                     FieldViolation(f"requests[{i}].name", "must be in the namespace of parent")
                 )
-        results = await self._engine.complete(items)
+        results = await self._engine.complete(items, brief=True)
         return rpc.BatchCompleteWorkOrdersResponse(statuses=[_item_status(r) for r in results])
 
     async def FailWorkOrder(self, request, context):  # type: ignore[no-untyped-def]

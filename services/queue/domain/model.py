@@ -145,6 +145,19 @@ class WorkOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletedWorkOrder:
+    """What a batch completion needs of each completed order: spans and wake-ups, no payloads."""
+
+    id: uuid.UUID
+    namespace: str
+    queue: str
+    state: WorkOrderState
+    attempt: int
+    correlation_id: str = ""
+    traceparent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LeasedWorkOrder:
     work_order: WorkOrder
     lease_token: str

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from conveyor_queue.domain.model import (
+    CompletedWorkOrder,
     Failure,
     LeasedWorkOrder,
     Payload,
@@ -136,8 +137,14 @@ class WorkOrderStore(Protocol):
     ) -> list[LeasedWorkOrder]: ...
     async def work_order_heartbeat(self, params: HeartbeatParams) -> WorkOrder: ...
     async def work_order_complete_many(
-        self, items: Sequence[CompleteParams], now: datetime
-    ) -> list[WorkOrder | Exception]: ...
+        self, items: Sequence[CompleteParams], now: datetime, brief: bool = False
+    ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
+        """Complete each item on its own: its order, or the error of that item.
+
+        With `brief`, a completed item may be a `CompletedWorkOrder` instead of
+        the whole order (the store decides; a batch answer needs no more).
+        """
+
     async def work_order_fail(self, params: FailParams) -> WorkOrder: ...
     async def work_order_cancel(self, params: CancelParams) -> WorkOrder: ...
     async def work_order_get(self, ref: WorkOrderRef) -> WorkOrder: ...

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxNotifier, OutboxRecord, trace_id_of
 from conveyor_queue.domain.model import (
+    CompletedWorkOrder,
     LeasedWorkOrder,
     Redrive,
     TimeoutKind,
@@ -267,10 +268,10 @@ class NotifyingWorkOrderStore:
         return leased
 
     async def work_order_complete_many(
-        self, items: Sequence[CompleteParams], now: datetime
-    ) -> list[WorkOrder | Exception]:
-        results = await self._inner.work_order_complete_many(items, now)
-        self._poke(any(isinstance(r, WorkOrder) for r in results))
+        self, items: Sequence[CompleteParams], now: datetime, brief: bool = False
+    ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
+        results = await self._inner.work_order_complete_many(items, now, brief)
+        self._poke(any(not isinstance(r, Exception) for r in results))
         return results
 
     async def work_order_fail(self, params: FailParams) -> WorkOrder:

@@ -236,7 +236,9 @@ LOCK_QUEUE_POSTGRES = text("""
 """)
 
 # Batch completion in one statement: the items arrive as parallel arrays.
-COMPLETE_MANY_POSTGRES = _typed(f"""
+# {returning} is `w.*` for a single completion (the answer is the whole order),
+# or only what the history rows and the engine's spans and wake-ups need.
+_COMPLETE_MANY_POSTGRES = f"""
     WITH done AS (
         UPDATE queue_work_orders AS w SET
             state = 'SUCCEEDED', result = v.result, result_content_type = v.content_type,
@@ -246,10 +248,24 @@ COMPLETE_MANY_POSTGRES = _typed(f"""
              AS v(id, queue, token, result, content_type)
         WHERE w.id = v.id AND w.namespace = :ns AND w.queue = v.queue AND w.lease_token = v.token
           AND w.state = 'LEASED' AND w.lease_expires_at > :now
-        RETURNING w.*),
+        RETURNING {{returning}}),
     {_HISTORY.format(source="done", from_state="'LEASED'", reason="'completed'", actor="''")}
     SELECT * FROM done
-""")
+"""
+COMPLETE_MANY_POSTGRES = _typed(_COMPLETE_MANY_POSTGRES.format(returning="w.*"))
+BRIEF_COMPLETED_COLUMNS = (
+    "id",
+    "namespace",
+    "queue",
+    "state",
+    "attempt",
+    "correlation_id",
+    "traceparent",
+    "updated_at",  # the history row's instant
+)
+COMPLETE_MANY_BRIEF_POSTGRES = text(
+    _COMPLETE_MANY_POSTGRES.format(returning=", ".join(f"w.{c}" for c in BRIEF_COMPLETED_COLUMNS))
+).columns(*(work_orders.c[c] for c in BRIEF_COMPLETED_COLUMNS))
 
 SUBMIT_POSTGRES = _typed(
     SUBMIT_POSTGRES_SQL.format(

@@ -291,3 +291,46 @@ async def test_timeouts_are_recorded_with_their_kind(env: QueueEnv) -> None:
         await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=hb.name))
     ).events
     assert events[-1].timeout_kind == m.TimeoutKind.TIMEOUT_KIND_HEARTBEAT
+
+
+async def test_batch_complete_answers_each_item_and_records_each_completion(
+    env: QueueEnv,
+) -> None:
+    first, second, third = await env.submit_many([spec(data=b"1"), spec(data=b"2"), spec()])
+    leased = {lw.work_order.id: lw for lw in await env.lease(n=3)}
+    stale = rpc.CompleteWorkOrderRequest(name=second.name, lease_token="not-the-token")
+    missing_name = first.name.rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000"
+    reply = await env.stub.BatchCompleteWorkOrders(
+        rpc.BatchCompleteWorkOrdersRequest(
+            parent="namespaces/test",
+            requests=[
+                rpc.CompleteWorkOrderRequest(
+                    name=first.name,
+                    lease_token=leased[first.id].lease_token,
+                    result=types_pb2.Payload(data=b"done-1"),
+                ),
+                stale,
+                rpc.CompleteWorkOrderRequest(
+                    name=third.name, lease_token=leased[third.id].lease_token
+                ),
+                rpc.CompleteWorkOrderRequest(name=missing_name, lease_token="x"),
+            ],
+        )
+    )
+    codes = [s.code for s in reply.statuses]
+    assert codes == [
+        grpc.StatusCode.OK.value[0],
+        grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        grpc.StatusCode.OK.value[0],
+        grpc.StatusCode.NOT_FOUND.value[0],
+    ]
+    done = await env.get(first.name)
+    assert done.state == S.WORK_ORDER_STATE_SUCCEEDED and done.result.data == b"done-1"
+    assert (await env.get(second.name)).state == S.WORK_ORDER_STATE_LEASED
+    assert (await env.get(third.name)).state == S.WORK_ORDER_STATE_SUCCEEDED
+    for order in (first, third):
+        events = (
+            await env.stub.ListWorkOrderEvents(rpc.ListWorkOrderEventsRequest(parent=order.name))
+        ).events
+        assert [e.to_state for e in events][-1] == S.WORK_ORDER_STATE_SUCCEEDED
+        assert events[-1].attempt == 1

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.context import correlation_scope
 from conveyor_core.settings import CoreSettings
 from conveyor_core.telemetry import configure_tracing
@@ -57,3 +58,38 @@ async def test_order_steps_share_the_submitters_trace_and_correlation_id(
     ]
     assert [s.context.trace_id for s in submit_server] == [trace_id]
     assert submit_server[0].attributes["conveyor.correlation_id"] == "order-42"
+
+
+async def test_batch_completion_spans_join_each_orders_trace(
+    env: QueueEnv, spans: InMemorySpanExporter
+) -> None:
+    spans.clear()
+    tracer = trace.get_tracer("test")
+    submitted: dict[str, int] = {}
+    for key in ("order-a", "order-b"):
+        with correlation_scope(key), tracer.start_as_current_span("client.submit") as span:
+            order = await env.submit()
+            submitted[order.name.rsplit("/", 1)[1]] = span.get_span_context().trace_id
+
+    async def work() -> None:
+        leased = await env.lease(n=2)
+        await env.stub.BatchCompleteWorkOrders(
+            rpc.BatchCompleteWorkOrdersRequest(
+                parent="namespaces/test",
+                requests=[
+                    rpc.CompleteWorkOrderRequest(
+                        name=lw.work_order.name, lease_token=lw.lease_token
+                    )
+                    for lw in leased
+                ],
+            )
+        )
+
+    await asyncio.create_task(work(), context=contextvars.Context())
+    completed = [s for s in spans.get_finished_spans() if s.name == "work_order.completed"]
+    assert {
+        s.attributes["conveyor.work_order.id"]: s.context.trace_id for s in completed
+    } == submitted
+    assert {s.attributes["conveyor.work_order.state"] for s in completed} == {"SUCCEEDED"}
+    assert {s.attributes["conveyor.work_order.attempt"] for s in completed} == {1}
+    assert {s.attributes["conveyor.correlation_id"] for s in completed} == {"order-a", "order-b"}
