@@ -41,6 +41,7 @@ from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier, mode_of
 
 log = logging.getLogger(__name__)
+SHUTTING_DOWN = "executor shutting down"
 tracer = trace.get_tracer("conveyor.executor")
 
 #: Runs one target kind ("http", "command"): the pool's only dependency on the runners.
@@ -212,9 +213,7 @@ class AttemptExecution:
     def _stop_error(self) -> ClassifiedError:
         cause, reason = self.ctx.stop_cause, self.ctx.stop_reason
         if cause is StopCause.SHUTDOWN:
-            return ClassifiedError(
-                ErrorType.INTERNAL, f"executor shutting down: {reason}", True, {}
-            )
+            return ClassifiedError(ErrorType.INTERNAL, f"{SHUTTING_DOWN}: {reason}", True, {})
         if cause is StopCause.LEASE_LOST:
             return ClassifiedError(ErrorType.INTERNAL, f"lease lost: {reason}", True, {})
         return ClassifiedError.of(ErrorType.ABORTED, f"run aborted: {reason}")
