@@ -116,7 +116,9 @@ class ExecutorService:
             identity=s.worker_identity or f"{socket.gethostname()}/{os.getpid()}",
         )
         self.pool = WorkerPool(deps)
-        self.engine = ExecutorEngine(self.store, self.pool, self.hub, s, self.clock)
+        self.engine = ExecutorEngine(
+            self.store, self.pool, self.hub, s, self.clock, s.watch_poll_seconds
+        )
         self.servicer = ExecutorServicer(self.engine, PageTokens(core.page_token_secret))
         self.queue: QueueClient | None = None
         self.relay: OutboxRelay | None = None

@@ -106,12 +106,15 @@ class ExecutorSettings(BaseSettings):
     watch_queue_size: int = Field(
         256, ge=1, description="Updates buffered per WatchRun stream; progress is dropped past it."
     )
+    watch_poll_seconds: float = Field(
+        1.0, gt=0, description="WatchRun re-reads a run running elsewhere this often."
+    )
     max_summary_length: int = Field(1024, ge=1, description="Longest run summary kept.")
     max_failure_message_length: int = Field(
         2048, ge=1, description="Longest failure message kept and sent to the queue."
     )
     max_invocation_bytes: int = Field(
-        64 * 1024, ge=1, description="Largest invocation payload (JobInvocation) accepted."
+        1024 * 1024, ge=1, description="Largest invocation payload (JobInvocation) accepted."
     )
     # -- journal outbox relay ------------------------------------------------------
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conveyor_core.settings import CoreSettings
+from conveyor_executor.settings import ExecutorSettings
 from conveyor_queue.settings import QueueSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -13,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_every_setting_is_documented() -> None:
     missing = [
         f"{cls.model_config['env_prefix']}{name.upper()}"
-        for cls in (CoreSettings, QueueSettings)
+        for cls in (CoreSettings, QueueSettings, ExecutorSettings)
         for name in cls.model_fields
         if f"`{cls.model_config['env_prefix']}{name.upper()}`" not in README
     ]
