@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,7 +45,7 @@ SHUTTING_DOWN = "executor shutting down"
 tracer = trace.get_tracer("conveyor.executor")
 
 #: Runs one target kind ("http", "command"): the pool's only dependency on the runners.
-Runner = Callable[[job_pb2.JobInvocation, RunContext], Awaitable[RunnerOutcome]]
+Runner = Callable[[job_pb2.JobInvocation, RunContext], Coroutine[Any, Any, RunnerOutcome]]
 
 # Order state after FailWorkOrder -> the run's state.
 _RUN_STATE_AFTER_FAIL = {

@@ -141,14 +141,15 @@ class WorkerPool:
             log.warning("order %s not handed back (%s)", order.work_order.name, _describe(exc))
 
     def _launch(self, execution: AttemptExecution) -> None:
-        self.active[execution.ref] = execution
-        task = asyncio.create_task(self._execute(execution), name=f"run:{execution.ref.run_id}")
+        ref = execution.ref
+        self.active[ref] = execution
+        task = asyncio.create_task(self._execute(execution), name=f"run:{ref.run_id}")
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            if self.active.get(execution.ref) is execution:
-                del self.active[execution.ref]
+            if self.active.get(ref) is execution:
+                del self.active[ref]
             self._slot_freed.set()
 
         task.add_done_callback(done)
