@@ -84,7 +84,10 @@ class WorkerPool:
             execution.ctx.stop(StopCause.SHUTDOWN, "drain timeout passed")
         if self._tasks:
             # Each run gets the abort grace plus time to report to the queue and record it.
-            limit = self.settings.abort_grace_seconds + 2 * self.settings.queue_call_timeout_seconds
+            s = self.settings
+            reporting = s.queue_call_timeout_seconds * (s.queue_report_attempts + 1)
+            backoff = s.queue_report_backoff_seconds * 2**s.queue_report_attempts
+            limit = s.abort_grace_seconds + reporting + backoff
             await asyncio.wait(set(self._tasks), timeout=limit)
         for leftover in list(self._tasks):
             leftover.cancel()

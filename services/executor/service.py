@@ -147,7 +147,14 @@ class ExecutorService:
         log.info("executor service started on %s", db.redacted(self.database_url))
 
     def _queue_client(self, address: str) -> QueueClient:
-        return QueueClient(address, self.core, self.settings.queue_call_timeout_seconds)
+        s = self.settings
+        return QueueClient(
+            address,
+            self.core,
+            s.queue_call_timeout_seconds,
+            s.queue_report_attempts,
+            s.queue_report_backoff_seconds,
+        )
 
     async def attach_peers(self, addresses: Mapping[str, str]) -> None:
         """Start leasing from the queue at `addresses["queue"]`; without it, stay idle."""

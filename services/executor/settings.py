@@ -46,6 +46,12 @@ class ExecutorSettings(BaseSettings):
     queue_call_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of heartbeat, complete and fail calls to the queue."
     )
+    queue_report_attempts: int = Field(
+        5, ge=1, le=100, description="Tries of completing or failing an order on transient errors."
+    )
+    queue_report_backoff_seconds: float = Field(
+        0.2, gt=0, description="First pause between those tries (doubling)."
+    )
     lease_error_backoff_seconds: float = Field(
         1.0, gt=0, description="Pause after a failed lease call before the next one."
     )
