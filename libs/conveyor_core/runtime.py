@@ -10,6 +10,10 @@ server hosts the JournalService itself (the embedded default) and
 `CONVEYOR_JOURNAL_ADDRESS` is empty, the Platform calls it once the server
 is up, with the server's own address, so the service's relay delivers there.
 
+A service may also have `drain()`: `Platform.stop` calls it after readiness
+turned NOT_SERVING and before the server stops (the executor finishes or hands
+back its runs there, while a queue in the same process still answers).
+
 A service that calls other services (the scheduler calls the queue, the
 executor the queue and the event store) has `attach_peers(addresses)`: once
 the server is up the Platform passes, per peer in `PEERS`, the configured
@@ -21,8 +25,10 @@ without it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -85,6 +91,8 @@ class Platform:
         self.services = [build_service(n, core, self.coordination, clock) for n in names]
         self.server: GrpcServer | None = None
         self.port = 0
+        self._stopping: asyncio.Future[None] | None = None
+        self._signal_task: asyncio.Task[None] | None = None
 
     def service(self, name: str) -> Any:
         return next(s for s in self.services if s.name == name)
@@ -137,11 +145,41 @@ class Platform:
                 await attach(own_address)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Readiness NOT_SERVING, services' `drain()` (while every service still serves, so
+        an executor can report its last runs to a queue in this process), then the server
+        stops, then the services. Later and concurrent calls wait for the first one."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        if self.server is not None:
+            for service in self.services:
+                for registration in service.registrations():
+                    await self.server.set_serving(registration.name, False)
+        for service in self.services:
+            drain = getattr(service, "drain", None)
+            if drain is not None:
+                try:
+                    await drain()
+                except Exception:
+                    log.exception("%s: drain failed; stopping anyway", service.name)
         if self.server is not None:
             await self.server.stop(self.core.shutdown_grace_seconds if grace is None else grace)
         for service in reversed(self.services):
             await service.stop()
         await self.coordination.stop()
+
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM/SIGINT stop the whole platform (drain first), not just the server."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, loop, signum)
+
+    def _on_signal(self, loop: asyncio.AbstractEventLoop, signum: int) -> None:
+        log.info("received %s; stopping gracefully", signal.Signals(signum).name)
+        for other in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(other)  # a second signal gets the default behaviour
+        self._signal_task = loop.create_task(self.stop())
 
 
 def peer_addresses(core: CoreSettings, hosted: set[str], own_address: str) -> dict[str, str]:

@@ -198,6 +198,11 @@ class ExecutorService:
         if self.queue is not None:
             await self.queue.check(timeout)
 
+    async def drain(self) -> None:
+        """Stop leasing; finish or hand back in-flight runs (pool.py). Called by the
+        Platform before its server stops; `stop()` drains too if it was not called."""
+        await self.pool.stop()
+
     async def stop(self) -> None:
         """Drain the pool (see pool.py), then stop the relay and close connections."""
         await self.pool.stop()
