@@ -7,6 +7,7 @@ import asyncio
 import grpc
 import pytest
 
+from conveyor.common.v1 import types_pb2
 from conveyor.executor.v1 import messages_pb2 as pb
 from conveyor.executor.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import messages_pb2 as Q
@@ -145,3 +146,21 @@ async def test_stop_drains_finishing_runs_and_hands_over_the_rest_retryable(
 
 def _ref(order: Q.WorkOrder) -> RunRef:
     return RunRef(order.namespace, order.id)
+
+
+async def test_aborting_a_run_waiting_for_its_retry_cancels_the_order_and_ends_the_run(
+    executor: ExecutorEnv,
+) -> None:
+    # A long backoff keeps the failed order waiting in the queue, held by nobody.
+    policy = types_pb2.RetryPolicy(maximum_attempts=5)
+    policy.initial_interval.FromSeconds(3600)
+    order = await executor.submit(
+        command_invocation("fail", "network", "true"), retry_policy=policy
+    )
+    await executor.wait_run(order, [pb.RUN_STATE_PENDING])
+    response = await executor.stub.AbortRun(
+        rpc.AbortRunRequest(name=run_name(order), reason="give up")
+    )
+    assert response.run.state == pb.RUN_STATE_ABORTED
+    assert response.run.failure.type == "aborted"
+    assert (await executor.queue.get(order.name)).state == Q.WORK_ORDER_STATE_CANCELLED
