@@ -153,3 +153,37 @@ async def test_missing_runs_and_outputs_are_not_found(executor: ExecutorEnv) -> 
         executor.stub.AbortRun(rpc.AbortRunRequest(name="namespaces/test/runs/x/y"))
     )
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["name"])
+
+
+async def test_other_calls_reject_bad_input_with_field_details(executor: ExecutorEnv) -> None:
+    cases = [
+        (executor.stub.GetJobUsage(rpc.GetJobUsageRequest(job="jobs/x")), "job"),
+        (
+            executor.stub.ListRunSteps(
+                rpc.ListRunStepsRequest(parent="namespaces/test/runs/r", page_token="x")
+            ),
+            "page_token",
+        ),
+        (executor.stub.GetOutput(rpc.GetOutputRequest(name="namespaces/test/runs/r")), "name"),
+        (
+            executor.stub.AbortRun(
+                rpc.AbortRunRequest(name="namespaces/test/runs/r", reason="x" * 600)
+            ),
+            "reason",
+        ),
+    ]
+    for call, field in cases:
+        code, fields = await _field_violations(call)
+        assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+
+
+async def test_watch_run_rejects_bad_names_and_missing_runs(executor: ExecutorEnv) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in executor.stub.WatchRun(rpc.WatchRunRequest(name="runs/x")):
+            pass
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in rich_error_details(caught.value).field_violations] == ["name"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in executor.stub.WatchRun(rpc.WatchRunRequest(name="namespaces/test/runs/0")):
+            pass
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
