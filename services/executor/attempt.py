@@ -289,7 +289,10 @@ class AttemptExecution:
             return
         if progress is not None:
             ctx.progress_sent = progress
-            await self.deps.recorder.progress(self.ref, progress)
+            # A slow database must not delay the next heartbeat (and so lose the lease).
+            timeout = self.deps.settings.queue_call_timeout_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.deps.recorder.progress(self.ref, progress), timeout)
         if response.cancel_requested:
             ctx.stop(StopCause.ABORT, "the work order was cancelled")
 
