@@ -27,7 +27,7 @@ async def _serve(core: CoreSettings, names: Sequence[str], example: bool) -> Non
     platform = Platform(core, names)
     port = await platform.start()
     assert platform.server is not None
-    platform.server.install_signal_handlers(asyncio.get_running_loop(), on_signal=platform.stop)
+    platform.install_signal_handlers(asyncio.get_running_loop())
     host = core.listen_address.rpartition(":")[0]
     _print_banner(core, names, f"{host}:{port}")
     example_task = None

@@ -10,10 +10,9 @@ server hosts the JournalService itself (the embedded default) and
 `CONVEYOR_JOURNAL_ADDRESS` is empty, the Platform calls it once the server
 is up, with the server's own address, so the service's relay delivers there.
 
-A service with background work that calls services in this process (relays,
-a worker pool, a firing loop) has `quiesce()`: on shutdown the Platform calls
-it before the server stops, so that work ends cleanly instead of failing
-against a closed port; `stop()` follows after the server stopped.
+A service may also have `drain()`: `Platform.stop` calls it after readiness
+turned NOT_SERVING and before the server stops (the executor finishes or hands
+back its runs there, while a queue in the same process still answers).
 
 A service that calls other services (the scheduler calls the queue, the
 executor the queue and the event store) has `attach_peers(addresses)`: once
@@ -29,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 SERVICES: dict[str, str] = {
     "queue": "conveyor_queue.service:build",
     "events": "conveyor_events.service:build",
-    "scheduler": "conveyor_scheduler.service:build",
     "executor": "conveyor_executor.service:build",
 }
 
@@ -92,7 +91,8 @@ class Platform:
         self.services = [build_service(n, core, self.coordination, clock) for n in names]
         self.server: GrpcServer | None = None
         self.port = 0
-        self._stop_task: asyncio.Future[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        self._signal_task: asyncio.Task[None] | None = None
 
     def service(self, name: str) -> Any:
         return next(s for s in self.services if s.name == name)
@@ -145,29 +145,41 @@ class Platform:
                 await attach(own_address)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Wind down, in order: readiness off, services' background work (`quiesce`, last
-        started first, while the server still answers their calls to each other), the
-        server (in-flight calls get `grace` seconds), then the services themselves.
-
-        Later and concurrent calls wait for the first one (a signal and the
-        code that awaited the server may both ask).
-        """
-        if self._stop_task is None:
-            self._stop_task = asyncio.ensure_future(self._stop(grace))
-        await asyncio.shield(self._stop_task)
+        """Readiness NOT_SERVING, services' `drain()` (while every service still serves, so
+        an executor can report its last runs to a queue in this process), then the server
+        stops, then the services. Later and concurrent calls wait for the first one."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
 
     async def _stop(self, grace: float | None) -> None:
         if self.server is not None:
-            await self.server.enter_graceful_shutdown()
-        for service in reversed(self.services):
-            quiesce = getattr(service, "quiesce", None)
-            if quiesce is not None:
-                await quiesce()
+            for service in self.services:
+                for registration in service.registrations():
+                    await self.server.set_serving(registration.name, False)
+        for service in self.services:
+            drain = getattr(service, "drain", None)
+            if drain is not None:
+                try:
+                    await drain()
+                except Exception:
+                    log.exception("%s: drain failed; stopping anyway", service.name)
         if self.server is not None:
             await self.server.stop(self.core.shutdown_grace_seconds if grace is None else grace)
         for service in reversed(self.services):
             await service.stop()
         await self.coordination.stop()
+
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM/SIGINT stop the whole platform (drain first), not just the server."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, loop, signum)
+
+    def _on_signal(self, loop: asyncio.AbstractEventLoop, signum: int) -> None:
+        log.info("received %s; stopping gracefully", signal.Signals(signum).name)
+        for other in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(other)  # a second signal gets the default behaviour
+        self._signal_task = loop.create_task(self.stop())
 
 
 def peer_addresses(core: CoreSettings, hosted: set[str], own_address: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,10 +41,11 @@ from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier, mode_of
 
 log = logging.getLogger(__name__)
+SHUTTING_DOWN = "executor shutting down"
 tracer = trace.get_tracer("conveyor.executor")
 
 #: Runs one target kind ("http", "command"): the pool's only dependency on the runners.
-Runner = Callable[[job_pb2.JobInvocation, RunContext], Awaitable[RunnerOutcome]]
+Runner = Callable[[job_pb2.JobInvocation, RunContext], Coroutine[Any, Any, RunnerOutcome]]
 
 # Order state after FailWorkOrder -> the run's state.
 _RUN_STATE_AFTER_FAIL = {
@@ -212,9 +213,7 @@ class AttemptExecution:
     def _stop_error(self) -> ClassifiedError:
         cause, reason = self.ctx.stop_cause, self.ctx.stop_reason
         if cause is StopCause.SHUTDOWN:
-            return ClassifiedError(
-                ErrorType.INTERNAL, f"executor shutting down: {reason}", True, {}
-            )
+            return ClassifiedError(ErrorType.INTERNAL, f"{SHUTTING_DOWN}: {reason}", True, {})
         if cause is StopCause.LEASE_LOST:
             return ClassifiedError(ErrorType.INTERNAL, f"lease lost: {reason}", True, {})
         return ClassifiedError.of(ErrorType.ABORTED, f"run aborted: {reason}")
@@ -290,7 +289,10 @@ class AttemptExecution:
             return
         if progress is not None:
             ctx.progress_sent = progress
-            await self.deps.recorder.progress(self.ref, progress)
+            # A slow database must not delay the next heartbeat (and so lose the lease).
+            timeout = self.deps.settings.queue_call_timeout_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.deps.recorder.progress(self.ref, progress), timeout)
         if response.cancel_requested:
             ctx.stop(StopCause.ABORT, "the work order was cancelled")
 

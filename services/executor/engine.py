@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor_core.clock import Clock
 from conveyor_core.errors import Unavailable
 from conveyor_executor.context import StopCause
+from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.model import (
     TERMINAL,
     JobUsage,
@@ -17,12 +19,13 @@ from conveyor_executor.domain.model import (
     OutputRef,
     Run,
     RunRef,
+    RunState,
     StepRecord,
 )
 from conveyor_executor.errors import RunNotAbortable
 from conveyor_executor.pool import WorkerPool
 from conveyor_executor.settings import ExecutorSettings
-from conveyor_executor.store.base import RunListParams, RunStore
+from conveyor_executor.store.base import JournalDraft, RunListParams, RunStore
 from conveyor_executor.watch import RunUpdate, WatchHub
 
 log = logging.getLogger(__name__)
@@ -77,11 +80,25 @@ class ExecutorEngine:
         if queue is None:
             raise Unavailable("the work-order queue is not reachable from this executor yet")
         try:
-            await queue.cancel(run.origin.work_order, reason)
+            order = await queue.cancel(run.origin.work_order, reason)
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.FAILED_PRECONDITION:
                 raise RunNotAbortable(ref, run.state, error.details() or "") from None
             raise
+        if order.state == queue_pb.WORK_ORDER_STATE_CANCELLED and run.state is RunState.PENDING:
+            # Waiting for a retry: no executor holds it, so the run ends here.
+            failure = ClassifiedError.of(ErrorType.ABORTED, f"run aborted: {reason}")
+            journal = JournalDraft(
+                type="executor.run.aborted",
+                namespace=ref.namespace,
+                at=self.clock.now(),
+                subjects={"run": ref.run_id, "work_order": order.id},
+                correlation_id=run.origin.correlation_id,
+                trace_id=run.origin.trace_id,
+                attributes={"attempt": str(order.attempt), "error_type": "aborted"},
+            )
+            run = await self.store.run_abort_pending(ref, failure, self.clock.now(), (journal,))
+            self.hub.publish(ref, run=run)
         return run
 
     async def watch(self, ref: RunRef) -> AsyncIterator[RunUpdate]:

@@ -2,11 +2,12 @@
 
 * Leasing: one long-poll call at a time asks for as many orders as there are
   free slots (at most `max_lease_batch`); with no free slot it waits for one.
-* Stopping (SIGTERM): leasing stops at once; in-flight runs get
-  `drain_timeout_seconds` to finish; the rest are told to stop and are failed
-  retryable ("executor shutting down") so another executor takes them.
-* A lease call cancelled by a stop may have leased orders whose answer never
-  arrives: those return to the queue when their lease expires.
+* Stopping (SIGTERM): no new lease call starts; the one in flight is let
+  finish (at most `lease_wait_seconds`: cancelling it could lose orders the
+  queue leased but never delivered) and what it brings is handed back at once;
+  in-flight runs get `drain_timeout_seconds` to finish; the rest are told to
+  stop and are failed retryable ("executor shutting down") so another
+  executor takes them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import time
 
 from opentelemetry import metrics
 
-from conveyor_executor.attempt import AttemptDeps, AttemptExecution
+from conveyor.common.v1 import types_pb2
+from conveyor.queue.v1.service_pb2 import LeasedWorkOrder
+from conveyor_executor.attempt import SHUTTING_DOWN, AttemptDeps, AttemptExecution
 from conveyor_executor.context import AttemptContext, StopCause
+from conveyor_executor.domain.failure import ErrorType
 from conveyor_executor.domain.model import RunRef, RunState
 from conveyor_executor.queue_client import QueueClient
 
@@ -62,8 +66,11 @@ class WorkerPool:
     async def stop(self) -> None:
         """Stop leasing, drain in-flight runs, hand over the rest; idempotent."""
         self._stopping = True
+        self._slot_freed.set()
         task, self._lease_task = self._lease_task, None
         if task is not None:
+            limit = self.settings.lease_wait_seconds + self.settings.queue_call_timeout_seconds
+            await asyncio.wait({task}, timeout=limit)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -77,7 +84,10 @@ class WorkerPool:
             execution.ctx.stop(StopCause.SHUTDOWN, "drain timeout passed")
         if self._tasks:
             # Each run gets the abort grace plus time to report to the queue and record it.
-            limit = self.settings.abort_grace_seconds + 2 * self.settings.queue_call_timeout_seconds
+            s = self.settings
+            reporting = s.queue_call_timeout_seconds * (s.queue_report_attempts + 1)
+            backoff = s.queue_report_backoff_seconds * 2**s.queue_report_attempts
+            limit = s.abort_grace_seconds + reporting + backoff
             await asyncio.wait(set(self._tasks), timeout=limit)
         for leftover in list(self._tasks):
             leftover.cancel()
@@ -111,17 +121,38 @@ class WorkerPool:
                 await asyncio.sleep(s.lease_error_backoff_seconds)
                 continue
             for order in leased:
-                self._launch(AttemptExecution(self.deps, self.queue, order))
+                if self._stopping:
+                    self._launch_handover(order)
+                else:
+                    self._launch(AttemptExecution(self.deps, self.queue, order))
+
+    def _launch_handover(self, order: LeasedWorkOrder) -> None:
+        """Give an order leased while stopping straight back to the queue."""
+        assert self.queue is not None
+        failure = types_pb2.Failure(
+            type=ErrorType.INTERNAL.value, message=SHUTTING_DOWN, retryable=True
+        )
+        task = asyncio.create_task(self._hand_back(order, failure))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_back(self, order: LeasedWorkOrder, failure: types_pb2.Failure) -> None:
+        assert self.queue is not None
+        try:
+            await self.queue.fail(order, failure)
+        except Exception as exc:
+            log.warning("order %s not handed back (%s)", order.work_order.name, _describe(exc))
 
     def _launch(self, execution: AttemptExecution) -> None:
-        self.active[execution.ref] = execution
-        task = asyncio.create_task(self._execute(execution), name=f"run:{execution.ref.run_id}")
+        ref = execution.ref
+        self.active[ref] = execution
+        task = asyncio.create_task(self._execute(execution), name=f"run:{ref.run_id}")
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
             self._tasks.discard(finished)
-            if self.active.get(execution.ref) is execution:
-                del self.active[execution.ref]
+            if self.active.get(ref) is execution:
+                del self.active[ref]
             self._slot_freed.set()
 
         task.add_done_callback(done)

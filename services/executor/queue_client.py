@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -15,6 +18,7 @@ from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_core.settings import CoreSettings
 
+log = logging.getLogger(__name__)
 QUEUE_SERVICE = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
 # Safe to retry on UNAVAILABLE: a heartbeat only extends a lease; Get/health read.
 _IDEMPOTENT = [f"{QUEUE_SERVICE}/HeartbeatWorkOrder", f"{QUEUE_SERVICE}/GetWorkOrder"]
@@ -26,9 +30,33 @@ def _seconds(value: float) -> duration_pb2.Duration:
     return out
 
 
+# Worth another try of a report: the queue unreachable or slow, a broken connection
+# (INTERNAL from the transport), or an internal error of the queue (a database hiccup).
+# A retry of a report that had in fact been applied is recognised (see `_report`).
+_TRANSIENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+)
+T = TypeVar("T")
+
+
 class QueueClient:
-    def __init__(self, address: str, core: CoreSettings, call_timeout: float) -> None:
+    """Calls to the queue. Completing and failing an order are retried on transient errors
+    (`report_attempts` tries, backoff from `report_backoff` seconds): losing a finished
+    attempt's report would make the queue run the order again after its lease expires."""
+
+    def __init__(
+        self,
+        address: str,
+        core: CoreSettings,
+        call_timeout: float,
+        report_attempts: int = 3,
+        report_backoff: float = 0.2,
+    ) -> None:
         self.address = address
+        self._report_attempts = report_attempts
+        self._report_backoff = report_backoff
         self._channel = create_channel(address, settings=core, idempotent_methods=_IDEMPOTENT)
         self._stub = service_pb2_grpc.WorkOrderQueueServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -81,23 +109,55 @@ class QueueClient:
         return await self._stub.HeartbeatWorkOrder(request, timeout=self._timeout)
 
     async def complete(self, leased: rpc.LeasedWorkOrder, result: types_pb2.Payload) -> None:
-        await self._stub.CompleteWorkOrder(
-            rpc.CompleteWorkOrderRequest(
-                name=leased.work_order.name, lease_token=leased.lease_token, result=result
-            ),
-            timeout=self._timeout,
+        request = rpc.CompleteWorkOrderRequest(
+            name=leased.work_order.name, lease_token=leased.lease_token, result=result
+        )
+        await self._report(
+            lambda: self._stub.CompleteWorkOrder(request, timeout=self._timeout),
+            leased,
+            accept=lambda order: order.state == queue_pb.WORK_ORDER_STATE_SUCCEEDED,
         )
 
     async def fail(
         self, leased: rpc.LeasedWorkOrder, failure: types_pb2.Failure
     ) -> queue_pb.WorkOrder:
-        response = await self._stub.FailWorkOrder(
-            rpc.FailWorkOrderRequest(
-                name=leased.work_order.name, lease_token=leased.lease_token, failure=failure
-            ),
-            timeout=self._timeout,
+        request = rpc.FailWorkOrderRequest(
+            name=leased.work_order.name, lease_token=leased.lease_token, failure=failure
         )
-        return response.work_order
+        response = await self._report(
+            lambda: self._stub.FailWorkOrder(request, timeout=self._timeout),
+            leased,
+            accept=lambda order: order.state != queue_pb.WORK_ORDER_STATE_LEASED,
+        )
+        return response.work_order if response is not None else await self.get(leased)
+
+    async def get(self, leased: rpc.LeasedWorkOrder) -> queue_pb.WorkOrder:
+        request = rpc.GetWorkOrderRequest(name=leased.work_order.name)
+        return (await self._stub.GetWorkOrder(request, timeout=self._timeout)).work_order
+
+    async def _report(
+        self,
+        call: Callable[[], Awaitable[T]],
+        leased: rpc.LeasedWorkOrder,
+        accept: Callable[[queue_pb.WorkOrder], bool],
+    ) -> T | None:
+        """`call()`, retried on transient errors. None when a retry was refused because an
+        earlier try had in fact been applied (the order's state is accepted)."""
+        transient_before = False
+        for attempt in range(1, self._report_attempts + 1):
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                if transient_before and lease_lost(error) and accept(await self.get(leased)):
+                    return None
+                if error.code() not in _TRANSIENT or attempt == self._report_attempts:
+                    raise
+                transient_before = True
+                log.warning(
+                    "order %s: report failed (%s); retrying", leased.work_order.name, error.code()
+                )
+                await asyncio.sleep(self._report_backoff * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def cancel(self, work_order: str, reason: str) -> queue_pb.WorkOrder:
         response = await self._stub.CancelWorkOrder(

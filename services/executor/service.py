@@ -116,7 +116,9 @@ class ExecutorService:
             identity=s.worker_identity or f"{socket.gethostname()}/{os.getpid()}",
         )
         self.pool = WorkerPool(deps)
-        self.engine = ExecutorEngine(self.store, self.pool, self.hub, s, self.clock)
+        self.engine = ExecutorEngine(
+            self.store, self.pool, self.hub, s, self.clock, s.watch_poll_seconds
+        )
         self.servicer = ExecutorServicer(self.engine, PageTokens(core.page_token_secret))
         self.queue: QueueClient | None = None
         self.relay: OutboxRelay | None = None
@@ -145,7 +147,14 @@ class ExecutorService:
         log.info("executor service started on %s", db.redacted(self.database_url))
 
     def _queue_client(self, address: str) -> QueueClient:
-        return QueueClient(address, self.core, self.settings.queue_call_timeout_seconds)
+        s = self.settings
+        return QueueClient(
+            address,
+            self.core,
+            s.queue_call_timeout_seconds,
+            s.queue_report_attempts,
+            s.queue_report_backoff_seconds,
+        )
 
     async def attach_peers(self, addresses: Mapping[str, str]) -> None:
         """Start leasing from the queue at `addresses["queue"]`; without it, stay idle."""
@@ -188,6 +197,11 @@ class ExecutorService:
         await asyncio.wait_for(self.coordination.ping(), timeout)
         if self.queue is not None:
             await self.queue.check(timeout)
+
+    async def drain(self) -> None:
+        """Stop leasing; finish or hand back in-flight runs (pool.py). Called by the
+        Platform before its server stops; `stop()` drains too if it was not called."""
+        await self.pool.stop()
 
     async def stop(self) -> None:
         """Drain the pool (see pool.py), then stop the relay and close connections."""

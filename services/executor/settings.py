@@ -46,6 +46,12 @@ class ExecutorSettings(BaseSettings):
     queue_call_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of heartbeat, complete and fail calls to the queue."
     )
+    queue_report_attempts: int = Field(
+        5, ge=1, le=100, description="Tries of completing or failing an order on transient errors."
+    )
+    queue_report_backoff_seconds: float = Field(
+        0.2, gt=0, description="First pause between those tries (doubling)."
+    )
     lease_error_backoff_seconds: float = Field(
         1.0, gt=0, description="Pause after a failed lease call before the next one."
     )
@@ -106,12 +112,15 @@ class ExecutorSettings(BaseSettings):
     watch_queue_size: int = Field(
         256, ge=1, description="Updates buffered per WatchRun stream; progress is dropped past it."
     )
+    watch_poll_seconds: float = Field(
+        1.0, gt=0, description="WatchRun re-reads a run running elsewhere this often."
+    )
     max_summary_length: int = Field(1024, ge=1, description="Longest run summary kept.")
     max_failure_message_length: int = Field(
         2048, ge=1, description="Longest failure message kept and sent to the queue."
     )
     max_invocation_bytes: int = Field(
-        64 * 1024, ge=1, description="Largest invocation payload (JobInvocation) accepted."
+        1024 * 1024, ge=1, description="Largest invocation payload (JobInvocation) accepted."
     )
     # -- journal outbox relay ------------------------------------------------------
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")

@@ -83,6 +83,7 @@ class ScriptedRunner:
     * `block`: reports progress 50%, records a step, then waits for the abort;
     * `stubborn`: reports progress, then ignores the abort (sleeps until cancelled);
     * `gate`: waits until the test opens `gate` (concurrency counting);
+    * `record`: after the gate, reports progress, records a step, saves an output, succeeds;
     * `crash`: raises.
     """
 
@@ -119,6 +120,13 @@ class ScriptedRunner:
         if verb == "gate":
             await self.gate.wait()
             return RunnerOutcome(True, True, "gate opened")
+        if verb == "record":
+            await self.gate.wait()
+            await ctx.report_progress(75, "three quarters")
+            now = SystemClock().now()
+            await ctx.record_step(Step(StepKind.CHECK, "lint", StepStatus.SUCCEEDED, now, now))
+            reference = await ctx.save_output("stdout", b"hello", truncated=False)
+            return RunnerOutcome(True, True, f"recorded {reference or 'nothing'}")
         await ctx.report_progress(50, "halfway")
         now = SystemClock().now()
         await ctx.record_step(
@@ -141,6 +149,8 @@ class ExecutorEnv:
     runners: Mapping[str, Runner] | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     attach_queue: bool = True
+    #: Attach this queue address instead of the queue's (e.g. one where nothing listens).
+    queue_address_override: str = ""
     coordination: Coordination | None = None
     service: ExecutorService = field(init=False)
     server: GrpcServer = field(init=False)
@@ -166,6 +176,8 @@ class ExecutorEnv:
         self.health = health_pb2_grpc.HealthStub(self._channel)
         if self.attach_queue:
             await self.service.attach_peers({"queue": self.queue_address})
+        elif self.queue_address_override:
+            self.service.queue = self.service._queue_client(self.queue_address_override)
         await self.service.self_check()
         await self.server.set_serving(SERVICE_NAME, True)
         return self

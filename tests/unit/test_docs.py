@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conveyor_core.settings import CoreSettings
+from conveyor_executor.settings import ExecutorSettings
 from conveyor_queue.settings import QueueSettings
 from conveyor_scheduler.advisor import AdvisorSettings
 from conveyor_scheduler.settings import SchedulerSettings
@@ -15,7 +16,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_every_setting_is_documented() -> None:
     missing = [
         f"{cls.model_config['env_prefix']}{name.upper()}"
-        for cls in (CoreSettings, QueueSettings, AdvisorSettings, SchedulerSettings)
+        for cls in (CoreSettings, QueueSettings, AdvisorSettings, SchedulerSettings, ExecutorSettings)
         for name in cls.model_fields
         if f"`{cls.model_config['env_prefix']}{name.upper()}`" not in README
     ]

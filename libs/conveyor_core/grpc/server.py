@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +82,6 @@ class GrpcServer:
         self._terminated = asyncio.Event()
         self._signal_loop: asyncio.AbstractEventLoop | None = None
         self._signal_stop_task: asyncio.Task[None] | None = None
-        self._on_signal: Callable[[], Awaitable[None]] = self.stop
 
     async def start(self) -> None:
         """Start serving; a second call waits for the first. Raises after `stop()`."""
@@ -116,11 +115,6 @@ class GrpcServer:
         self._terminated.set()
         logger.info("gRPC server on port %d stopped", self.port)
 
-    async def enter_graceful_shutdown(self) -> None:
-        """Report NOT_SERVING for every service (load balancers stop routing here) but keep
-        answering calls, so background work can wind down before `stop()`."""
-        await self._health.enter_graceful_shutdown()
-
     async def set_serving(self, service_name: str, serving: bool) -> None:
         """Report a service ready (SERVING) or not; ignored once stopping.
 
@@ -141,20 +135,13 @@ class GrpcServer:
         """Return once `stop()` (or a shutdown signal) has finished stopping the server."""
         await self._terminated.wait()
 
-    def install_signal_handlers(
-        self,
-        loop: asyncio.AbstractEventLoop | None = None,
-        on_signal: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    def install_signal_handlers(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Make SIGTERM and SIGINT stop the server gracefully.
 
-        The first signal starts `on_signal()` (default: `stop()`; a Platform passes
-        its own stop, which winds its services down first and then stops the
-        server) and uninstalls the handlers, so a second one gets the default
-        behaviour (an impatient Ctrl-C still kills).
+        The first signal starts `stop()` and uninstalls the handlers, so a second
+        one gets the default behaviour (an impatient Ctrl-C still kills).
         """
         loop = loop or asyncio.get_running_loop()
-        self._on_signal = on_signal or self.stop
         try:
             for signum in _SHUTDOWN_SIGNALS:
                 loop.add_signal_handler(signum, self._on_shutdown_signal, signum)
@@ -175,7 +162,7 @@ class GrpcServer:
         loop = self._signal_loop
         self.remove_signal_handlers()
         if loop is not None:
-            self._signal_stop_task = loop.create_task(self._on_signal())
+            self._signal_stop_task = loop.create_task(self.stop())
 
 
 async def create_server(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from google.protobuf import struct_pb2
 
 from conveyor.common.v1 import types_pb2
@@ -105,7 +107,7 @@ def run_to_pb(run: Run) -> pb.Run:
 
 def step_to_pb(step: StepRecord) -> pb.RunStep:
     attributes = struct_pb2.Struct()
-    attributes.update(_struct_safe(dict(step.attributes)))
+    attributes.update(cast(dict[str, Any], _struct_safe(dict(step.attributes))))
     return pb.RunStep(
         name=f"{step.run.name}/steps/{step.seq}",
         attempt=step.attempt,

@@ -113,7 +113,8 @@ async def run_process(
         _kill_group(proc.pid, signal.SIGKILL)  # leftovers, or the caller itself was cancelled
         await _finish_readers(readers)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), _DRAIN_TIMEOUT)  # reap the transport
+            async with asyncio.timeout(_DRAIN_TIMEOUT):
+                await proc.wait()  # reap the transport
     duration = round((time.monotonic() - began) * 1000)
     return ProcessResult(proc.returncode, stdout, stderr, timed_out, aborted, duration)
 
@@ -123,7 +124,7 @@ async def _wait_or_terminate(
 ) -> tuple[bool, bool]:
     """Wait for the leader's exit; on timeout or abort terminate the group. (timed_out, aborted)."""
     try:
-        await unless_cancelled(asyncio.wait_for(_leader_exited(proc), seconds), cancelled)
+        await unless_cancelled(_leader_exited(proc, within=seconds), cancelled)
     except TimeoutError:
         await _terminate_group(proc, grace)
         return True, False
@@ -151,7 +152,7 @@ async def _terminate_group(proc: asyncio.subprocess.Process, grace: float) -> No
     """SIGTERM to the group, SIGKILL after `grace` seconds if the leader is still there."""
     _kill_group(proc.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(_leader_exited(proc), grace)
+        await _leader_exited(proc, within=grace)
         return
     except TimeoutError:
         logger.info("process group %d ignored SIGTERM for %.1fs; killing it", proc.pid, grace)
@@ -159,15 +160,19 @@ async def _terminate_group(proc: asyncio.subprocess.Process, grace: float) -> No
     await _leader_exited(proc)
 
 
-async def _leader_exited(proc: asyncio.subprocess.Process) -> int:
+async def _leader_exited(proc: asyncio.subprocess.Process, within: float | None = None) -> int:
     """The exit code of the group's leader, as soon as it exits.
 
     Polled because asyncio's `Process.wait()` also waits for the output pipes
     to close, which a background child left in the group can hold open: the
     leader's exit is what ends an iteration (the leftovers are then killed).
+
+    Raises:
+        TimeoutError: still running after `within` seconds.
     """
-    while proc.returncode is None:  # noqa: ASYNC110 (see above: no event to wait on)
-        await asyncio.sleep(_EXIT_POLL_SECONDS)
+    async with asyncio.timeout(within):
+        while proc.returncode is None:  # noqa: ASYNC110 (see above: no event to wait on)
+            await asyncio.sleep(_EXIT_POLL_SECONDS)
     return proc.returncode
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from conveyor_executor.domain.failure import ClassifiedError
 from conveyor_executor.domain.model import (
     AttemptEnd,
     JobUsage,
@@ -80,6 +81,12 @@ class RunStore(Protocol):
         ...
 
     async def run_finish_attempt(self, params: AttemptFinish) -> Run: ...
+    async def run_abort_pending(
+        self, ref: RunRef, error: ClassifiedError, at: datetime, journal: tuple[JournalDraft, ...]
+    ) -> Run:
+        """End a PENDING run (its order was cancelled while waiting for a retry) ABORTED."""
+        ...
+
     async def run_set_progress(self, ref: RunRef, progress: Progress) -> None: ...
     async def run_get(self, ref: RunRef) -> Run: ...
     async def run_list(self, params: RunListParams) -> list[Run]: ...

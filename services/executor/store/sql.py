@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import opt_to_micros, to_micros
+from conveyor_executor.domain.failure import ClassifiedError
 from conveyor_executor.domain.model import (
     JobUsage,
     Output,
@@ -182,6 +183,25 @@ class SqlRunStore:
                 )
             )
             await self._journal(conn, params.journal)
+            return await self._run(conn, ref)
+
+    async def run_abort_pending(
+        self, ref: RunRef, error: ClassifiedError, at: datetime, journal: tuple[JournalDraft, ...]
+    ) -> Run:
+        at_us = to_micros(at)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(runs)
+                .where(_run_key(ref), rc.state == RunState.PENDING.value)
+                .values(
+                    state=RunState.ABORTED.value,
+                    updated_at=at_us,
+                    ended_at=at_us,
+                    error=error_to_json(error),
+                )
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                await self._journal(conn, journal)
             return await self._run(conn, ref)
 
     async def run_set_progress(self, ref: RunRef, progress: Progress) -> None:
