@@ -339,7 +339,11 @@ class SchedulerEngine:
             endpoints=schedule.next_endpoints if fires else (),
             correlation_id=correlation_id,
         )
-        traceparent = tick_trace[1] if tick_trace else self._fire_span(schedule, fire)
+        # Every fire has its span; with a trace per tick it is a child of the tick's span
+        # and the submit carries the tick's traceparent, so the tick's orders batch.
+        traceparent = self._fire_span(schedule, fire)
+        if tick_trace:
+            traceparent = tick_trace[1]
         submit = None
         if fires:
             parent, spec = invocation.work_order_spec(job, fire, token)

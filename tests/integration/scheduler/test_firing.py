@@ -160,5 +160,6 @@ async def test_with_a_trace_per_tick_a_ticks_fires_go_in_one_batch_sharing_its_t
         by_correlation = {f.correlation_id for f in fires}
         assert {o.correlation_id for o in orders} == by_correlation
         assert len(by_correlation) == 1  # one tick: one id, one trace, one batch call
+        assert len({o.traceparent.split("-")[1] for o in orders}) == 1
     finally:
         await env.stop()
