@@ -35,12 +35,18 @@ async def _serve(core: CoreSettings, names: Sequence[str], example: bool) -> Non
         from conveyor_core.example import run_example
 
         example_task = asyncio.create_task(run_example(f"{host}:{port}"))
+        example_task.add_done_callback(_report_example_failure)
     try:
         await platform.server.wait_for_termination()
     finally:
         if example_task is not None:
             example_task.cancel()
         await platform.stop()
+
+
+def _report_example_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the example stopped", exc_info=task.exception())
 
 
 def _print_banner(core: CoreSettings, names: Sequence[str], address: str) -> None:

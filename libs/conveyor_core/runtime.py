@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SERVICES: dict[str, str] = {
     "queue": "conveyor_queue.service:build",
     "events": "conveyor_events.service:build",
+    "scheduler": "conveyor_scheduler.service:build",
     "executor": "conveyor_executor.service:build",
 }
 

@@ -115,6 +115,8 @@ class AttemptExecution:
             span.set_attribute("conveyor.run", self.ref.name)
             span.set_attribute("conveyor.work_order.id", order.id)
             span.set_attribute("conveyor.work_order.attempt", order.attempt)
+            if correlation:
+                span.set_attribute("conveyor.correlation_id", correlation)
             state = await self._run_in_span()
             span.set_attribute("conveyor.run.state", state.value)
             return state

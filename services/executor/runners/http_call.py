@@ -179,6 +179,9 @@ class EndpointCaller:
             "conveyor.run_id": self._ctx.run_id,
             "conveyor.attempt": attributes["attempt"],
         }
+        correlation_id = get_correlation_id()
+        if correlation_id:
+            span_attributes["conveyor.correlation_id"] = correlation_id
         name = f"http {request.endpoint.name}"
         with _tracer.start_as_current_span(
             name, kind=trace.SpanKind.CLIENT, attributes=span_attributes
