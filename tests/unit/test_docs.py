@@ -16,7 +16,13 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_every_setting_is_documented() -> None:
     missing = [
         f"{cls.model_config['env_prefix']}{name.upper()}"
-        for cls in (CoreSettings, QueueSettings, AdvisorSettings, SchedulerSettings, ExecutorSettings)
+        for cls in (
+            CoreSettings,
+            QueueSettings,
+            AdvisorSettings,
+            SchedulerSettings,
+            ExecutorSettings,
+        )
         for name in cls.model_fields
         if f"`{cls.model_config['env_prefix']}{name.upper()}`" not in README
     ]
