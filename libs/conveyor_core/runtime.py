@@ -11,8 +11,10 @@ server hosts the JournalService itself (the embedded default) and
 is up, with the server's own address, so the service's relay delivers there.
 
 A service may also have `drain()`: `Platform.stop` calls it after readiness
-turned NOT_SERVING and before the server stops (the executor finishes or hands
-back its runs there, while a queue in the same process still answers).
+turned NOT_SERVING and before the server stops, last started first (the
+executor finishes or hands back its runs, the scheduler stops firing and
+releases leadership, the queue flushes its journal outbox, while every service
+in the same process still answers).
 
 A service that calls other services (the scheduler calls the queue, the
 executor the queue and the event store) has `attach_peers(addresses)`: once
@@ -158,7 +160,7 @@ class Platform:
             for service in self.services:
                 for registration in service.registrations():
                     await self.server.set_serving(registration.name, False)
-        for service in self.services:
+        for service in reversed(self.services):  # callers first: executor, scheduler, ...
             drain = getattr(service, "drain", None)
             if drain is not None:
                 try:

@@ -102,12 +102,17 @@ class QueueService:
         """Raises when the database is unreachable or not migrated."""
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """Stop relaying to the journal before the server stops (shutdown); what is not
+        delivered yet stays in the outbox for the next start or another replica."""
         relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None
         if relay is not None:
             await relay.stop()
         if sink is not None:
             await sink.close()
+
+    async def stop(self) -> None:
+        await self.drain()
         await self.outbox_notifier.close()
         await self.engine.stop()
         await self.engine_db.dispose()

@@ -223,9 +223,14 @@ class SchedulerService:
     async def self_check(self) -> None:
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """Stop firing and give up leadership while the queue may still answer (shutdown):
+        a standby replica takes over at once instead of after the lease TTL."""
         await self.election.stop()
         await self._on_deposed()
+
+    async def stop(self) -> None:
+        await self.drain()
         for client in (self.queue, self.events, self._journal_sink):
             if client is not None:
                 await client.close()
