@@ -342,3 +342,86 @@ def _describe(error: Exception) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
     return f"{type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """How a service's journal outbox is relayed (each service names these in its settings)."""
+
+    batch_size: int = 500
+    poll_seconds: float = 1.0
+    backoff_initial_seconds: float = 0.2
+    backoff_max_seconds: float = 30.0
+    append_timeout_seconds: float = 10.0
+
+    @classmethod
+    def of(cls, service_settings: object) -> RelaySettings:
+        """From a service's `relay_batch_size`, `relay_poll_seconds`, ... settings."""
+        return cls(
+            **{
+                name: getattr(service_settings, f"relay_{name}")
+                for name in cls.__dataclass_fields__
+            }
+        )
+
+
+class JournalDelivery:
+    """A service's journal outbox delivered to the JournalService at an address.
+
+    The relay and its gRPC sink as one unit, so that every service wires its
+    outbox the same way: `start(address)` once the address is known (from
+    settings, or the Platform's `attach_journal`), `stop()` on shutdown. Start
+    is idempotent (the first address wins until stopped); a stopped delivery
+    may start again. `relay` is the running OutboxRelay (None when stopped).
+    """
+
+    def __init__(
+        self,
+        source: OutboxSource,
+        coordination: Coordination,
+        core: CoreSettings,
+        settings: RelaySettings,
+        *,
+        name: str,
+    ) -> None:
+        self._source = source
+        self._coordination = coordination
+        self._core = core
+        self._settings = settings
+        self._name = name
+        self.relay: OutboxRelay | None = None
+        self._sink: GrpcJournalSink | None = None
+
+    async def start(self, address: str) -> None:
+        if self.relay is not None:
+            return
+        s = self._settings
+        self._sink = GrpcJournalSink(address, settings=self._core, timeout=s.append_timeout_seconds)
+        self.relay = OutboxRelay(
+            self._source,
+            self._sink,
+            self._coordination,
+            batch_size=s.batch_size,
+            poll_seconds=s.poll_seconds,
+            backoff=Backoff(s.backoff_initial_seconds, s.backoff_max_seconds),
+            name=self._name,
+        )
+        await self.relay.start()
+        log.info("%s outbox relay delivering to the journal at %s", self._name, address)
+
+    async def stop(self, *, flush: bool = False) -> None:
+        """Stop relaying. With `flush`, first try once (bounded by the append timeout) to
+        deliver what is pending, e.g. the last records written during a drain; what
+        fails stays in the outbox for the next start or another replica."""
+        relay, sink, self.relay, self._sink = self.relay, self._sink, None, None
+        if relay is not None:
+            await relay.stop()
+            if flush:
+                try:
+                    await asyncio.wait_for(
+                        relay.deliver_once(), self._settings.append_timeout_seconds
+                    )
+                except Exception as error:  # best effort: the rows stay in the outbox
+                    log.info("%s outbox not flushed at stop: %s", self._name, error)
+        if sink is not None:
+            await sink.close()

@@ -21,7 +21,7 @@ from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
-from conveyor_core.outbox import Backoff, GrpcJournalSink, OutboxNotifier, OutboxRelay
+from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_executor.api.servicer import SERVICE_NAME, ExecutorServicer
@@ -121,8 +121,9 @@ class ExecutorService:
         )
         self.servicer = ExecutorServicer(self.engine, PageTokens(core.page_token_secret))
         self.queue: QueueClient | None = None
-        self.relay: OutboxRelay | None = None
-        self._journal_sink: GrpcJournalSink | None = None
+        self.journal = JournalDelivery(
+            self.outbox, coordination, core, RelaySettings.of(self.settings), name="executor"
+        )
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -169,25 +170,15 @@ class ExecutorService:
         self.pool.start(self.queue)
         log.info("executor leasing from the queue at %s", address)
 
+    @property
+    def relay(self) -> OutboxRelay | None:
+        """The running journal relay, if any."""
+        return self.journal.relay
+
     async def attach_journal(self, address: str) -> None:
         """Start the outbox relay to the JournalService at `address`; idempotent."""
-        if self.relay is not None:
-            return
-        s = self.settings
-        self._journal_sink = GrpcJournalSink(
-            address, settings=self.core, timeout=s.relay_append_timeout_seconds
-        )
-        self.relay = OutboxRelay(
-            self.outbox,
-            self._journal_sink,
-            self.coordination,
-            batch_size=s.relay_batch_size,
-            poll_seconds=s.relay_poll_seconds,
-            backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
-            name="executor",
-        )
         self.outbox_notifier.enabled = True
-        await self.relay.start()
+        await self.journal.start(address)
 
     async def self_check(self) -> None:
         """Raises when the database is not at head, coordination is down or the queue is not
@@ -200,17 +191,14 @@ class ExecutorService:
 
     async def drain(self) -> None:
         """Stop leasing; finish or hand back in-flight runs (pool.py). Called by the
-        Platform before its server stops; `stop()` drains too if it was not called."""
+        Platform before its server stops; `stop()` drains too if it was not called.
+        The journal relay then delivers what the drain wrote, once, and stops."""
         await self.pool.stop()
+        await self.journal.stop(flush=True)
 
     async def stop(self) -> None:
         """Drain the pool (see pool.py), then stop the relay and close connections."""
-        await self.pool.stop()
-        relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None
-        if relay is not None:
-            await relay.stop()
-        if sink is not None:
-            await sink.close()
+        await self.drain()
         await self.outbox_notifier.close()
         queue, self.queue = self.queue, None
         if queue is not None:

@@ -9,7 +9,7 @@ from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
-from conveyor_core.outbox import Backoff, GrpcJournalSink, OutboxNotifier, OutboxRelay
+from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_queue.api.servicer import SERVICE_NAME, WorkOrderQueueServicer
@@ -53,8 +53,9 @@ class QueueService:
         self.engine = QueueEngine(self.store, coordination, self.settings, clock or SystemClock())
         self.servicer = WorkOrderQueueServicer(self.engine, PageTokens(core.page_token_secret))
         self.outbox = SqlQueueOutbox(self.engine_db, clock)
-        self.relay: OutboxRelay | None = None
-        self._journal_sink: GrpcJournalSink | None = None
+        self.journal = JournalDelivery(
+            self.outbox, coordination, core, RelaySettings.of(self.settings), name="queue"
+        )
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -77,26 +78,15 @@ class QueueService:
         self._started = True
         log.info("queue service started on %s", db.redacted(self.database_url))
 
+    @property
+    def relay(self) -> OutboxRelay | None:
+        """The running journal relay, if any."""
+        return self.journal.relay
+
     async def attach_journal(self, address: str) -> None:
         """Start the outbox relay to the JournalService at `address`; idempotent."""
-        if self.relay is not None:
-            return
-        s = self.settings
-        self._journal_sink = GrpcJournalSink(
-            address, settings=self.core, timeout=s.relay_append_timeout_seconds
-        )
-        self.relay = OutboxRelay(
-            self.outbox,
-            self._journal_sink,
-            self.coordination,
-            batch_size=s.relay_batch_size,
-            poll_seconds=s.relay_poll_seconds,
-            backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
-            name="queue",
-        )
         self.outbox_notifier.enabled = True
-        await self.relay.start()
-        log.info("queue outbox relay delivering to the journal at %s", address)
+        await self.journal.start(address)
 
     async def self_check(self) -> None:
         """Raises when the database is unreachable or not migrated."""
@@ -105,11 +95,7 @@ class QueueService:
     async def drain(self) -> None:
         """Stop relaying to the journal before the server stops (shutdown); what is not
         delivered yet stays in the outbox for the next start or another replica."""
-        relay, sink, self.relay, self._journal_sink = self.relay, self._journal_sink, None, None
-        if relay is not None:
-            await relay.stop()
-        if sink is not None:
-            await sink.close()
+        await self.journal.stop(flush=True)
 
     async def stop(self) -> None:
         await self.drain()

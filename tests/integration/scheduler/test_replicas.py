@@ -17,7 +17,10 @@ from tests.helpers.scheduler import SchedulerCluster, interval
 
 SCHEDULES = 10
 ROUNDS = 10
-TTL = 1.0
+# Short enough for quick failover tests, long enough that a leader on a loaded CI
+# machine (2 cores, SQLite firing on the event loop) still renews in time: a lost
+# lease mid-test would be a legal failover, but not what the single-leader test checks.
+TTL = 3.0
 
 
 @pytest.fixture
