@@ -33,7 +33,7 @@ from typing import Any
 
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
-from tests.bench import events, report
+from tests.bench import e2e, events, report
 from tests.bench.cpu import CpuWindow, machine_busy
 from tests.bench.environment import (
     QUEUE_SERVICE,
@@ -48,7 +48,7 @@ from tests.bench.scenarios import Bench
 OUT_DIR = Path(".bench")
 # Scenarios run against the queue server (the scheduler's fires go to that queue).
 SCENARIOS = ("submit_single", "submit_batch", "drain", "latency", "scheduler")
-ALL_SCENARIOS = SCENARIOS + events.SCENARIOS
+ALL_SCENARIOS = SCENARIOS + events.SCENARIOS + e2e.SCENARIOS
 TARGET_RATE = 200.0
 
 
@@ -237,6 +237,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scheduler-schedules", type=int, default=10_000)
     parser.add_argument("--output", default=str(OUT_DIR / "results.json"))
     events.add_arguments(parser)
+    e2e.add_arguments(parser)
     args = parser.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(ALL_SCENARIOS)
     if unknown:
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                     args, server.address, selected, windows, results
                 ),
             )
+        if selected & set(e2e.SCENARIOS):  # four server processes + the no-op HTTP service
+            e2e.run(args, database, prefix, selected, results)
     except BaseException as exc:
         failed = True
         results["error"] = f"{type(exc).__name__}: {exc}"
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             failed = True
-    for failure in events.failures(results):
+    for failure in events.failures(results) + e2e.failures(results):
         print(f"\n{failure}", file=sys.stderr)
         failed = True
     return 1 if failed else 0
