@@ -67,10 +67,10 @@ OUT_DIR = Path(".bench")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("end-to-end (tests/bench/e2e.py)")
-    group.add_argument("--e2e-orders", type=int, default=5_000, help="orders of e2e_throughput")
-    group.add_argument("--e2e-schedules", type=int, default=200)
-    group.add_argument("--e2e-every", type=float, default=5.0, help="schedules' interval (s)")
-    group.add_argument("--e2e-window", type=float, default=30.0, help="slot window (s)")
+    group.add_argument("--e2e-orders", type=int, default=2_000, help="orders of e2e_throughput")
+    group.add_argument("--e2e-schedules", type=int, default=300)
+    group.add_argument("--e2e-every", type=float, default=30.0, help="schedules' interval (s)")
+    group.add_argument("--e2e-window", type=float, default=60.0, help="slot window (s)")
     group.add_argument(
         "--e2e-concurrency",
         type=int,
@@ -257,6 +257,26 @@ async def list_runs(executor: executor_grpc.ExecutorServiceStub) -> list[executo
             return runs
 
 
+async def list_orders(
+    queue: queue_grpc.WorkOrderQueueServiceStub, states: list[int] | None = None
+) -> list[queue_pb.WorkOrder]:
+    orders: list[queue_pb.WorkOrder] = []
+    token = ""
+    while True:
+        page = await queue.ListWorkOrders(
+            queue_rpc.ListWorkOrdersRequest(
+                parent=f"{PARENT}/queues/{QUEUE}",
+                states=states or [],
+                page_size=1000,
+                page_token=token,
+            )
+        )
+        orders += page.work_orders
+        token = page.next_page_token
+        if not token:
+            return orders
+
+
 async def succeeded_in_queue(queue: queue_grpc.WorkOrderQueueServiceStub) -> dict[str, int]:
     stats = (
         await queue.GetQueueStats(queue_rpc.GetQueueStatsRequest(name=f"{PARENT}/queues/{QUEUE}"))
@@ -337,7 +357,11 @@ async def throughput(
     verified = await _verify_throughput(queue, runs, names, expected, depth)
     measured = set(names)
     ends = [_seconds(r.end_time) for r in runs if r.work_order in measured]
-    queue_wait = [_seconds(r.start_time) - _seconds(r.create_time) for r in runs]
+    completes = [
+        _seconds(o.complete_time)
+        for o in await list_orders(queue, [queue_pb.WORK_ORDER_STATE_SUCCEEDED])
+        if o.name in measured
+    ]
     durations = [_seconds(r.end_time) - _seconds(r.start_time) for r in runs]
     return {
         "orders": total,
@@ -346,7 +370,9 @@ async def throughput(
         "orders_per_s_by_run_end": round(total / (max(ends) - wall_start), 1) if ends else 0.0,
         "submit_seconds": round(submitted, 2),
         "run_ms": percentiles_ms(durations),
-        "run_create_to_start_ms": percentiles_ms(queue_wait),
+        "orders_per_s_by_queue_complete_time": (
+            round(total / (max(completes) - wall_start), 1) if completes else 0.0
+        ),
         "verified": verified,
     }
 
@@ -358,23 +384,9 @@ async def _verify_throughput(
     expected: int,
     depth: dict[str, int],
 ) -> dict[str, Any]:
-    attempts_not_1 = 0
-    listed = 0
-    token = ""
-    while True:
-        page = await queue.ListWorkOrders(
-            queue_rpc.ListWorkOrdersRequest(
-                parent=f"{PARENT}/queues/{QUEUE}",
-                states=[queue_pb.WORK_ORDER_STATE_SUCCEEDED],
-                page_size=1000,
-                page_token=token,
-            )
-        )
-        listed += len(page.work_orders)
-        attempts_not_1 += sum(1 for o in page.work_orders if o.attempt != 1)
-        token = page.next_page_token
-        if not token:
-            break
+    orders = await list_orders(queue, [queue_pb.WORK_ORDER_STATE_SUCCEEDED])
+    listed = len(orders)
+    attempts_not_1 = sum(1 for o in orders if o.attempt != 1)
     per_order = Counter(r.work_order for r in runs if r.state == executor_pb.RUN_STATE_SUCCEEDED)
     wanted = set(names)
     not_one = sum(1 for n in wanted if per_order.get(n, 0) != 1)
@@ -403,6 +415,7 @@ async def _verify_throughput(
 
 
 async def slot_latency(
+    queue: queue_grpc.WorkOrderQueueServiceStub,
     scheduler: scheduler_grpc.SchedulerServiceStub,
     executor: executor_grpc.ExecutorServiceStub,
     url: str,
@@ -449,8 +462,8 @@ async def slot_latency(
             )
 
     await asyncio.gather(*(create() for _ in range(8)))
-    # The window: slots in [start, end); the first `every` is skipped (first fires warm up).
-    start = base + timedelta(seconds=every)
+    # The window: slots in [start, end); the first few seconds of fires are a warm-up.
+    start = base + timedelta(seconds=min(every, 5.0))
     end = start + timedelta(seconds=window)
     await asyncio.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
     await windows.start("e2e_slot_latency")
@@ -461,7 +474,9 @@ async def slot_latency(
         for i, anchor in enumerate(anchors)
         for slot in _slots(anchor, every, start, end)
     }
-    return await _collect_slots(executor, expected, start, end, count, every, window)
+    result = await _collect_slots(executor, expected, start, end, count, every, window)
+    result.update(await _split(queue, result.pop("_runs")))
+    return result
 
 
 def _slots(anchor: datetime, every: float, start: datetime, end: datetime) -> list[float]:
@@ -483,7 +498,7 @@ async def _collect_slots(
     every: float,
     window: float,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:  # runs of the window's last slots may still be starting: poll with a deadline
         runs = [
             r
@@ -500,7 +515,6 @@ async def _collect_slots(
     missing = len(expected - set(per_slot))
     unexpected = len(set(per_slot) - expected)
     latencies = [_seconds(r.start_time) - _seconds(r.slot_time) for r in started]
-    leased = [_seconds(r.create_time) - _seconds(r.slot_time) for r in runs]
     states = Counter(executor_pb.RunState.Name(r.state) for r in runs)
     return {
         "schedules": count,
@@ -509,7 +523,7 @@ async def _collect_slots(
         "runs": len(runs),
         "runs_per_s": round(len(runs) / window, 1),
         "latency_ms": percentiles_ms(latencies),
-        "slot_to_run_create_ms": percentiles_ms(leased),
+        "_runs": started,
         "states": dict(states),
         "verified": {
             "ok": duplicates == 0 and missing == 0 and unexpected == 0,
@@ -518,6 +532,22 @@ async def _collect_slots(
             "missing_slots": missing,
             "unexpected_slots": unexpected,
         },
+    }
+
+
+async def _split(
+    queue: queue_grpc.WorkOrderQueueServiceStub, runs: list[executor_pb.Run]
+) -> dict[str, Any]:
+    """Where the latency goes: slot -> order queued (scheduler), queued -> run start (executor)."""
+    queued = {o.name: _seconds(o.create_time) for o in await list_orders(queue)}
+    fire, lease = [], []
+    for run in runs:
+        if run.work_order in queued:
+            fire.append(queued[run.work_order] - _seconds(run.slot_time))
+            lease.append(_seconds(run.start_time) - queued[run.work_order])
+    return {
+        "slot_to_queued_ms": percentiles_ms(fire),
+        "queued_to_run_start_ms": percentiles_ms(lease),
     }
 
 
@@ -556,12 +586,13 @@ async def _scenarios(
             record(
                 "e2e_slot_latency",
                 await slot_latency(
+                    queue,
                     scheduler,
                     executor,
                     platform.url,
                     windows,
                     count=50 if quick else args.e2e_schedules,
-                    every=args.e2e_every,
+                    every=5.0 if quick else args.e2e_every,
                     window=10.0 if quick else args.e2e_window,
                 ),
             )
