@@ -4,7 +4,7 @@
 
 A minimal asyncio HTTP/1.1 server with keep-alive: every request is answered
 `200 OK` with an empty body at once, so it costs the executor one round trip
-and nothing else. On SIGTERM it prints `{"requests": n}` and exits. It is its
+and nothing else. On SIGTERM it prints `{"requests": n, "connections": m}` and exits. It is its
 own process so its CPU is measured apart from the executor's (group `http`).
 """
 
@@ -21,8 +21,10 @@ _REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Type: text/plain\r\n\
 class NoopServer:
     def __init__(self) -> None:
         self.requests = 0
+        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -58,7 +60,7 @@ async def _main() -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
-    print(json.dumps({"requests": noop.requests}), flush=True)
+    print(json.dumps({"requests": noop.requests, "connections": noop.connections}), flush=True)
 
 
 if __name__ == "__main__":
