@@ -331,7 +331,9 @@ async def _wait_succeeded(
         now = time.perf_counter()
         if depth.get("SUCCEEDED", 0) >= expected or now > deadline:
             return now, depth
-        await asyncio.sleep(0.1)
+        # GetQueueStats is not free (about an eighth of the queue's samples at 0.1 s in
+        # the profile): poll gently; the rate comes from the orders' complete_time.
+        await asyncio.sleep(0.5)
 
 
 async def throughput(
@@ -363,16 +365,16 @@ async def throughput(
         if o.name in measured
     ]
     durations = [_seconds(r.end_time) - _seconds(r.start_time) for r in runs]
+    seconds = max(completes) - wall_start if completes else elapsed
     return {
         "orders": total,
-        "seconds": round(elapsed, 2),
-        "orders_per_s": round(total / elapsed, 1),
+        # first submit -> the last order's complete_time in the queue (same host clock)
+        "seconds": round(seconds, 2),
+        "orders_per_s": round(total / seconds, 1),
+        "orders_per_s_by_poll": round(total / elapsed, 1),
         "orders_per_s_by_run_end": round(total / (max(ends) - wall_start), 1) if ends else 0.0,
         "submit_seconds": round(submitted, 2),
         "run_ms": percentiles_ms(durations),
-        "orders_per_s_by_queue_complete_time": (
-            round(total / (max(completes) - wall_start), 1) if completes else 0.0
-        ),
         "verified": verified,
     }
 
