@@ -525,6 +525,9 @@ async def _collect_slots(
         "runs": len(runs),
         "runs_per_s": round(len(runs) / window, 1),
         "latency_ms": percentiles_ms(latencies),
+        "run_ms": percentiles_ms(
+            [_seconds(r.end_time) - _seconds(r.start_time) for r in started if r.end_time.seconds]
+        ),
         "_runs": started,
         "states": dict(states),
         "verified": {
