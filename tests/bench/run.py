@@ -1,4 +1,4 @@
-"""`make bench`: queue and event-store throughput and latency on PostgreSQL, over gRPC.
+"""`make bench`: queue, event-store and end-to-end throughput and latency on PostgreSQL.
 
     python -m tests.bench.run                     # everything, about 1-2 minutes
     python -m tests.bench.run --only drain        # one or more scenarios (comma-separated)
@@ -10,7 +10,9 @@ and uses Redis (CONVEYOR_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) unde
 the key prefix `conveyor-bench:<pid>:`, starts `python -m conveyor_core.cli
 serve queue` on a free port, runs the queue scenarios from this process, stops
 it, then does the same with `serve events` for the event-store scenarios
-(tests/bench/events.py). It prints a table and writes `.bench/results.json`.
+(tests/bench/events.py), then starts events, queue, scheduler and executor as
+four processes plus a no-op HTTP service for the end-to-end scenarios
+(tests/bench/e2e.py). It prints a table and writes `.bench/results.json`.
 The database, the Redis keys and the servers are removed at the end, on
 failure too.
 """
