@@ -30,7 +30,13 @@ QUEUE_SERVICE = "conveyor.queue.v1.WorkOrderQueueService"
 
 #: Server settings a caller may pass through the environment to experiment
 #: (e.g. CONVEYOR_DB_POOL_SIZE=20); every other CONVEYOR_* variable is dropped.
-PASSTHROUGH_PREFIXES = ("CONVEYOR_QUEUE_", "CONVEYOR_EVENTS_", "CONVEYOR_DB_")
+PASSTHROUGH_PREFIXES = (
+    "CONVEYOR_QUEUE_",
+    "CONVEYOR_EVENTS_",
+    "CONVEYOR_DB_",
+    "CONVEYOR_SCHEDULER_",
+    "CONVEYOR_EXECUTOR_",
+)
 
 
 def admin_url() -> str:
@@ -125,7 +131,9 @@ def _glob_escape(text: str) -> str:
 class ServerProcess:
     """`python -m conveyor_core.cli serve <service>` in its own process, output to a log file.
 
-    `health_service` is the gRPC service whose health `SERVING` means ready.
+    `health_service` is the gRPC service whose health `SERVING` means ready;
+    `extra_env` (e.g. peers' addresses, tuned settings) is set last, over the
+    caller's environment.
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class ServerProcess:
         log_path: Path,
         service: str = "queue",
         health_service: str = QUEUE_SERVICE,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.service = service
         self.health_service = health_service
@@ -158,6 +167,7 @@ class ServerProcess:
                 "CONVEYOR_SHUTDOWN_GRACE_SECONDS": "5",
             }
         )
+        env.update(extra_env or {})
         self._env = env
         self.command = [sys.executable, "-m", "conveyor_core.cli", "serve", service]
         self.process: subprocess.Popen[bytes] | None = None

@@ -218,6 +218,46 @@ def event_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return out
 
 
+def _e2e_cpu(result: dict[str, Any]) -> str:
+    cpu = result.get("cpu_percent")
+    if not cpu:
+        return ""
+    names = ("executor", "queue", "scheduler", "events", "http", "postgres", "redis")
+    names += ("bench_client", "other")
+    return " ".join(f"{cpu.get(n, 0):>4.0f}" for n in names)
+
+
+def e2e_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Rows of the end-to-end suite (tests/bench/e2e.py)."""
+    out: list[tuple[str, ...]] = []
+    scenarios = results["scenarios"]
+    if "e2e_throughput" in scenarios:
+        r = scenarios["e2e_throughput"]
+        out.append(
+            (
+                f"no-op HTTP jobs, {r['orders']:,} orders",
+                f"{r['orders_per_s']:,.0f} orders/s",
+                f"run p50 {r['run_ms'].get('p50')} ms; concurrency "
+                f"{r['executor_settings']['CONVEYOR_EXECUTOR_CONCURRENCY']}",
+                _verified(r),
+                _e2e_cpu(r),
+            )
+        )
+    if "e2e_slot_latency" in scenarios:
+        r = scenarios["e2e_slot_latency"]
+        lat = r["latency_ms"]
+        out.append(
+            (
+                f"slot -> run start, {r['schedules']} schedules / {r['every_seconds']:g} s",
+                f"p50 {lat.get('p50')} ms, p99 {lat.get('p99')} ms",
+                f"max {lat.get('max')} ms, {r['runs']} runs in {r['window_seconds']:g} s",
+                _verified(r),
+                _e2e_cpu(r),
+            )
+        )
+    return out
+
+
 def _grid(header: tuple[str, ...], body: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(header))]
@@ -237,6 +277,20 @@ def table(results: dict[str, Any]) -> str:
         if lines:
             lines.append("")
         lines += _grid(("event store", "result", "notes", "srv ms/event", cpu_header), events)
+    end_to_end = e2e_rows(results)
+    if end_to_end:
+        if lines:
+            lines.append("")
+        lines += _grid(
+            (
+                "end to end",
+                "result",
+                "notes",
+                "verified",
+                "CPU% exe  que  sch  evt http   pg  rds  cli  oth",
+            ),
+            end_to_end,
+        )
     machine = results["machine"]
     lines.append("")
     postgres = results.get("postgres", {})

@@ -1,4 +1,4 @@
-"""`make bench`: queue and event-store throughput and latency on PostgreSQL, over gRPC.
+"""`make bench`: queue, event-store and end-to-end throughput and latency on PostgreSQL.
 
     python -m tests.bench.run                     # everything, about 1-2 minutes
     python -m tests.bench.run --only drain        # one or more scenarios (comma-separated)
@@ -10,7 +10,9 @@ and uses Redis (CONVEYOR_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) unde
 the key prefix `conveyor-bench:<pid>:`, starts `python -m conveyor_core.cli
 serve queue` on a free port, runs the queue scenarios from this process, stops
 it, then does the same with `serve events` for the event-store scenarios
-(tests/bench/events.py). It prints a table and writes `.bench/results.json`.
+(tests/bench/events.py), then starts events, queue, scheduler and executor as
+four processes plus a no-op HTTP service for the end-to-end scenarios
+(tests/bench/e2e.py). It prints a table and writes `.bench/results.json`.
 The database, the Redis keys and the servers are removed at the end, on
 failure too.
 """
@@ -33,7 +35,7 @@ from typing import Any
 
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
-from tests.bench import events, report
+from tests.bench import e2e, events, report
 from tests.bench.cpu import CpuWindow, machine_busy
 from tests.bench.environment import (
     QUEUE_SERVICE,
@@ -48,7 +50,7 @@ from tests.bench.scenarios import Bench
 OUT_DIR = Path(".bench")
 # Scenarios run against the queue server (the scheduler's fires go to that queue).
 SCENARIOS = ("submit_single", "submit_batch", "drain", "latency", "scheduler")
-ALL_SCENARIOS = SCENARIOS + events.SCENARIOS
+ALL_SCENARIOS = SCENARIOS + events.SCENARIOS + e2e.SCENARIOS
 TARGET_RATE = 200.0
 
 
@@ -237,6 +239,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scheduler-schedules", type=int, default=10_000)
     parser.add_argument("--output", default=str(OUT_DIR / "results.json"))
     events.add_arguments(parser)
+    e2e.add_arguments(parser)
     args = parser.parse_args(argv)
     unknown = set(filter(None, args.only.split(","))) - set(ALL_SCENARIOS)
     if unknown:
@@ -361,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
                     args, server.address, selected, windows, results
                 ),
             )
+        if selected & set(e2e.SCENARIOS):  # four server processes + the no-op HTTP service
+            e2e.run(args, database, prefix, selected, results)
     except BaseException as exc:
         failed = True
         results["error"] = f"{type(exc).__name__}: {exc}"
@@ -392,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             failed = True
-    for failure in events.failures(results):
+    for failure in events.failures(results) + e2e.failures(results):
         print(f"\n{failure}", file=sys.stderr)
         failed = True
     return 1 if failed else 0
