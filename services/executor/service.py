@@ -31,7 +31,7 @@ from conveyor_executor.migrations import MIGRATIONS
 from conveyor_executor.pool import WorkerPool
 from conveyor_executor.queue_client import QueueClient
 from conveyor_executor.recording import RunRecorder
-from conveyor_executor.runners import RunnerSettings, run_command, run_http
+from conveyor_executor.runners import RunnerSettings, SharedHttpClient, run_command, run_http
 from conveyor_executor.runners.context import RunContext, RunnerOutcome
 from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
@@ -48,6 +48,7 @@ def default_runners(
     coordination: Coordination,
     clock: Clock,
     workspace_root: Path,
+    http_client: SharedHttpClient,
 ) -> dict[str, Runner]:
     """The runner of each target kind: HTTP endpoints and commands."""
 
@@ -59,6 +60,7 @@ def default_runners(
             runner_settings,
             coordination,
             clock,
+            client=http_client.get(),
         )
 
     async def command(invocation: job_pb2.JobInvocation, ctx: RunContext) -> RunnerOutcome:
@@ -101,9 +103,10 @@ class ExecutorService:
         secrets = SecretSource(
             s.secrets_dir, os.environ if environ is None else environ, s.secrets_env_prefix
         )
+        self.http_client = SharedHttpClient()
         if runners is None:
             runners = default_runners(
-                s.runner_settings(), coordination, self.clock, s.workspace_root
+                s.runner_settings(), coordination, self.clock, s.workspace_root, self.http_client
             )
         deps = AttemptDeps(
             settings=s,
@@ -200,6 +203,7 @@ class ExecutorService:
         """Drain the pool (see pool.py), then stop the relay and close connections."""
         await self.drain()
         await self.outbox_notifier.close()
+        await self.http_client.close()
         queue, self.queue = self.queue, None
         if queue is not None:
             await queue.close()

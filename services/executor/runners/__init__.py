@@ -7,7 +7,7 @@ never exceptions.
 """
 
 from conveyor_executor.runners.command import run_command
-from conveyor_executor.runners.http import run_http
+from conveyor_executor.runners.http import SharedHttpClient, new_http_client, run_http
 from conveyor_executor.runners.settings import RunnerSettings
 
-__all__ = ["RunnerSettings", "run_command", "run_http"]
+__all__ = ["RunnerSettings", "SharedHttpClient", "new_http_client", "run_command", "run_http"]

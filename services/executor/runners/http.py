@@ -15,9 +15,11 @@ definite failure, or the last error of an endpoint whose retries ran out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -59,6 +61,37 @@ class _Progress:
             self.first_error = result.error
 
 
+class SharedHttpClient:
+    """One HTTP client for every run of an executor process.
+
+    A client per run would build a TLS context and open a connection per run
+    (the end-to-end profile: ~25 ms of CPU per order, most of the executor's
+    time). Shared, connections are kept alive across runs. Cookies are never
+    stored, so no job's calls carry what another job's endpoint set.
+    `get()` reopens the client after `close()` (a restarted service).
+    """
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def get(self) -> httpx.AsyncClient:
+        if self._client is None or self._client.is_closed:
+            self._client = new_http_client()
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def new_http_client() -> httpx.AsyncClient:
+    """A client for job calls: no redirects followed, no proxy from the environment, no
+    cookie kept (timeouts are per request)."""
+    no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, cookies=no_cookies)
+
+
 async def run_http(
     target: job_pb2.HttpTarget,
     endpoints: Sequence[str],
@@ -66,11 +99,14 @@ async def run_http(
     settings: RunnerSettings,
     coordination: Coordination,
     clock: Clock,
+    *,
+    client: httpx.AsyncClient | None = None,
 ) -> RunnerOutcome:
     """Run one attempt of an HTTP job over `endpoints` of `target` (empty = all).
 
     Never raises for a failure of the job: every failure is a classified
-    error in the returned outcome.
+    error in the returned outcome. `client` is the process's shared client
+    (SharedHttpClient); without one, the attempt opens and closes its own.
     """
     try:
         plan = build_plan(target, endpoints)
@@ -81,7 +117,9 @@ async def run_http(
     progress = _Progress(total=len(plan.endpoints))
     for name in plan.left_out:
         await _record_skip(ctx, clock, name, "not selected for this run", StepStatus.SKIPPED)
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(new_http_client())
         breakers = {
             r.endpoint.name: _breaker(r.endpoint, target, ctx, settings, coordination, clock)
             for r in requests
