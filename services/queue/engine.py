@@ -39,7 +39,11 @@ from conveyor_queue.domain.model import (
     WorkOrderSpec,
     WorkOrderState,
 )
-from conveyor_queue.domain.validation import raise_if, spec_violations
+from conveyor_queue.domain.validation import (
+    raise_if,
+    spec_violations,
+    submit_context_violations,
+)
 from conveyor_queue.hints import DrainedQueues, DueTimes, delayed_channel
 from conveyor_queue.settings import QueueSettings
 from conveyor_queue.store.base import (
@@ -61,9 +65,17 @@ tracer = trace.get_tracer("conveyor.queue")
 
 @dataclass(frozen=True, slots=True)
 class SubmitItem:
+    """One order to submit.
+
+    `traceparent` and `correlation_id`, when set (batch items), are this order's own and
+    override the call's; `field_prefix` locates the item in the request ("requests[3].").
+    """
+
     queue: QueueRef
     spec: WorkOrderSpec
-    field_prefix: str = "work_order."
+    field_prefix: str = ""
+    traceparent: str = ""
+    correlation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,16 +205,29 @@ class QueueEngine:
         specs = []
         for item in items:
             spec = self.with_defaults(item.spec)
-            violations += spec_violations(spec, self.settings, item.field_prefix)
+            violations += spec_violations(spec, self.settings, f"{item.field_prefix}work_order.")
+            violations += submit_context_violations(
+                item.traceparent, item.correlation_id, item.field_prefix
+            )
             specs.append(spec)
         raise_if(violations)
         correlation_id, traceparent = get_correlation_id() or "", _traceparent()
         new = [
-            NewWorkOrder(uuid.uuid4(), item.queue, spec, correlation_id, traceparent)
+            NewWorkOrder(
+                uuid.uuid4(),
+                item.queue,
+                spec,
+                item.correlation_id or correlation_id,
+                item.traceparent or traceparent,
+            )
             for item, spec in zip(items, specs, strict=True)
         ]
         now = self.clock.now()
         results = await self.store.work_order_insert_many(new, now)
+        # In each order's own trace: a batch of orders from many traces shows in every one.
+        self._trace_each(
+            "work_order.submitted", [r.work_order for r in results if not r.already_exists]
+        )
         added = {}
         for result in results:
             if not result.already_exists:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from contextvars import ContextVar
 from datetime import datetime, timedelta
 
 from opentelemetry import propagate, trace
@@ -63,8 +62,6 @@ FIRE_LAG = _meter.create_histogram(
     "conveyor.scheduler.fire_lag", unit="s", description="Queue accept time minus slot time."
 )
 WAKE_CHANNEL = "scheduler:wake"
-#: (correlation id, traceparent) shared by the fires of one tick (trace_per_fire off).
-TICK_TRACE: ContextVar[tuple[str, str] | None] = ContextVar("scheduler_tick_trace", default=None)
 PREVIEW_HORIZON = timedelta(days=366 * 100)
 TRIGGER_SLOT_TRIES = 100
 
@@ -268,17 +265,7 @@ class SchedulerEngine:
         params = FireTickParams(
             self.clock.now(), self.settings.fire_batch_size, lease_name, fencing_token, plan
         )
-        if self.settings.trace_per_fire:
-            written = await self.store.fire_tick(params)
-        else:  # one span and correlation id per tick: the relay submits the tick in one batch
-            with tracer.start_as_current_span("scheduler.fire_tick"):
-                carrier: dict[str, str] = {}
-                propagate.inject(carrier)
-                token = TICK_TRACE.set((new_correlation_id(), carrier.get("traceparent", "")))
-                try:
-                    written = await self.store.fire_tick(params)
-                finally:
-                    TICK_TRACE.reset(token)
+        written = await self.store.fire_tick(params)
         self._after_commit(written)
         return due_count
 
@@ -323,8 +310,7 @@ class SchedulerEngine:
         token: int,
         fired_at: datetime | None = None,
     ) -> FireWrite:
-        tick_trace = TICK_TRACE.get()
-        correlation_id = tick_trace[0] if tick_trace else new_correlation_id()
+        correlation_id = new_correlation_id()
         fires = outcome in (FireOutcome.PENDING, FireOutcome.BUFFERED)
         fire = Fire(
             id=uuid.uuid4(),
@@ -339,11 +325,8 @@ class SchedulerEngine:
             endpoints=schedule.next_endpoints if fires else (),
             correlation_id=correlation_id,
         )
-        # Every fire has its span; with a trace per tick it is a child of the tick's span
-        # and the submit carries the tick's traceparent, so the tick's orders batch.
+        # Every fire is its own trace; the relay sends the traceparent with its order.
         traceparent = self._fire_span(schedule, fire)
-        if tick_trace:
-            traceparent = tick_trace[1]
         submit = None
         if fires:
             parent, spec = invocation.work_order_spec(job, fire, token)

@@ -1,8 +1,9 @@
 """The scheduler's calls to other services: the queue (submit, cancel, read back) and events.
 
-Each call runs in the fire's correlation scope and under its trace context,
-so the queue's order joins the fire's trace (conveyor_core.grpc.create_channel
-sends both).
+A single call runs in the fire's correlation scope and under its trace context
+(conveyor_core.grpc.create_channel sends both); a batch submit carries each
+fire's correlation id and traceparent in its item, so every order joins its
+own fire's trace.
 """
 
 from __future__ import annotations
@@ -90,13 +91,18 @@ class QueueClient:
         return await self._stub.SubmitWorkOrder(request, timeout=self._timeout)
 
     async def submit_batch(
-        self, parent: str, specs: list[bytes]
+        self, parent: str, items: list[tuple[bytes, str, str]]
     ) -> list[queue_rpc.SubmitWorkOrderResponse]:
+        """Submit (spec, correlation id, traceparent) items in one call; each keeps its own."""
         request = queue_rpc.BatchSubmitWorkOrdersRequest(
             parent=parent,
             requests=[
-                queue_rpc.SubmitWorkOrderRequest(work_order=queue_pb.WorkOrderSpec.FromString(s))
-                for s in specs
+                queue_rpc.SubmitWorkOrderRequest(
+                    work_order=queue_pb.WorkOrderSpec.FromString(spec),
+                    correlation_id=correlation_id,
+                    traceparent=traceparent,
+                )
+                for spec, correlation_id, traceparent in items
             ],
         )
         response = await self._stub.BatchSubmitWorkOrders(request, timeout=self._timeout)

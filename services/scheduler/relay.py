@@ -1,10 +1,14 @@
 """Delivers the scheduler's submit outbox to the queue, at least once.
 
-Each row is one fire's SubmitWorkOrder (or an overlap cancel), sent in the
-fire's correlation scope and trace, with up to `submit_concurrency` calls in
-flight. A transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, ...) leaves the
-row to retry with backoff; a permanent refusal (INVALID_ARGUMENT, ...)
-records the fire as failed. Re-delivery after a crash is harmless: the queue
+Each row is one fire's submit (or an overlap cancel). The submits of a pass to
+one queue go in BatchSubmitWorkOrders calls of up to `submit_call_batch_size`,
+each item carrying its fire's own traceparent and correlation id, so every
+order still joins its own fire's trace; a batch the queue refuses is retried
+order by order (SubmitWorkOrder in the fire's correlation scope and trace) to
+isolate the bad one. Up to `submit_concurrency` calls are in flight. A
+transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, ...) leaves the row to
+retry with backoff; a permanent refusal (INVALID_ARGUMENT, ...) records the
+fire as failed. Re-delivery after a crash is harmless: the queue
 answers the same idempotency key with the existing order (`already_exists`),
 which is also what a deposed leader's late submit gets; both are logged.
 """
@@ -28,8 +32,6 @@ from conveyor_scheduler.store.base import Delivery, OutboxSubmit, SchedulerStore
 from conveyor_scheduler.store.outbox import SUBMIT_CHANNEL
 
 log = logging.getLogger(__name__)
-#: Orders in one BatchSubmitWorkOrders call (within the queue's CONVEYOR_QUEUE_MAX_BATCH_SIZE).
-BATCH_LIMIT = 500
 
 
 class SubmitRelay:
@@ -68,18 +70,21 @@ class SubmitRelay:
     async def deliver_once(self) -> tuple[int, int]:
         """Claim and deliver one batch; return (claimed, left for retry).
 
-        Submits that share a queue, correlation id and trace (the fires of one
-        tick when `trace_per_fire` is off) go in one BatchSubmitWorkOrders call.
+        Submits to the same queue go in batch calls whatever their traces (each item
+        carries its own); cancels go one by one.
         """
         rows = await self._store.submit_outbox_claim(self._settings.submit_batch_size)
-        groups: dict[tuple[str, str, str], list[OutboxSubmit]] = {}
+        size = self._settings.submit_call_batch_size
+        groups: dict[str, list[OutboxSubmit]] = {}
+        singles: list[list[OutboxSubmit]] = []
         for row in rows:
-            key = (row.parent, row.correlation_id, row.traceparent)
-            if row.action == "submit" and len(groups.get(key, ())) < BATCH_LIMIT:
-                groups.setdefault(key, []).append(row)
+            if row.action == "submit":
+                groups.setdefault(row.parent, []).append(row)
             else:
-                groups.setdefault((str(row.seq), "", ""), []).append(row)
-        results = await asyncio.gather(*(self._deliver_group(g) for g in groups.values()))
+                singles.append([row])
+        chunks = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+        chunks += singles
+        results = await asyncio.gather(*(self._deliver_group(c) for c in chunks))
         done = [pair for group in results for pair in group]
         await self._store.submit_outbox_mark([d for _, d in done], self._clock.now())
         if self._on_submitted is not None and done:
@@ -89,22 +94,23 @@ class SubmitRelay:
     async def _deliver_group(
         self, group: list[OutboxSubmit]
     ) -> list[tuple[OutboxSubmit, Delivery]]:
-        if len(group) > 1:
+        if group[0].action == "submit":
             async with self._limit:
-                with fire_context(group[0].correlation_id, group[0].traceparent):
-                    try:
-                        responses = await self._queue.submit_batch(
-                            group[0].parent, [row.request for row in group]
-                        )
-                        return [
-                            (row, self._submitted(row, response))
-                            for row, response in zip(group, responses, strict=True)
-                        ]
-                    except grpc.aio.AioRpcError as error:
-                        if error.code() not in PERMANENT:
-                            log.warning("batch submit failed (%s); will retry", error.code().name)
-                            return []
-                        # One bad order refuses the whole batch: find it one by one.
+                try:
+                    responses = await self._queue.submit_batch(
+                        group[0].parent,
+                        [(row.request, row.correlation_id, row.traceparent) for row in group],
+                    )
+                    return [
+                        (row, self._submitted(row, response))
+                        for row, response in zip(group, responses, strict=True)
+                    ]
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in PERMANENT:
+                        log.warning("batch submit failed (%s); will retry", error.code().name)
+                        return []
+                    if len(group) > 1:  # one bad order refuses the whole batch: find it
+                        log.info("queue refused a batch of %d: submitting one by one", len(group))
         delivered = await asyncio.gather(*(self._deliver(row) for row in group))
         return [(row, d) for row, d in zip(group, delivered, strict=True) if d is not None]
 

@@ -44,13 +44,12 @@ class SchedulerSettings(BaseSettings):
     )
     fire_batch_size: int = Field(500, ge=1, description="Schedules fired per transaction.")
     submit_batch_size: int = Field(500, ge=1, description="Outbox submits claimed per pass.")
-    submit_concurrency: int = Field(
-        64, ge=1, description="Concurrent SubmitWorkOrder calls of the relay."
-    )
-    trace_per_fire: bool = Field(
-        True,
-        description="One trace and correlation id per fire (one submit call each); off: "
-        "per firing tick, so a tick's fires go to the queue in one batch call.",
+    submit_concurrency: int = Field(64, ge=1, description="Concurrent submit calls of the relay.")
+    submit_call_batch_size: int = Field(
+        500,
+        ge=1,
+        description="Orders in one BatchSubmitWorkOrders call (at most the queue's "
+        "CONVEYOR_QUEUE_MAX_BATCH_SIZE); each keeps its fire's trace and correlation id.",
     )
     submit_timeout_seconds: float = Field(10.0, gt=0)
     relay_poll_seconds: float = Field(1.0, gt=0)

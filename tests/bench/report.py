@@ -146,6 +146,18 @@ def rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                 _cpu(r),
             )
         )
+    if "scheduler" in scenarios:  # tests/bench/scheduler.py
+        r = scenarios["scheduler"]
+        lag = r["lag_ms"]
+        out.append(
+            (
+                f"s. scheduler, {r['schedules']:,} schedules/min",
+                f"lag p50 {lag['p50']} p99 {lag['p99']} max {lag['max']} ms",
+                f"p99 < 1000 ms: {_verdict(r['ok'])}; fired {r['fired']:,}, {r['fires_per_s']}/s",
+                "",
+                _cpu(r),
+            )
+        )
     return out
 
 

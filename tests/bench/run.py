@@ -191,18 +191,16 @@ async def _scenarios(
 
             env = server._env  # the queue server's database and Redis prefix
             count = 2_000 if quick else args.scheduler_schedules
-            for per_fire in (True, False):  # one submit call per fire; one batch per tick
-                record(
-                    "scheduler" if per_fire else "scheduler_batched",
-                    await fire_lag(
-                        server.address,
-                        env["CONVEYOR_DATABASE_URL"],
-                        env["CONVEYOR_REDIS_URL"],
-                        env["CONVEYOR_REDIS_KEY_PREFIX"],
-                        count=count,
-                        trace_per_fire=per_fire,
-                    ),
-                )
+            await windows.start("scheduler")  # the whole run, setup included
+            result = await fire_lag(
+                server.address,
+                env["CONVEYOR_DATABASE_URL"],
+                env["CONVEYOR_REDIS_URL"],
+                env["CONVEYOR_REDIS_KEY_PREFIX"],
+                count=count,
+            )
+            await windows.stop("scheduler")
+            record("scheduler", result)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -51,6 +51,9 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
 
     async def SubmitWorkOrder(self, request, context):  # type: ignore[no-untyped-def]
         queue = names.parse_queue(request.parent, "parent")
+        for field in ("traceparent", "correlation_id"):  # the call's metadata carries them
+            if getattr(request, field):
+                raise InvalidArgument(FieldViolation(field, "only for BatchSubmitWorkOrders items"))
         [result] = await self._engine.submit(
             [SubmitItem(queue, convert.spec_from_pb(request.work_order))]
         )
@@ -71,7 +74,11 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
                 )
             items.append(
                 SubmitItem(
-                    queue, convert.spec_from_pb(item.work_order), f"requests[{i}].work_order."
+                    queue,
+                    convert.spec_from_pb(item.work_order),
+                    f"requests[{i}].",
+                    item.traceparent,
+                    item.correlation_id,
                 )
             )
         results = await self._engine.submit(items)

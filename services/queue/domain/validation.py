@@ -6,6 +6,7 @@ import re
 import uuid
 from datetime import timedelta
 
+from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_queue.domain.model import QueueRef, RetryPolicy, WorkOrderRef, WorkOrderSpec
 from conveyor_queue.settings import QueueSettings
@@ -14,6 +15,10 @@ NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
 _ID_RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
 _ID_RULE_QUEUE = "must match [a-z][a-z0-9._-]{0,127}"
+# W3C Trace Context: version-traceid-parentid-flags, lowercase hex. A version above 00
+# may append fields (-...); version ff is invalid; all-zero ids are invalid.
+TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?$")
+MAX_TRACEPARENT_LENGTH = 128
 
 
 def _bad(field: str, description: str) -> InvalidArgument:
@@ -117,6 +122,40 @@ def spec_violations(
                 f"values at most {limits.max_label_length}",
             )
     out.extend(retry_policy_violations(spec.retry_policy, limits, f"{prefix}retry_policy."))
+    return out
+
+
+def traceparent_problem(value: str) -> str | None:
+    """Why `value` is not a W3C traceparent, or None when it is one."""
+    match = TRACEPARENT.match(value) if len(value) <= MAX_TRACEPARENT_LENGTH else None
+    if match is None:
+        return (
+            "must be a W3C traceparent: 2-32-16-2 lowercase hex digits joined by '-' "
+            f"(at most {MAX_TRACEPARENT_LENGTH} characters)"
+        )
+    version, trace_id, parent_id, _, rest = match.groups()
+    if version == "ff":
+        return "version ff is invalid"
+    if version == "00" and rest:
+        return "version 00 has exactly four fields"
+    if trace_id == "0" * 32 or parent_id == "0" * 16:
+        return "trace id and parent id must not be all zeros"
+    return None
+
+
+def submit_context_violations(
+    traceparent: str, correlation_id: str, prefix: str
+) -> list[FieldViolation]:
+    """Problems with a batch item's own trace context and correlation id (empty ones are fine)."""
+    out = []
+    if traceparent and (problem := traceparent_problem(traceparent)):
+        out.append(FieldViolation(f"{prefix}traceparent", problem))
+    if correlation_id and not is_valid_correlation_id(correlation_id):
+        out.append(
+            FieldViolation(
+                f"{prefix}correlation_id", "must be 1-128 characters of [A-Za-z0-9._:/-]"
+            )
+        )
     return out
 
 

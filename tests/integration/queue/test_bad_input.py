@@ -101,6 +101,47 @@ async def test_bad_batch_reports_every_bad_item_and_stores_none(env: QueueEnv) -
     assert list(listed.work_orders) == []
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+BAD_TRACEPARENTS = [
+    "not-a-traceparent",
+    "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # uppercase
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+    "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+    "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero parent id
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",  # 00 has four fields
+    "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-" + "x" * 100,  # too long
+]
+
+
+async def test_bad_batch_item_trace_context_is_refused_per_item(env: QueueEnv) -> None:
+    requests = [rpc.SubmitWorkOrderRequest(work_order=spec(), traceparent=TRACEPARENT)]
+    requests += [
+        rpc.SubmitWorkOrderRequest(work_order=spec(), traceparent=bad) for bad in BAD_TRACEPARENTS
+    ]
+    requests += [
+        rpc.SubmitWorkOrderRequest(work_order=spec(), correlation_id=bad)
+        for bad in ("has space", "x" * 129, "line\nbreak")
+    ]
+    fields = await _invalid(
+        env.stub.BatchSubmitWorkOrders(
+            rpc.BatchSubmitWorkOrdersRequest(parent=queue_name(), requests=requests)
+        )
+    )
+    n = len(BAD_TRACEPARENTS)
+    assert fields == [f"requests[{i}].traceparent" for i in range(1, n + 1)] + [
+        f"requests[{i}].correlation_id" for i in range(n + 1, n + 4)
+    ]
+    listed = await env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name()))
+    assert list(listed.work_orders) == []
+
+
+@pytest.mark.parametrize("field", ["traceparent", "correlation_id"])
+async def test_single_submit_refuses_item_trace_context(env: QueueEnv, field: str) -> None:
+    value = TRACEPARENT if field == "traceparent" else "order-1"
+    request = rpc.SubmitWorkOrderRequest(parent=queue_name(), work_order=spec(), **{field: value})
+    assert await _invalid(env.stub.SubmitWorkOrder(request)) == [field]
+
+
 @pytest.mark.parametrize(
     "name",
     [

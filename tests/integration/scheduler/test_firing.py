@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.common.v1 import job_pb2
@@ -137,29 +138,91 @@ async def test_a_fire_is_journaled_and_its_order_joins_its_trace_and_correlation
     assert f"{fire_span.context.trace_id:032x}" == trace_id
 
 
-async def test_with_a_trace_per_tick_a_ticks_fires_go_in_one_batch_sharing_its_trace(
+async def _due_together(env: SchedulerEnv, jobs: list[str]) -> list[str]:
+    """One interval schedule per job id, all due at the same instant; returns their names."""
+    names = []
+    anchor = env.clock.now() + timedelta(seconds=60)
+    for i, job in enumerate(jobs):
+        spec = interval(60)
+        spec.interval.anchor_time.CopyFrom(timestamp(anchor))
+        names.append((await env.create_schedule(spec, f"s{i}", job)).name)
+    env.clock.advance(60)  # all due at once: one tick
+    return names
+
+
+async def test_a_ticks_fires_go_in_one_batch_call_each_in_its_own_trace(
+    spans: InMemorySpanExporter, env: SchedulerEnv
+) -> None:
+    await env.create_job()
+    spans.clear()
+    names = await _due_together(env, ["job"] * 5)
+    for name in names:
+        await eventually(lambda n=name: _submitted(env, n, 1))
+    fires = {f.work_order: f for n in names for f in await env.fires(n)}
+    orders = await env.orders()
+    assert len(orders) == 5 and set(fires) == {o.name for o in orders}
+    # each order keeps its own fire's correlation id and trace
+    assert {o.correlation_id for o in orders} == {f.correlation_id for f in fires.values()}
+    assert all(o.correlation_id == fires[o.name].correlation_id for o in orders)
+    assert len({o.correlation_id for o in orders}) == 5
+    finished = spans.get_finished_spans()
+    fire_traces = {
+        s.attributes["conveyor.fire_id"]: f"{s.context.trace_id:032x}"
+        for s in finished
+        if s.name == "scheduler.fire"
+    }
+    for order in orders:
+        fire_id = fires[order.name].name.rsplit("/", 1)[1]
+        assert order.traceparent.split("-")[1] == fire_traces[fire_id]
+    submitted = {
+        s.attributes["conveyor.work_order.id"]: f"{s.context.trace_id:032x}"
+        for s in finished
+        if s.name == "work_order.submitted"
+    }
+    assert {o.name.rsplit("/", 1)[1]: o.traceparent.split("-")[1] for o in orders} == submitted
+    # ... and they went to the queue in one call
+    server = [s.name.rsplit("/", 1)[1] for s in finished if s.kind == trace.SpanKind.SERVER]
+    calls = [name for name in server if name.endswith("SubmitWorkOrders")]
+    singles = [name for name in server if name == "SubmitWorkOrder"]
+    assert calls.count("BatchSubmitWorkOrders") == 1 and singles == []
+
+
+async def test_a_refused_batch_is_retried_order_by_order_to_isolate_the_bad_one(
     core: CoreSettings, fast_scheduler: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CONVEYOR_SCHEDULER_TRACE_PER_FIRE", "false")
+    # The queue takes small payloads only: the big job's order is refused, the others not.
+    monkeypatch.setenv("CONVEYOR_QUEUE_MAX_PAYLOAD_BYTES", "2000")
     env = await SchedulerEnv(core).start()
     try:
-        await env.create_job()
-        names = []
-        anchor = env.clock.now() + timedelta(seconds=60)
-        for i in range(5):
-            spec = interval(60)
-            spec.interval.anchor_time.CopyFrom(timestamp(anchor))
-            schedule = await env.create_schedule(spec, f"s{i}")
-            names.append(schedule.name)
-        env.clock.advance(60)  # all five due at once: one tick
-        for name in names:
-            await eventually(lambda n=name: _submitted(env, n, 1))
+        big = http_job()
+        for i in range(20):
+            big.target.http.endpoints.add(
+                name=f"big{i}", method="GET", url=f"http://127.0.0.1:9/{'x' * 200}"
+            )
+        await env.create_job("small")
+        await env.create_job("big", big)
+        names = await _due_together(env, ["small", "big", "small"])
+
+        async def settled() -> list[pb.Fire] | None:
+            fires = [f for n in names for f in await env.fires(n)]
+            done = {pb.FIRE_OUTCOME_SUBMITTED, pb.FIRE_OUTCOME_FAILED}
+            return fires if len(fires) == 3 and all(f.outcome in done for f in fires) else None
+
+        await eventually(settled)
+        fires = await settled()
+        assert fires is not None
+        outcomes = [f.outcome for f in fires]
+        assert outcomes == [
+            pb.FIRE_OUTCOME_SUBMITTED,
+            pb.FIRE_OUTCOME_FAILED,
+            pb.FIRE_OUTCOME_SUBMITTED,
+        ]
+        assert fires[1].error_type == "submit_rejected"
+        assert "payload" in fires[1].reason, fires[1].reason
         orders = await env.orders()
-        assert len(orders) == 5
-        fires = [f for n in names for f in await env.fires(n)]
-        by_correlation = {f.correlation_id for f in fires}
-        assert {o.correlation_id for o in orders} == by_correlation
-        assert len(by_correlation) == 1  # one tick: one id, one trace, one batch call
-        assert len({o.traceparent.split("-")[1] for o in orders}) == 1
+        assert {o.correlation_id for o in orders} == {
+            fires[0].correlation_id,
+            fires[2].correlation_id,
+        }
     finally:
         await env.stop()

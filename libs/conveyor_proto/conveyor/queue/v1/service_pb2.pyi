@@ -50,8 +50,19 @@ class SubmitWorkOrderRequest(_message.Message):
 
     PARENT_FIELD_NUMBER: _builtins.int
     WORK_ORDER_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The queue: namespaces/{namespace}/queues/{queue}."""
+    traceparent: _builtins.str
+    """Batch items only, optional: the submitter's W3C traceparent for this order
+    (version-traceid-parentid-flags); the order's spans join that trace. Empty:
+    the call's trace context. Refused on SubmitWorkOrder, whose call metadata carries it.
+    """
+    correlation_id: _builtins.str
+    """Batch items only, optional: the correlation id of this order (1-128 characters of
+    [A-Za-z0-9._:/-]). Empty: the call's x-correlation-id. Refused on SubmitWorkOrder.
+    """
     @_builtins.property
     def work_order(self) -> _messages_pb2.WorkOrderSpec: ...
     def __init__(
@@ -59,10 +70,12 @@ class SubmitWorkOrderRequest(_message.Message):
         *,
         parent: _builtins.str = ...,
         work_order: _messages_pb2.WorkOrderSpec | None = ...,
+        traceparent: _builtins.str = ...,
+        correlation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["work_order", b"work_order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["parent", b"parent", "work_order", b"work_order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correlation_id", b"correlation_id", "parent", b"parent", "traceparent", b"traceparent", "work_order", b"work_order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -101,7 +114,11 @@ class BatchSubmitWorkOrdersRequest(_message.Message):
     parent: _builtins.str
     """The queue all orders go to unless a request names its own parent in the same namespace."""
     @_builtins.property
-    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitWorkOrderRequest]: ...
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitWorkOrderRequest]:
+        """Each item may carry its own traceparent and correlation_id, which override the
+        call's metadata for that order only (one trace per order in one call).
+        """
+
     def __init__(
         self,
         *,
