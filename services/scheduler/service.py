@@ -18,7 +18,7 @@ from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination, Lease
 from conveyor_core.grpc import ServiceRegistration
-from conveyor_core.outbox import Backoff, GrpcJournalSink, OutboxRelay
+from conveyor_core.outbox import JournalDelivery, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_scheduler.api.servicer import SERVICE_NAME, SchedulerServicer
@@ -73,8 +73,19 @@ class SchedulerService:
         self.tracker: OutcomeTracker | None = None
         self.advisor = None
         self._journal_address = ""
-        self._journal_relay: OutboxRelay | None = None
-        self._journal_sink: GrpcJournalSink | None = None
+        self.journal = JournalDelivery(
+            self.journal_outbox,
+            coordination,
+            core,
+            RelaySettings(
+                batch_size=s.journal_batch_size,
+                poll_seconds=s.relay_poll_seconds,
+                backoff_initial_seconds=s.relay_backoff_initial_seconds,
+                backoff_max_seconds=s.relay_backoff_max_seconds,
+                append_timeout_seconds=s.journal_append_timeout_seconds,
+            ),
+            name="scheduler",
+        )
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._started = False
 
@@ -160,8 +171,8 @@ class SchedulerService:
             asyncio.create_task(self._periodic(name, step, every), name=f"scheduler-{name}")
             for name, step, every in loops
         ]
-        if self._journal_address:
-            await self._start_journal_relay()
+        if self._journal_address:  # leader only: journal what this replica fired
+            await self.journal.start(self._journal_address)
 
     async def _on_deposed(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []
@@ -172,9 +183,7 @@ class SchedulerService:
                 await task
         if self.relay is not None:
             await self.relay.stop()
-        relay, self._journal_relay = self._journal_relay, None
-        if relay is not None:
-            await relay.stop()
+        await self.journal.stop(flush=True)
 
     async def _fire_loop(self, lease: Lease) -> None:
         s = self.settings
@@ -203,23 +212,6 @@ class SchedulerService:
                 log.warning("scheduler %s pass failed", name, exc_info=True)
             await asyncio.sleep(every)
 
-    async def _start_journal_relay(self) -> None:
-        s = self.settings
-        if self._journal_sink is None:
-            self._journal_sink = GrpcJournalSink(
-                self._journal_address, settings=self.core, timeout=s.journal_append_timeout_seconds
-            )
-        self._journal_relay = OutboxRelay(
-            self.journal_outbox,
-            self._journal_sink,
-            self.coordination,
-            batch_size=s.journal_batch_size,
-            poll_seconds=s.relay_poll_seconds,
-            backoff=Backoff(s.relay_backoff_initial_seconds, s.relay_backoff_max_seconds),
-            name="scheduler",
-        )
-        await self._journal_relay.start()
-
     async def self_check(self) -> None:
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
@@ -231,11 +223,10 @@ class SchedulerService:
 
     async def stop(self) -> None:
         await self.drain()
-        for client in (self.queue, self.events, self._journal_sink):
+        for client in (self.queue, self.events):
             if client is not None:
                 await client.close()
         self.queue = self.events = None
-        self._journal_sink = None
         if self.advisor is not None:
             await self.advisor.close()
             self.advisor = None
