@@ -226,15 +226,16 @@ def positions_of(records: Sequence[pb.JournalRecord]) -> list[int]:
     return [r.position for r in records]
 
 
-async def eventually(condition: Callable[[], object], limit_seconds: float = 10.0) -> None:
-    """Poll `condition` (sync or async) until it is truthy; fail after the limit."""
+async def eventually(condition: Callable[[], Any], limit_seconds: float = 10.0) -> Any:
+    """Poll `condition` (sync or async) until it is truthy, and return that value; fail
+    after the limit."""
     async with asyncio.timeout(limit_seconds):
         while True:
             result = condition()
             if inspect.isawaitable(result):
                 result = await result
             if result:
-                return
+                return result
             await asyncio.sleep(0.01)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from conveyor.common.v1 import job_pb2, types_pb2
+from conveyor.events.v1 import messages_pb2 as em
+from conveyor.events.v1 import service_pb2_grpc as egrpc
 from conveyor.queue.v1 import messages_pb2 as qm
 from conveyor.queue.v1 import service_pb2 as qrpc
 from conveyor.queue.v1 import service_pb2_grpc as qgrpc
@@ -20,6 +22,7 @@ from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
+from tests.helpers.journal import read_journal
 
 NAMESPACE = "test"
 JOB_RESULT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobResult"
@@ -117,6 +120,10 @@ class SchedulerEnv:
     async def fires(self, schedule: str) -> list[pb.Fire]:
         response = await self.stub.ListFires(rpc.ListFiresRequest(parent=schedule, page_size=1000))
         return list(response.fires)
+
+    async def journal_records(self, **filter_fields: str) -> list[em.JournalRecord]:
+        """The journal hosted in this env's process, every matching record."""
+        return await read_journal(egrpc.JournalServiceStub(self._channel), **filter_fields)
 
     async def orders(self, queue: str = "jobs") -> list[qm.WorkOrder]:
         response = await self.queue.ListWorkOrders(

@@ -116,6 +116,23 @@ async def test_catch_up_after_downtime_fires_once_and_misses_slots_outside_the_w
     after = metric_value(metric_reader, "conveyor.scheduler.slots_skipped", missed)
     assert after - before == 2
 
+    # Each missed and skipped slot is journaled, naming its schedule and why.
+    async def journaled() -> list[tuple[str, str]] | None:
+        records = await env.journal_records(type_prefix="scheduler.slot.")
+        found = [
+            (r.type, r.attributes["reason"])
+            for r in records
+            if r.subjects["schedule"] == schedule.name
+        ]
+        return found if len(found) == 4 else None
+
+    found = await eventually(journaled)
+    assert (
+        sorted(t for t, _ in found)
+        == ["scheduler.slot.missed"] * 2 + ["scheduler.slot.skipped"] * 2
+    )
+    assert all(reason for _, reason in found)
+
 
 async def test_pause_stops_fires_and_resume_continues_from_now(env: SchedulerEnv) -> None:
     await env.create_job()
