@@ -27,7 +27,6 @@ and keeps each work order's records in order).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
 from conveyor_core.settings import CoreSettings
+from conveyor_core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("conveyor.outbox")
@@ -225,9 +225,7 @@ class OutboxNotifier:
         self.enabled = False
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
 
 @dataclass
@@ -281,9 +279,7 @@ class OutboxRelay:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def deliver_once(self) -> int:
         """Claim, append and mark one batch; return how many rows the claim took."""

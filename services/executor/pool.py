@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -21,6 +20,7 @@ from opentelemetry import metrics
 
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1.service_pb2 import LeasedWorkOrder
+from conveyor_core.tasks import cancel_and_wait
 from conveyor_executor.attempt import SHUTTING_DOWN, AttemptDeps, AttemptExecution
 from conveyor_executor.context import AttemptContext, StopCause
 from conveyor_executor.domain.failure import ErrorType
@@ -71,9 +71,7 @@ class WorkerPool:
         if task is not None:
             limit = self.settings.lease_wait_seconds + self.settings.queue_call_timeout_seconds
             await asyncio.wait({task}, timeout=limit)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if not self._tasks:
             return
         drain = self.settings.drain_timeout_seconds

@@ -24,6 +24,7 @@ from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.tasks import cancel_and_wait
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
@@ -141,9 +142,7 @@ class QueueEngine:
         tasks, self._sweeper, self._flusher = (self._sweeper, self._flusher), None, None
         for task in tasks:
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self.flush_counters()
         await self._due.close()

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from conveyor_core.coordination import Coordination, Lease
+from conveyor_core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,7 @@ class LeaderElection:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self.lease is not None:
             lease, self.lease = self.lease, None
             await self._on_deposed()

@@ -16,7 +16,6 @@ which is also what a deposed leader's late submit gets; both are logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +25,7 @@ import grpc
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination
 from conveyor_core.outbox import Backoff
+from conveyor_core.tasks import cancel_and_wait
 from conveyor_scheduler.peers import PERMANENT, QueueClient, fire_context
 from conveyor_scheduler.settings import SchedulerSettings
 from conveyor_scheduler.store.base import Delivery, OutboxSubmit, SchedulerStore
@@ -63,9 +63,7 @@ class SubmitRelay:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def deliver_once(self) -> tuple[int, int]:
         """Claim and deliver one batch; return (claimed, left for retry).

@@ -21,6 +21,7 @@ from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_core.tasks import cancel_and_wait
 from conveyor_scheduler.api.servicer import SERVICE_NAME, SchedulerServicer
 from conveyor_scheduler.engine import WAKE_CHANNEL, SchedulerEngine
 from conveyor_scheduler.leader import LeaderElection
@@ -179,8 +180,8 @@ class SchedulerService:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(task)
         if self.relay is not None:
             await self.relay.stop()
         await self.journal.stop(flush=True)
