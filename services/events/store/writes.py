@@ -94,6 +94,12 @@ async def _insert_events(
 async def _published(
     conn: AsyncConnection, topic: TopicRef, message_ids: list[str]
 ) -> dict[str, Event]:
+    if conn.dialect.name == "postgresql":
+        rows = await conn.execute(
+            queries.PUBLISHED_BY_MESSAGE_ID_POSTGRES,
+            {"ns": topic.namespace, "topic": topic.topic, "ids": message_ids},
+        )
+        return {row.message_id: event_from_row(row._mapping) for row in rows}
     result = await conn.execute(
         select(events).where(
             ev.namespace == topic.namespace,
