@@ -34,7 +34,6 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxNotifier, OutboxRecord, trace_id_of
+from conveyor_core.outbox_table import ClaimedBatch
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
@@ -162,16 +162,6 @@ def in_order(rows: Sequence[Any], undelivered: Sequence[tuple[uuid.UUID, int]]) 
     return [row for row in rows if row.seq < held_from.get(row.work_order_id, math.inf)]
 
 
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    records: Sequence[OutboxRecord]
-    claimed: int
-    _mark: Callable[[], Awaitable[None]]
-
-    async def mark_delivered(self) -> None:
-        await self._mark()
-
-
 class SqlQueueOutbox:
     """OutboxSource over `queue_work_order_events` (PostgreSQL or SQLite)."""
 
@@ -216,8 +206,8 @@ class SqlQueueOutbox:
 
     def _batch(
         self, rows: Sequence[Any], claimed: int, mark: Callable[[], Awaitable[None]]
-    ) -> _Batch:
-        return _Batch([journal_record(row._mapping) for row in rows], claimed, mark)
+    ) -> ClaimedBatch:
+        return ClaimedBatch([journal_record(row._mapping) for row in rows], claimed, mark)
 
     async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
         if not seqs:

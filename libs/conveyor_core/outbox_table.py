@@ -1,0 +1,110 @@
+"""An outbox source over a plain table of journal rows (the scheduler's and executor's).
+
+The table has an auto-increment `seq` primary key and a nullable "delivered at"
+column (micros). Rows are delivered with ids `<service>/<seq>`, deterministic,
+so a re-delivery is a no-op at the journal. On PostgreSQL a claim locks its rows
+(`FOR UPDATE SKIP LOCKED`) for the length of the append, so relays on several
+replicas (or an old and a new scheduler leader) take disjoint rows; SQLite has
+one writer: a plain read, then a short transaction to mark the rows.
+
+The queue's outbox is not one of these: it relays its order history with an
+ordering guard per order (conveyor_queue.store.outbox).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from conveyor_core.clock import Clock, SystemClock, to_micros
+from conveyor_core.outbox import OutboxBatch, OutboxRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """An OutboxBatch whose marking is a callable (the claim decides how to mark)."""
+
+    records: Sequence[OutboxRecord]
+    claimed: int
+    _mark: Callable[[], Awaitable[None]]
+
+    async def mark_delivered(self) -> None:
+        await self._mark()
+
+
+class TableOutbox:
+    """OutboxSource over `table`: undelivered rows oldest first, marked in `delivered_column`.
+
+    Args:
+        engine: the service's engine.
+        table: the outbox table (`seq` primary key).
+        delivered_column: the nullable column set (micros) when a row was delivered.
+        record_of: turns a row into the record to append.
+        channel: coordination channel notified when rows are written.
+        clock: time of the marks.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        *,
+        delivered_column: str,
+        record_of: Callable[[Any], OutboxRecord],
+        channel: str,
+        clock: Clock | None = None,
+    ) -> None:
+        self.channel = channel
+        self._engine = engine
+        self._table = table
+        self._seq = table.c.seq
+        self._delivered = table.c[delivered_column]
+        self._record_of = record_of
+        self._postgres = engine.dialect.name == "postgresql"
+        self._clock = clock or SystemClock()
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
+        return self._claim(limit)
+
+    @asynccontextmanager
+    async def _claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        statement = (
+            select(self._table).where(self._delivered.is_(None)).order_by(self._seq).limit(limit)
+        )
+        if self._postgres:
+            async with self._engine.begin() as conn:  # row locks held until the batch is done
+                rows = (await conn.execute(statement.with_for_update(skip_locked=True))).all()
+                seqs = [row.seq for row in rows]
+                yield ClaimedBatch(self._records(rows), len(rows), lambda: self._mark(conn, seqs))
+            return
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        seqs = [row.seq for row in rows]
+
+        async def mark() -> None:
+            async with self._engine.begin() as conn:
+                await self._mark(conn, seqs)
+
+        yield ClaimedBatch(self._records(rows), len(rows), mark)
+
+    def _records(self, rows: Sequence[Any]) -> list[OutboxRecord]:
+        return [self._record_of(row) for row in rows]
+
+    async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
+        if seqs:
+            await conn.execute(
+                update(self._table)
+                .where(self._seq.in_(list(seqs)))
+                .values({self._delivered.key: to_micros(self._clock.now())})
+            )
+
+    async def undelivered_count(self) -> int:
+        async with self._engine.connect() as conn:
+            statement = select(func.count()).select_from(self._table)
+            result = await conn.execute(statement.where(self._delivered.is_(None)))
+            return int(result.scalar_one())
