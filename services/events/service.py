@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
-
-import grpc
 
 from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core import db, migrations
@@ -25,12 +21,6 @@ from conveyor_events.settings import EventStoreSettings
 from conveyor_events.store.sql import SqlEventStore
 
 log = logging.getLogger(__name__)
-
-
-def _registration(
-    name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any
-) -> ServiceRegistration:
-    return ServiceRegistration(name, lambda server: add_to_server(servicer, server))
 
 
 class EventStoreService:
@@ -62,7 +52,7 @@ class EventStoreService:
     def registrations(self) -> list[ServiceRegistration]:
         """One line per gRPC service hosted here."""
         return [
-            _registration(
+            ServiceRegistration.of(
                 STORE_SERVICE_NAME,
                 service_pb2_grpc.add_EventStoreServiceServicer_to_server,
                 self.servicer,

@@ -131,11 +131,8 @@ class ExecutorService:
 
     def registrations(self) -> list[ServiceRegistration]:
         return [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: service_pb2_grpc.add_ExecutorServiceServicer_to_server(
-                    self.servicer, server
-                ),
+            ServiceRegistration.of(
+                SERVICE_NAME, service_pb2_grpc.add_ExecutorServiceServicer_to_server, self.servicer
             )
         ]
 

@@ -60,11 +60,10 @@ class QueueService:
 
     def registrations(self) -> list[ServiceRegistration]:
         return [
-            ServiceRegistration(
+            ServiceRegistration.of(
                 SERVICE_NAME,
-                lambda server: service_pb2_grpc.add_WorkOrderQueueServiceServicer_to_server(
-                    self.servicer, server
-                ),
+                service_pb2_grpc.add_WorkOrderQueueServiceServicer_to_server,
+                self.servicer,
             )
         ]
 

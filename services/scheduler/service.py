@@ -92,11 +92,8 @@ class SchedulerService:
 
     def registrations(self) -> list[ServiceRegistration]:
         return [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: service_pb2_grpc.add_SchedulerServiceServicer_to_server(
-                    self.servicer, server
-                ),
+            ServiceRegistration.of(
+                SERVICE_NAME, service_pb2_grpc.add_SchedulerServiceServicer_to_server, self.servicer
             )
         ]
 

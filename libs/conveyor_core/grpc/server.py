@@ -60,6 +60,13 @@ class ServiceRegistration:
     name: str
     add_to_server: Callable[[grpc.aio.Server], None]
 
+    @classmethod
+    def of(
+        cls, name: str, add_servicer: Callable[[Any, grpc.aio.Server], None], servicer: Any
+    ) -> ServiceRegistration:
+        """From a generated `add_<Service>Servicer_to_server` function and its servicer."""
+        return cls(name, lambda server: add_servicer(servicer, server))
+
 
 class GrpcServer:
     """A started-once, stopped-once gRPC server; build it with `create_server`."""

@@ -53,8 +53,6 @@ class JournalServicer(service_pb2_grpc.JournalServiceServicer):
 
 def journal_registration(engine: JournalEngine) -> ServiceRegistration:
     """The JournalService over `engine`, ready for `create_server` or a hosted service."""
-    servicer = JournalServicer(engine)
-    return ServiceRegistration(
-        SERVICE_NAME,
-        lambda server: service_pb2_grpc.add_JournalServiceServicer_to_server(servicer, server),
+    return ServiceRegistration.of(
+        SERVICE_NAME, service_pb2_grpc.add_JournalServiceServicer_to_server, JournalServicer(engine)
     )
