@@ -4,17 +4,21 @@ conveyor serve queue            # one service, as a Kubernetes pod runs it
 conveyor serve                  # every service in one process
 conveyor run --example          # embedded default + an example producer and worker
 conveyor migrate [queue ...]    # apply schema migrations and exit
+conveyor token create --name billing-app --namespace billing --role submitter --role viewer
+                                # a new bearer token and its principals-file entry
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from conveyor_core import db, migrations
+from conveyor_core.auth import ALL_NAMESPACES, Role, hash_token, new_token, parse_principals
 from conveyor_core.metrics import configure_metrics
 from conveyor_core.runtime import SERVICES, Platform, build_service, coordination_from
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
@@ -82,6 +86,26 @@ async def _migrate(core: CoreSettings, names: Sequence[str]) -> None:
             await service.stop()
 
 
+def _token_create(name: str, namespaces: Sequence[str], roles: Sequence[str]) -> int:
+    """Print a new token (once: only its digest is kept) and the entry that admits it."""
+    token = new_token()
+    entry = {
+        "name": name,
+        "token_sha256": hash_token(token),
+        "namespaces": list(namespaces),
+        "roles": list(roles),
+    }
+    try:
+        parse_principals(json.dumps({"principals": [entry]}), "the new entry")
+    except ValueError as exc:
+        print(f"conveyor: {exc}", file=sys.stderr)
+        return 2
+    print(f"token (shown once; give it to {name}, keep it secret):\n  {token}")
+    print("add this entry to the principals file (CONVEYOR_AUTH_TOKENS_FILE):")
+    print("  " + json.dumps(entry))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="conveyor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -95,7 +119,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     migrate.add_argument("services", nargs="*", default=[])
+    token = sub.add_parser("token", help="bearer tokens for CONVEYOR_AUTH_TOKENS_FILE")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new token and its principals entry")
+    create.add_argument("--name", required=True, help="who holds it, e.g. billing-app")
+    create.add_argument(
+        "--namespace",
+        action="append",
+        required=True,
+        dest="namespaces",
+        help=f"a namespace it may use (repeat; {ALL_NAMESPACES!r} for all)",
+    )
+    create.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        dest="roles",
+        choices=[role.value for role in Role],
+        help="a role it holds (repeat)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "token":  # needs no settings
+        return _token_create(args.name, args.namespaces, args.roles)
 
     try:
         core = load(CoreSettings)

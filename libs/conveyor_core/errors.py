@@ -39,8 +39,12 @@ class ConveyorError(Exception):
     #: Stable machine-readable reason for google.rpc.ErrorInfo (UPPER_SNAKE).
     reason: str = "INTERNAL"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, metadata: dict[str, str] | None = None
+    ) -> None:
         self.message = message or (self.__doc__ or self.__class__.__name__).strip()
+        #: Extra google.rpc.ErrorInfo metadata (besides the correlation id).
+        self.metadata: dict[str, str] = dict(metadata or {})
         super().__init__(self.message)
 
 

@@ -23,6 +23,12 @@ address (`CONVEYOR_QUEUE_ADDRESS`, ...) or, when empty and the peer is hosted
 in this process, the server's own address. A peer neither configured nor
 hosted is absent from the mapping; the service decides whether it can run
 without it.
+
+With authentication on (`CONVEYOR_AUTH_TOKENS_FILE`) and no
+`CONVEYOR_PEER_TOKEN`, the Platform makes a random internal token, accepted by
+this process's server only, for the calls between the services it hosts: the
+embedded default needs no token of its own. Peers in other processes need a
+real `CONVEYOR_PEER_TOKEN`.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ import signal
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
+from conveyor_core.auth import internal_principal, new_token
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination, InProcessCoordination, RedisCoordination
 from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_server
+from conveyor_core.grpc.server import authenticator_from
 from conveyor_core.outbox import JOURNAL_SERVICE
 from conveyor_core.settings import CoreSettings
 
@@ -89,6 +99,10 @@ class Platform:
         coordination: Coordination | None = None,
         clock: Clock | None = None,
     ) -> None:
+        self._internal_token: str | None = None
+        if core.auth_enabled and not core.peer_token.get_secret_value():
+            self._internal_token = new_token()
+            core = core.model_copy(update={"peer_token": SecretStr(self._internal_token)})
         self.core = core
         self.coordination = coordination or coordination_from(core)
         self.services = [build_service(n, core, self.coordination, clock) for n in names]
@@ -116,8 +130,17 @@ class Platform:
         for service in self.services:
             await service.start()
         registrations = [r for s in self.services for r in s.registrations()]
+        authenticator = None
+        if self.core.auth_enabled:
+            authenticator = authenticator_from(self.core)
+            if self._internal_token is not None:
+                authenticator.add_token(self._internal_token, internal_principal())
+                self._warn_external_peers_without_token()
         self.server, self.port = await create_server(
-            address or self.core.listen_address, registrations, self.core
+            address or self.core.listen_address,
+            registrations,
+            self.core,
+            authenticator=authenticator,
         )
         await self.server.start()
         await self.coordination.ping()
@@ -130,6 +153,15 @@ class Platform:
             await self._attach_journal(own_address)
         await self._attach_peers(own_address)
         return self.port
+
+    def _warn_external_peers_without_token(self) -> None:
+        configured = [getattr(self.core, field) for field in (*PEERS.values(), "journal_address")]
+        if any(configured):
+            log.warning(
+                "CONVEYOR_PEER_TOKEN is empty: calls to peers at configured addresses (%s) "
+                "carry only this process's internal token, which other servers refuse",
+                ", ".join(a for a in configured if a),
+            )
 
     async def _attach_peers(self, own_address: str) -> None:
         addresses = peer_addresses(self.core, {s.name for s in self.services}, own_address)

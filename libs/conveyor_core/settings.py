@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -30,7 +30,13 @@ def load(cls: type[S], **overrides: object) -> S:
         lines = []
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]).upper()
-            lines.append(f"  {prefix}{name}: {error['msg']} (got {error.get('input')!r})")
+            if not name:  # a rule across fields: its message names them; the input is
+                # every setting, secrets included, so it is not echoed
+                lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
+            elif "SECRET" in name or "TOKEN" in name or "PASSWORD" in name:
+                lines.append(f"  {prefix}{name}: {error['msg']}")
+            else:
+                lines.append(f"  {prefix}{name}: {error['msg']} (got {error.get('input')!r})")
         raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None
 
 
@@ -78,6 +84,33 @@ class CoreSettings(BaseSettings):
         0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
     )
     metrics_host: str = Field("0.0.0.0", description="Interface the /metrics endpoint binds.")
+    auth_tokens_file: str = Field(
+        "",
+        description="JSON file of principals (token digests or certificate subjects, their "
+        "namespaces and roles; docs/security.md). Empty: no authentication.",
+    )
+    auth_reload_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often a changed principals file is re-read."
+    )
+    peer_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token this process presents to the other services (queue, event "
+        "store, journal). Empty: services hosted in the same process use an internal identity.",
+    )
+    tls_cert_file: str = Field("", description="PEM certificate chain the server presents.")
+    tls_key_file: str = Field("", description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: str = Field(
+        "",
+        description="PEM CA bundle that client certificates must chain to: set it to require "
+        "mutual TLS.",
+    )
+    tls_ca_file: str = Field(
+        "", description="PEM CA bundle to verify the servers this process calls; set: TLS to peers."
+    )
+    tls_server_name: str = Field(
+        "",
+        description="Host name to verify the peers' certificates against instead of the address.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -104,6 +137,23 @@ class CoreSettings(BaseSettings):
     @classmethod
     def _optional_host_port(cls, value: str) -> str:
         return _check_host_port(value) if value else value
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> CoreSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError(
+                "CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE: set both or neither"
+            )
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError(
+                "CONVEYOR_TLS_CLIENT_CA_FILE (mutual TLS) needs CONVEYOR_TLS_CERT_FILE and "
+                "CONVEYOR_TLS_KEY_FILE"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens_file)
 
     def database_url_for(self, service: str) -> str:
         """The URL a service uses: the shared server, or its own SQLite file."""

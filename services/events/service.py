@@ -11,6 +11,7 @@ from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_events.api.access import EVENT_STORE_ACCESS
 from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.api.servicer import SERVICE_NAME as STORE_SERVICE_NAME
 from conveyor_events.api.servicer import EventStoreServicer
@@ -56,6 +57,7 @@ class EventStoreService:
                 STORE_SERVICE_NAME,
                 service_pb2_grpc.add_EventStoreServiceServicer_to_server,
                 self.servicer,
+                EVENT_STORE_ACCESS,
             ),
             journal_registration(self.journal),
         ]

@@ -24,6 +24,7 @@ from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_executor.api.access import ACCESS
 from conveyor_executor.api.servicer import SERVICE_NAME, ExecutorServicer
 from conveyor_executor.attempt import AttemptDeps, Runner
 from conveyor_executor.engine import ExecutorEngine
@@ -132,7 +133,10 @@ class ExecutorService:
     def registrations(self) -> list[ServiceRegistration]:
         return [
             ServiceRegistration.of(
-                SERVICE_NAME, service_pb2_grpc.add_ExecutorServiceServicer_to_server, self.servicer
+                SERVICE_NAME,
+                service_pb2_grpc.add_ExecutorServiceServicer_to_server,
+                self.servicer,
+                ACCESS,
             )
         ]
 

@@ -12,6 +12,7 @@ from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_queue.api.access import ACCESS
 from conveyor_queue.api.servicer import SERVICE_NAME, WorkOrderQueueServicer
 from conveyor_queue.engine import QueueEngine
 from conveyor_queue.migrations import MIGRATIONS
@@ -64,6 +65,7 @@ class QueueService:
                 SERVICE_NAME,
                 service_pb2_grpc.add_WorkOrderQueueServiceServicer_to_server,
                 self.servicer,
+                ACCESS,
             )
         ]
 

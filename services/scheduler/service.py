@@ -22,6 +22,7 @@ from conveyor_core.outbox import JournalDelivery, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_core.tasks import cancel_and_wait
+from conveyor_scheduler.api.access import ACCESS
 from conveyor_scheduler.api.servicer import SERVICE_NAME, SchedulerServicer
 from conveyor_scheduler.engine import WAKE_CHANNEL, SchedulerEngine
 from conveyor_scheduler.leader import LeaderElection
@@ -93,7 +94,10 @@ class SchedulerService:
     def registrations(self) -> list[ServiceRegistration]:
         return [
             ServiceRegistration.of(
-                SERVICE_NAME, service_pb2_grpc.add_SchedulerServiceServicer_to_server, self.servicer
+                SERVICE_NAME,
+                service_pb2_grpc.add_SchedulerServiceServicer_to_server,
+                self.servicer,
+                ACCESS,
             )
         ]
 

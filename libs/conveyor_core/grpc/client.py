@@ -7,7 +7,9 @@
   and calls carry it too;
 * run in a CLIENT span and send its W3C `traceparent`, so the server span is
   its child;
-* retry on UNAVAILABLE, but only for the methods named idempotent.
+* retry on UNAVAILABLE, but only for the methods named idempotent;
+* with settings: send `CONVEYOR_PEER_TOKEN` as a bearer token and dial TLS when
+  `CONVEYOR_TLS_CA_FILE` is set (`conveyor_core.grpc.auth`).
 
 A caller that loops over independent units of work (a scheduler tick, a
 worker's poll) should open `conveyor_core.context.correlation_scope()` per
@@ -32,6 +34,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from conveyor_core.context import CORRELATION_METADATA_KEY, ensure_correlation_id
+from conveyor_core.grpc.auth import channel_credentials
 from conveyor_core.grpc.interceptors import rpc_attributes, split_method
 from conveyor_core.grpc.status import RichError, rich_error_details
 from conveyor_core.settings import CoreSettings
@@ -48,16 +51,24 @@ def create_channel(
     settings: CoreSettings | None = None,
     idempotent_methods: Iterable[str] = (),
     credentials: grpc.ChannelCredentials | None = None,
+    token: str | None = None,
 ) -> grpc.aio.Channel:
     """A channel to `target` ("host:port") with Conveyor's client interceptors.
 
     Args:
         target: the server address.
-        settings: message size limit; the declared default when None.
+        settings: message size limit, and the peer token and TLS trust of this
+            process (a service calling another); the declared defaults when None.
         idempotent_methods: "pkg.Service" (every method) or "pkg.Service/Method"
             names whose calls are retried on UNAVAILABLE, with backoff.
-        credentials: TLS credentials; None for plaintext.
+        credentials: TLS credentials; None: from settings, else plaintext.
+        token: bearer token sent on every call; None: `settings.peer_token`.
     """
+    if settings is not None:
+        if credentials is None:
+            credentials = channel_credentials(settings)
+        if token is None:
+            token = settings.peer_token.get_secret_value() or None
     # Without settings, use the declared default rather than building
     # CoreSettings here, which would read the environment deep in the code.
     max_message_bytes = (
@@ -71,13 +82,14 @@ def create_channel(
         ("grpc.enable_retries", 1),
         ("grpc.service_config", retry_service_config(idempotent_methods)),
     ]
+    if settings is not None and settings.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", settings.tls_server_name))
+    interceptors = client_interceptors(token)
     if credentials is None:
-        channel = grpc.aio.insecure_channel(
-            target, options=options, interceptors=client_interceptors()
-        )
+        channel = grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
     else:
         channel = grpc.aio.secure_channel(
-            target, credentials, options=options, interceptors=client_interceptors()
+            target, credentials, options=options, interceptors=interceptors
         )
     return _CorrelatingChannel(channel)
 
@@ -100,8 +112,10 @@ def retry_service_config(idempotent_methods: Iterable[str]) -> str:
     return json.dumps({"methodConfig": [{"name": names, "retryPolicy": retry_policy}]})
 
 
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+def client_interceptors(token: str | None = None) -> list[grpc.aio.ClientInterceptor]:
     """The interceptors of `create_channel`, outermost first, for all four call shapes.
+
+    With a `token`, every call also sends it as `authorization: Bearer <token>`.
 
     A grpc.aio channel files each interceptor under the first call-shape base
     class it matches (an `if/elif` chain), so one object implementing all four
@@ -109,6 +123,8 @@ def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
     in one single-shape adapter per shape instead.
     """
     behaviors: list[_CallInterceptor] = [CorrelationClientInterceptor(), TracingClientInterceptor()]
+    if token:
+        behaviors.append(BearerClientInterceptor(token))
     return [adapter(behavior) for adapter in _SHAPE_ADAPTERS for behavior in behaviors]
 
 
@@ -192,6 +208,18 @@ class CorrelationClientInterceptor(_CallInterceptor):
         correlation_id = ensure_correlation_id()
         details = _with_metadata(details, [(CORRELATION_METADATA_KEY, correlation_id)])
         return await continuation(details, request)
+
+
+class BearerClientInterceptor(_CallInterceptor):
+    """Sends `authorization: Bearer <token>` unless the call set its own authorization."""
+
+    def __init__(self, token: str) -> None:
+        self._entry = ("authorization", f"Bearer {token}")
+
+    async def intercept(
+        self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any, shape: _Shape
+    ) -> Any:
+        return await continuation(_with_metadata(details, [self._entry]), request)
 
 
 class TracingClientInterceptor(_CallInterceptor):

@@ -27,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from conveyor_core.auth import Access, Authenticator, PrincipalsFileError
+from conveyor_core.grpc.auth import AuthInterceptor, server_credentials
 from conveyor_core.grpc.interceptors import server_interceptors
-from conveyor_core.settings import CoreSettings
+from conveyor_core.settings import ConfigurationError, CoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +58,25 @@ class ServiceRegistration:
             (used for health and reflection).
         add_to_server: registers the servicer, e.g.
             `lambda server: add_WorkOrderQueueServiceServicer_to_server(servicer, server)`.
+        access: per method name ("SubmitWorkOrder"), what a caller needs when
+            authentication is on (`conveyor_core.auth.Access`); a method
+            without a rule is refused then.
     """
 
     name: str
     add_to_server: Callable[[grpc.aio.Server], None]
+    access: Mapping[str, Access] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, name: str, add_servicer: Callable[[Any, grpc.aio.Server], None], servicer: Any
+        cls,
+        name: str,
+        add_servicer: Callable[[Any, grpc.aio.Server], None],
+        servicer: Any,
+        access: Mapping[str, Access] | None = None,
     ) -> ServiceRegistration:
         """From a generated `add_<Service>Servicer_to_server` function and its servicer."""
-        return cls(name, lambda server: add_servicer(servicer, server))
+        return cls(name, lambda server: add_servicer(servicer, server), dict(access or {}))
 
 
 class GrpcServer:
@@ -178,14 +189,18 @@ async def create_server(
     settings: CoreSettings,
     *,
     credentials: grpc.ServerCredentials | None = None,
+    authenticator: Authenticator | None = None,
 ) -> tuple[GrpcServer, int]:
     """Build and bind (but do not start) a server for `services`.
 
     Args:
         address: "host:port"; port 0 binds a free port.
         services: what to serve; each name starts NOT_SERVING in health.
-        settings: message size limit and shutdown grace.
-        credentials: TLS server credentials; None for plaintext.
+        settings: message size limit, shutdown grace, TLS files and the
+            principals file (`conveyor_core.grpc.auth`).
+        credentials: TLS server credentials; None: from settings, else plaintext.
+        authenticator: who may call; None: from `settings.auth_tokens_file`,
+            and no authentication when that is empty.
 
     Returns:
         The server and the port it bound.
@@ -193,11 +208,24 @@ async def create_server(
     Raises:
         ValueError: two registrations share a name.
         RuntimeError: the address cannot be bound.
+        ConfigurationError: a TLS or principals file is unreadable or invalid.
     """
     names = [service.name for service in services]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate service names in {names}")
-    server = grpc.aio.server(interceptors=server_interceptors(), options=_server_options(settings))
+    interceptors = server_interceptors()
+    if authenticator is None and settings.auth_enabled:
+        authenticator = authenticator_from(settings)
+    if authenticator is not None:
+        rules = {
+            f"/{service.name}/{method}": rule
+            for service in services
+            for method, rule in service.access.items()
+        }
+        interceptors.append(AuthInterceptor(authenticator, rules))  # innermost
+    if credentials is None:
+        credentials = server_credentials(settings)
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))
     for service in services:
         service.add_to_server(server)
     health_servicer = health.aio.HealthServicer()
@@ -212,6 +240,16 @@ async def create_server(
     else:
         port = server.add_secure_port(address, credentials)
     return GrpcServer(server, health_servicer, names, port, settings), port
+
+
+def authenticator_from(settings: CoreSettings) -> Authenticator:
+    """The principals of `CONVEYOR_AUTH_TOKENS_FILE`; ConfigurationError when it is invalid."""
+    try:
+        return Authenticator(
+            Path(settings.auth_tokens_file), reload_seconds=settings.auth_reload_seconds
+        )
+    except PrincipalsFileError as exc:
+        raise ConfigurationError(f"CONVEYOR_AUTH_TOKENS_FILE: {exc}") from None
 
 
 def _server_options(settings: CoreSettings) -> list[tuple[str, Any]]:

@@ -10,7 +10,7 @@ Details sent, by error type:
   * `FailedPrecondition`: google.rpc.PreconditionFailure.
   * `NotFound`: google.rpc.ResourceInfo.
   * always: google.rpc.ErrorInfo(reason, domain="conveyor.dev",
-    metadata={"correlation_id": ...}).
+    metadata={"correlation_id": ..., **error.metadata}).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def status_for_error(error: ConveyorError, correlation_id: str | None) -> grpc.S
                 description=error.message,
             )
         )
-    details.append(_error_info(error.reason, correlation_id))
+    details.append(_error_info(error.reason, correlation_id, error.metadata))
     return _to_grpc_status(error.code, error.message, details)
 
 
@@ -78,8 +78,12 @@ def internal_status(correlation_id: str) -> grpc.Status:
     )
 
 
-def _error_info(reason: str, correlation_id: str | None) -> error_details_pb2.ErrorInfo:
-    metadata = {"correlation_id": correlation_id} if correlation_id else {}
+def _error_info(
+    reason: str, correlation_id: str | None, extra: dict[str, str] | None = None
+) -> error_details_pb2.ErrorInfo:
+    metadata = dict(extra or {})
+    if correlation_id:
+        metadata["correlation_id"] = correlation_id
     return error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
 
 
@@ -107,6 +111,8 @@ class RichError:
         resource_type: google.rpc.ResourceInfo.resource_type, if sent.
         resource_name: google.rpc.ResourceInfo.resource_name, if sent.
         correlation_id: from the `x-correlation-id` response metadata, or ErrorInfo.
+        info: google.rpc.ErrorInfo.metadata other than the correlation id, e.g.
+            {"principal": ..., "required_role": ...} on PERMISSION_DENIED.
     """
 
     code: grpc.StatusCode
@@ -118,6 +124,7 @@ class RichError:
     resource_type: str | None = None
     resource_name: str | None = None
     correlation_id: str | None = None
+    info: tuple[tuple[str, str], ...] = ()
 
 
 def rich_error_details(error: grpc.aio.AioRpcError) -> RichError:
@@ -184,6 +191,9 @@ def _decode_detail(detail: any_pb2.Any) -> dict[str, object]:
             "reason": info.reason,
             "domain": info.domain,
             "error_info_correlation_id": info.metadata.get("correlation_id"),
+            "info": tuple(
+                sorted((k, v) for k, v in info.metadata.items() if k != "correlation_id")
+            ),
         }
     return {}
 

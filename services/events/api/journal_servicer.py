@@ -15,6 +15,7 @@ from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import page_size
 from conveyor_events.api import journal_convert as convert
+from conveyor_events.api.access import JOURNAL_ACCESS
 from conveyor_events.journal_engine import JournalEngine
 
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["JournalService"].full_name
@@ -54,5 +55,8 @@ class JournalServicer(service_pb2_grpc.JournalServiceServicer):
 def journal_registration(engine: JournalEngine) -> ServiceRegistration:
     """The JournalService over `engine`, ready for `create_server` or a hosted service."""
     return ServiceRegistration.of(
-        SERVICE_NAME, service_pb2_grpc.add_JournalServiceServicer_to_server, JournalServicer(engine)
+        SERVICE_NAME,
+        service_pb2_grpc.add_JournalServiceServicer_to_server,
+        JournalServicer(engine),
+        JOURNAL_ACCESS,
     )

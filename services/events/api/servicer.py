@@ -11,6 +11,7 @@ from typing import Any
 
 from conveyor.events.v1 import service_pb2 as rpc
 from conveyor.events.v1 import service_pb2_grpc
+from conveyor_core.auth import actor
 from conveyor_core.clock import to_micros
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.pagination import PageTokens, page_size
@@ -102,7 +103,8 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
 
     async def SkipEvent(self, request, context):  # type: ignore[no-untyped-def]
         ref = names.parse_event(request.name, "name")
-        event = await self._engine.skip(ref, request.skipped_by, request.reason)
+        # With authentication on, the caller's identity is who skipped it.
+        event = await self._engine.skip(ref, actor(request.skipped_by), request.reason)
         return rpc.SkipEventResponse(event=convert.event_to_pb(event))
 
     # -- browsing ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import grpc
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
+from conveyor_core.auth import actor
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.pagination import PageTokens, page_size
 from conveyor_queue.api import convert
@@ -23,6 +24,8 @@ from conveyor_queue.engine import LeaseRequest, QueueEngine, SubmitItem
 from conveyor_queue.settings import QueueSettings
 from conveyor_queue.store.base import CompleteParams, FailParams, ListParams, RedriveParams
 
+# The redrives table's requested_by column holds 256 characters.
+MAX_ACTOR_LENGTH = 256
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
 QUEUE_FIELDS = frozenset(
     {"paused", "max_in_flight", "max_in_flight_per_key", "fair", "rate_limit", "rate_limit_per_key"}
@@ -300,8 +303,13 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
         violations = []
         if not request.reason.strip():
             violations.append(FieldViolation("reason", "required: say why the orders are redriven"))
-        if not request.requested_by.strip():
+        requested_by = actor(request.requested_by)  # the caller's identity when authenticated
+        if not requested_by:
             violations.append(FieldViolation("requested_by", "required: who asks for the redrive"))
+        elif len(requested_by) > MAX_ACTOR_LENGTH:
+            violations.append(
+                FieldViolation("requested_by", f"at most {MAX_ACTOR_LENGTH} characters")
+            )
         if request.max_work_orders < 0:
             violations.append(FieldViolation("max_work_orders", "must not be negative"))
         if violations:
@@ -313,7 +321,7 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
                 convert.opt_ts(request, "dead_after"),
                 request.max_work_orders,
                 request.reason,
-                request.requested_by,
+                requested_by,
                 request.request_id,
                 self._settings.redrive_chunk_size,
                 self._engine.clock.now(),
