@@ -58,9 +58,15 @@ def _print_banner(core: CoreSettings, names: Sequence[str], address: str) -> Non
         db.redacted(core.database_url) if core.database_url else f"SQLite under {core.data_dir}/"
     )
     coordination = "Redis" if core.redis_url else "in-process"
+    security = (
+        f"bearer tokens from {core.auth_tokens_file}" if core.auth_enabled else "off (open to all)"
+    )
+    if core.tls_cert_file:
+        security += "; mutual TLS" if core.tls_client_ca_file else "; TLS"
     lines = [
         f"Conveyor is serving {', '.join(names)} on {address}",
         f"  storage: {storage}; coordination: {coordination}",
+        f"  authentication: {security} (docs/security.md)",
         "  talk to it with any gRPC client, e.g. (grpcurl uses server reflection):",
         f"    grpcurl -plaintext {address} list",
         f'    grpcurl -plaintext -d \'{{"parent": "namespaces/demo/queues/default",'

@@ -143,6 +143,12 @@ class Platform:
             authenticator=authenticator,
         )
         await self.server.start()
+        if not self.core.auth_enabled and not _loopback(address or self.core.listen_address):
+            log.warning(
+                "serving on %s without authentication: anyone who reaches the port may call "
+                "every RPC (set CONVEYOR_AUTH_TOKENS_FILE; docs/security.md)",
+                address or self.core.listen_address,
+            )
         await self.coordination.ping()
         for service in self.services:
             await service.self_check()
@@ -227,6 +233,11 @@ def peer_addresses(core: CoreSettings, hosted: set[str], own_address: str) -> di
         elif peer in hosted:
             addresses[peer] = own_address
     return addresses
+
+
+def _loopback(listen_address: str) -> bool:
+    host = listen_address.rpartition(":")[0].strip("[]")
+    return host in {"127.0.0.1", "::1", "localhost"}
 
 
 def local_address(listen_address: str, port: int) -> str:

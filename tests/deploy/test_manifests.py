@@ -454,7 +454,7 @@ def test_overlays() -> None:
     }
     production = load_all(KUSTOMIZE / "overlays" / "production" / "kustomization.yaml")[0]
     assert production["resources"] == ["../../base"]
-    assert not production.get("components")
+    assert production["components"] == ["../../components/auth"]
     assert "secretGenerator" not in production, "production secrets are created out of band"
 
 
@@ -494,6 +494,23 @@ def test_compose_file() -> None:
     assert conveyor["read_only"] is True and conveyor["cap_drop"] == ["ALL"]
 
 
+def assert_principals_mounted(servers: list[Doc], config: Doc, secrets: set[str]) -> None:
+    """Every server mounts the conveyor-auth Secret where CONVEYOR_AUTH_TOKENS_FILE points."""
+    path = Path(config["data"]["CONVEYOR_AUTH_TOKENS_FILE"])
+    assert path.name == "principals.json"
+    for doc in servers:
+        spec = pod_spec(doc)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        auth = [
+            v for v in volumes.values() if v.get("secret", {}).get("secretName") == "conveyor-auth"
+        ]
+        assert len(auth) == 1 and "conveyor-auth" in secrets, doc["metadata"]["name"]
+        mounts = [m for m in containers(doc)[0]["volumeMounts"] if m["name"] == auth[0]["name"]]
+        assert mounts and mounts[0]["readOnly"] is True
+        assert Path(mounts[0]["mountPath"]) == path.parent
+        assert "subPath" not in mounts[0], "a subPath mount never sees the Secret change"
+
+
 # ---- rendered overlays (needs kubectl or kustomize) ----------------------------------------------
 
 
@@ -518,7 +535,9 @@ def test_rendered_overlay(overlay: Path) -> None:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace"), f"{doc['kind']}/{doc['metadata']['name']}"
-    external_secrets = {"conveyor-secrets"} if overlay.name == "production" else set()
+    external_secrets = (
+        {"conveyor-secrets", "conveyor-auth"} if overlay.name == "production" else set()
+    )
 
     servers = conveyor_servers(pairs, placeholder_only=False)
     assert servers, "the overlay runs Conveyor"
@@ -541,6 +560,7 @@ def test_rendered_overlay(overlay: Path) -> None:
         assert pod_spec(doc)["terminationGracePeriodSeconds"] > grace
     queue = by_kind["Deployment"]["conveyor-queue"]
     if overlay.name == "production":
+        assert_principals_mounted(servers, config, external_secrets)
         assert queue["spec"]["replicas"] == 3
         assert "StatefulSet" not in by_kind, "production uses a managed PostgreSQL"
     if overlay.name == "dev":
