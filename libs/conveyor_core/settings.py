@@ -54,6 +54,11 @@ class CoreSettings(BaseSettings):
     redis_key_prefix: str = Field("conveyor:", description="Prefix of every Redis key.")
     data_dir: Path = Field(Path("data"), description="Where the embedded default keeps files.")
     listen_address: str = Field("127.0.0.1:50051", description="host:port the gRPC server binds.")
+    health_listen_address: str = Field(
+        "",
+        description="host:port serving only the gRPC health service, in plaintext, for probes "
+        "when the main port requires TLS. Empty: health on the main port only.",
+    )
     grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
     db_pool_size: int = Field(20, ge=1, le=200)
@@ -133,7 +138,7 @@ class CoreSettings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         return _check_host_port(value)
 
-    @field_validator("journal_address", "queue_address", "events_address")
+    @field_validator("journal_address", "queue_address", "events_address", "health_listen_address")
     @classmethod
     def _optional_host_port(cls, value: str) -> str:
         return _check_host_port(value) if value else value

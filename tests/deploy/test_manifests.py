@@ -302,14 +302,18 @@ def test_conveyor_workload_settings_and_scratch_space(item: tuple[Path, Doc]) ->
         assert tmp and "emptyDir" in volumes[tmp[0]["name"]], "read-only root needs a /tmp emptyDir"
 
 
-def assert_conveyor_server(doc: Doc, services: set[str]) -> None:
+def assert_conveyor_server(doc: Doc, services: set[str], probe_port: int = 50051) -> None:
+    """`probe_port`: where the probes go; a TLS server serves them on a plaintext health
+    port of their own (CONVEYOR_HEALTH_LISTEN_ADDRESS)."""
     name = doc["metadata"]["name"]
     spec = pod_spec(doc)
     (container,) = spec["containers"]
     args = container["args"]
     assert args[0] == "serve" and len(args) == 2, f"{name}: one service per pod, got {args}"
-    port = grpc_port(container)
-    assert port == 50051
+    assert grpc_port(container) == 50051
+    port = probe_port
+    ports = {int(p["containerPort"]) for p in container["ports"]}
+    assert port in ports, f"{name}: the probe port {port} is not a container port"
 
     liveness = container["livenessProbe"]["grpc"]
     assert int(liveness["port"]) == port
@@ -455,6 +459,9 @@ def test_overlays() -> None:
     production = load_all(KUSTOMIZE / "overlays" / "production" / "kustomization.yaml")[0]
     assert production["resources"] == ["../../base"]
     assert production["components"] == ["../../components/auth"]
+    mtls = load_all(KUSTOMIZE / "overlays" / "production-mtls" / "kustomization.yaml")[0]
+    assert mtls["resources"] == ["../production"]
+    assert mtls["components"] == ["../../components/tls"]
     assert "secretGenerator" not in production, "production secrets are created out of band"
 
 
@@ -535,9 +542,10 @@ def test_rendered_overlay(overlay: Path) -> None:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace"), f"{doc['kind']}/{doc['metadata']['name']}"
-    external_secrets = (
-        {"conveyor-secrets", "conveyor-auth"} if overlay.name == "production" else set()
-    )
+    production = overlay.name.startswith("production")
+    external_secrets = {"conveyor-secrets", "conveyor-auth"} if production else set()
+    if overlay.name == "production-mtls":
+        external_secrets.add("conveyor-tls")
 
     servers = conveyor_servers(pairs, placeholder_only=False)
     assert servers, "the overlay runs Conveyor"
@@ -551,15 +559,16 @@ def test_rendered_overlay(overlay: Path) -> None:
                 if ref := source.get("secretRef"):
                     known = set(by_kind.get("Secret", {})) | external_secrets
                     assert ref["name"] in known, ref
-    for doc in servers:
-        assert_conveyor_server(doc, proto_services())
-
     config = next(c for n, c in by_kind["ConfigMap"].items() if n.startswith("conveyor-config"))
+    health = config["data"].get("CONVEYOR_HEALTH_LISTEN_ADDRESS")
+    for doc in servers:
+        probe_port = int(health.rpartition(":")[2]) if health else 50051
+        assert_conveyor_server(doc, proto_services(), probe_port)
     grace = float(config["data"].get(SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_GRACE_SECONDS))
     for doc in servers:
         assert pod_spec(doc)["terminationGracePeriodSeconds"] > grace
     queue = by_kind["Deployment"]["conveyor-queue"]
-    if overlay.name == "production":
+    if production:
         assert_principals_mounted(servers, config, external_secrets)
         assert queue["spec"]["replicas"] == 3
         assert "StatefulSet" not in by_kind, "production uses a managed PostgreSQL"
@@ -569,3 +578,22 @@ def test_rendered_overlay(overlay: Path) -> None:
         keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
         assert keys == {"CONVEYOR_DATABASE_URL", "CONVEYOR_REDIS_URL", "CONVEYOR_PAGE_TOKEN_SECRET"}
     assert "conveyor-queue-migrate" in by_kind["Job"]
+    if overlay.name == "production-mtls":
+        assert_tls_mounted(servers, config)
+
+
+def assert_tls_mounted(servers: list[Doc], config: Doc) -> None:
+    """Every server mounts conveyor-tls where the TLS settings point and requires client
+    certificates; its probes use the plaintext health port (the kubelet cannot do TLS)."""
+    data = config["data"]
+    files = {data[k] for k in ("CONVEYOR_TLS_CERT_FILE", "CONVEYOR_TLS_KEY_FILE")}
+    files |= {data["CONVEYOR_TLS_CLIENT_CA_FILE"], data["CONVEYOR_TLS_CA_FILE"]}
+    assert {Path(f).name for f in files} == {"tls.crt", "tls.key", "ca.crt"}
+    (directory,) = {Path(f).parent for f in files}
+    for doc in servers:
+        volumes = {v["name"]: v for v in pod_spec(doc)["volumes"]}
+        (tls,) = [
+            n for n, v in volumes.items() if v.get("secret", {}).get("secretName") == "conveyor-tls"
+        ]
+        (mount,) = [m for m in containers(doc)[0]["volumeMounts"] if m["name"] == tls]
+        assert Path(mount["mountPath"]) == directory and mount["readOnly"] is True

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
@@ -104,6 +105,41 @@ async def test_mutual_tls_identifies_callers_by_their_certificate(
     with pytest.raises(grpc.aio.AioRpcError) as no_cert:
         await submit(address, client_settings(tls))
     assert no_cert.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_probes_get_plaintext_health_on_a_port_of_their_own(
+    tls: TlsMaterial, tmp_path: Path
+) -> None:
+    core = CoreSettings(
+        data_dir=tmp_path,
+        tls_cert_file=tls.server.cert,
+        tls_key_file=tls.server.key,
+        tls_client_ca_file=tls.ca_file,
+        health_listen_address="127.0.0.1:0",
+    )
+    platform = Platform(core, ["queue"])
+    await platform.start("127.0.0.1:0")
+    assert platform.server is not None
+    health_address = f"127.0.0.1:{platform.server.health_port}"
+    name = "conveyor.queue.v1.WorkOrderQueueService"
+    try:
+        async with grpc.aio.insecure_channel(health_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # Nothing but health answers there.
+            stub = service_pb2_grpc.WorkOrderQueueServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.SubmitWorkOrder(
+                    rpc.SubmitWorkOrderRequest(parent=QUEUE, work_order=spec()), timeout=5
+                )
+            assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            # The probe port reports what the main port does (the same health servicer).
+            await platform.server.set_serving(name, False)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await platform.stop(grace=0)
 
 
 async def test_missing_tls_files_are_a_configuration_error(tmp_path: Path) -> None:

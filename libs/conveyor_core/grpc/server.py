@@ -15,6 +15,11 @@ Liveness vs readiness, both on the standard health service:
   True)` after its own self-checks (database reachable, migrations applied).
   A readiness probe names the service (`grpc: {port: ..., service: <name>}`).
 
+With `CONVEYOR_HEALTH_LISTEN_ADDRESS` set, the same health service is also
+served, alone and in plaintext, on that address: Kubernetes' native gRPC
+probes cannot speak TLS, so a server that requires TLS (or mTLS) on its main
+port keeps its probes there. It stops after the main server.
+
 Stopping (`stop()`, or SIGTERM/SIGINT after `install_signal_handlers`) first
 turns every status, "" included, NOT_SERVING for good, then stops accepting
 calls and lets in-flight ones finish for up to the grace period
@@ -89,8 +94,13 @@ class GrpcServer:
         service_names: Sequence[str],
         port: int,
         settings: CoreSettings,
+        health_server: grpc.aio.Server | None = None,
+        health_port: int = 0,
     ) -> None:
         self._server = server
+        #: Plaintext health-only server (`CONVEYOR_HEALTH_LISTEN_ADDRESS`), if any.
+        self._health_server = health_server
+        self.health_port = health_port
         self._health = health_servicer
         self._service_names = frozenset(service_names)
         self.port = port
@@ -106,9 +116,15 @@ class GrpcServer:
         if self._stop_task is not None:
             raise RuntimeError("a stopped GrpcServer cannot start again; create a new one")
         if self._start_task is None:
-            self._start_task = asyncio.ensure_future(self._server.start())
+            self._start_task = asyncio.ensure_future(self._start_servers())
             logger.info("gRPC server listening on port %d", self.port)
         await asyncio.shield(self._start_task)
+
+    async def _start_servers(self) -> None:
+        await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
+            logger.info("gRPC health (plaintext) listening on port %d", self.health_port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop gracefully; later and concurrent calls wait for the first one to finish.
@@ -129,6 +145,8 @@ class GrpcServer:
         if self._start_task is not None:
             await self._start_task
         await self._server.stop(grace)
+        if self._health_server is not None:  # probes saw NOT_SERVING throughout the drain
+            await self._health_server.stop(0)
         self.remove_signal_handlers()
         self._terminated.set()
         logger.info("gRPC server on port %d stopped", self.port)
@@ -239,7 +257,17 @@ async def create_server(
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, credentials)
-    return GrpcServer(server, health_servicer, names, port, settings), port
+    health_server, health_port = None, 0
+    if settings.health_listen_address:
+        # Probes (the kubelet's gRPC probes speak plaintext) get the same health
+        # servicer on a port of their own, with nothing else on it.
+        health_server = grpc.aio.server(options=_server_options(settings))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = health_server.add_insecure_port(settings.health_listen_address)
+    grpc_server = GrpcServer(
+        server, health_servicer, names, port, settings, health_server, health_port
+    )
+    return grpc_server, port
 
 
 def authenticator_from(settings: CoreSettings) -> Authenticator:
