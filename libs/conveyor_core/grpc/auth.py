@@ -27,7 +27,6 @@ own certificate when it has one.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,8 +38,9 @@ from conveyor_core.auth import Access, Authenticator, Principal, authorize, prin
 from conveyor_core.errors import PermissionDenied, Unauthenticated
 from conveyor_core.grpc.interceptors import (
     UNTRACED_SERVICES,
-    _write_responses,
     metadata_value,
+    rewrap_handler,
+    run_behavior,
     split_method,
 )
 from conveyor_core.settings import ConfigurationError, CoreSettings
@@ -82,28 +82,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         token = bearer_token(handler_call_details.invocation_metadata)
         rule = self._rules.get(method)
-        codec = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._guard_unary(handler.unary_unary, method, rule, token), **codec
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._guard_stream(handler.unary_stream, method, rule, token), **codec
-            )
-        # Streamed requests: the namespaces are not known before the handler
-        # reads them, so only rules that name no request fields can allow them.
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._guard_unary(handler.stream_unary, method, rule, token, streamed=True),
-                **codec,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._guard_stream(handler.stream_stream, method, rule, token, streamed=True), **codec
-        )
+
+        def guard(
+            behavior: Behavior, streamed_requests: bool, streamed_responses: bool
+        ) -> Behavior:
+            async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                # Streamed requests: the namespaces are not known before the handler
+                # reads them, so only rules naming no request fields can allow them.
+                principal = self._check(request, context, method, rule, token, streamed_requests)
+                reset = principal_var.set(principal)
+                try:
+                    return await run_behavior(behavior, request, context, streamed_responses)
+                finally:
+                    principal_var.reset(reset)
+
+            return guarded
+
+        return rewrap_handler(handler, guard)
 
     def _check(
         self,
@@ -140,43 +135,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             "this server requires authentication: send the metadata 'authorization: Bearer "
             "<token>' (or a client certificate of a known subject)"
         )
-
-    def _guard_unary(
-        self,
-        behavior: Behavior,
-        method: str,
-        rule: Access | None,
-        token: str | None,
-        streamed: bool = False,
-    ) -> Behavior:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            principal = self._check(request, context, method, rule, token, streamed)
-            reset = principal_var.set(principal)
-            try:
-                response = behavior(request, context)
-                return await response if inspect.isawaitable(response) else response
-            finally:
-                principal_var.reset(reset)
-
-        return guarded
-
-    def _guard_stream(
-        self,
-        behavior: Behavior,
-        method: str,
-        rule: Access | None,
-        token: str | None,
-        streamed: bool = False,
-    ) -> Behavior:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> None:
-            principal = self._check(request, context, method, rule, token, streamed)
-            reset = principal_var.set(principal)
-            try:
-                await _write_responses(behavior(request, context), context)
-            finally:
-                principal_var.reset(reset)
-
-        return guarded
 
 
 def _certificate_subjects(context: grpc.aio.ServicerContext) -> list[str]:

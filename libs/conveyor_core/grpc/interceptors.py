@@ -127,36 +127,55 @@ class _ScopedInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, scope)
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
-    """A handler of the same shape whose behavior runs inside `scope(context)`."""
+#: Wraps a handler's behavior; told whether the requests and the responses are streamed.
+BehaviorWrapper = Callable[[Behavior, bool, bool], Behavior]
+
+
+def rewrap_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grpc.RpcMethodHandler:
+    """A handler of the same shape and codec whose behavior is `wrap(behavior, ...)`."""
     codec = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_response(handler.unary_unary, scope), **codec
-        )
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary, False, False), **codec)
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            _unary_response(handler.stream_unary, scope), **codec
+            wrap(handler.stream_unary, True, False), **codec
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _stream_response(handler.unary_stream, scope), **codec
+            wrap(handler.unary_stream, False, True), **codec
         )
-    return grpc.stream_stream_rpc_method_handler(
-        _stream_response(handler.stream_stream, scope), **codec
-    )
+    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True, True), **codec)
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+    """A handler of the same shape whose behavior runs inside `scope(context)`."""
+
+    def wrap(behavior: Behavior, streamed_requests: bool, streamed_responses: bool) -> Behavior:
+        if streamed_responses:
+            return _stream_response(behavior, scope)
+        return _unary_response(behavior, scope)
+
+    return rewrap_handler(handler, wrap)
+
+
+async def run_behavior(
+    behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, streamed_responses: bool
+) -> Any:
+    """Run a handler's behavior to its end: its response, or all its responses written."""
+    if streamed_responses:
+        await _write_responses(behavior(request, context), context)
+        return None
+    response = behavior(request, context)
+    return await response if inspect.isawaitable(response) else response
 
 
 def _unary_response(behavior: Behavior, scope: CallScope) -> Behavior:
     async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
         async with scope(context):
-            response = behavior(request_or_iterator, context)
-            if inspect.isawaitable(response):
-                response = await response
-            return response
+            return await run_behavior(behavior, request_or_iterator, context, False)
 
     return scoped
 
@@ -169,7 +188,7 @@ def _stream_response(behavior: Behavior, scope: CallScope) -> Behavior:
     # in place, inside the call's own task.
     async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
         async with scope(context):
-            await _write_responses(behavior(request_or_iterator, context), context)
+            await run_behavior(behavior, request_or_iterator, context, True)
 
     return scoped
 
