@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
+# The Node.js client of tests/e2e/test_node_client.py (a non-Python caller of the contracts).
+NODE_GRPC := .tools/node_modules/@grpc/grpc-js/package.json
+NODE_GRPC_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1 protobufjs@7.6.6
 PYTEST_ARGS ?= -x -q
 
 .PHONY: run test protos lint bench clean venv
@@ -20,12 +23,15 @@ $(BUF):
 	mkdir -p .tools
 	cd .tools && npm install --silent --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
 
+$(NODE_GRPC): | $(BUF)
+	cd .tools && npm install --silent --no-audit --no-fund $(NODE_GRPC_PACKAGES)
+
 ## run: the whole platform on the embedded default (SQLite + in-process coordination)
 run: venv
 	$(PY) -m conveyor_core.cli run --example
 
 ## test: the whole suite (PostgreSQL/Redis tests skip unless found, or fail under CONVEYOR_REQUIRE_SERVICES=1)
-test: venv $(BUF)
+test: venv $(BUF) $(NODE_GRPC)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## protos: regenerate the Python stubs in libs/conveyor_proto from protos/
