@@ -26,10 +26,10 @@ new topic in an old one) looks to the planner as if it held one row, so any
 index starting with (namespace, topic) seems as good as any other. The
 lookups below are written so that only the intended index can serve them:
 the message-id probe is a seek in the unique index's own order, and the
-reserve updates the rows it locked by their ctid. Written as plain equalities
-(or as `sequence = ANY(...)`), both walked every event of the topic through
-the status index on such a topic (measured: 15-30 ms per batch of 100 at 40,000
-events; docs/benchmarks.md "Event store").
+reserve updates the rows it locked by their ctid. Written as a join on the
+message ids, or as `sequence = ANY(...)`, they read every event (every pending
+one) of such a topic through some index's (namespace, topic) prefix: 15-33 ms
+per batch of 100 at 40,000 events (docs/benchmarks.md, "Event store").
 
 Reservations: on PostgreSQL a reserve is one `UPDATE ... WHERE ctid =
 ANY(ARRAY(SELECT ctid ... FOR UPDATE SKIP LOCKED LIMIT n))`, so concurrent
@@ -48,7 +48,8 @@ from sqlalchemy.sql.expression import TextualSelect
 
 from conveyor_events.store.tables import events
 
-# Advance a topic's last sequence by :n; returns the new value (no row: the topic is unknown).
+# SQLite's publish: advance a topic's last sequence by :n; returns the new value (no
+# row: the topic is unknown).
 ADVANCE_SEQUENCE = text("""
     UPDATE events_topics SET last_sequence = last_sequence + CAST(:n AS BIGINT)
     WHERE namespace = :ns AND topic = :topic

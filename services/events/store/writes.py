@@ -158,7 +158,7 @@ def _outcomes(
     rather than read back; `existing` holds the events found already published.
     """
     published_at = from_micros(now_us)
-    namespace, name = topic.namespace, topic.topic
+    namespace, topic_id = topic.namespace, topic.topic
     created: dict[str, Event] = {}
     out = []
     for draft in drafts:
@@ -172,7 +172,7 @@ def _outcomes(
             base += 1
             event = created[message_id] = Event(
                 namespace,
-                name,
+                topic_id,
                 base,
                 message_id,
                 draft.title,
