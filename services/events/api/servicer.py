@@ -81,15 +81,18 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
         published = await self._engine.publish(
             topic, [convert.draft_from_pb(d) for d in request.events]
         )
-        return rpc.PublishEventsResponse(
-            events=[convert.event_to_pb(p.event) for p in published],
-            already_published=[p.already_published for p in published],
+        response = rpc.PublishEventsResponse(
+            already_published=[p.already_published for p in published]
         )
+        convert.add_events(response.events, (p.event for p in published))
+        return response
 
     async def ReserveEvents(self, request, context):  # type: ignore[no-untyped-def]
         topic = names.parse_topic(request.parent, "parent")
         reserved = await self._engine.reserve(topic, request.run_id, request.max_events)
-        return rpc.ReserveEventsResponse(events=[convert.event_to_pb(e) for e in reserved])
+        response = rpc.ReserveEventsResponse()
+        convert.add_events(response.events, reserved)
+        return response
 
     async def ReleaseEvents(self, request, context):  # type: ignore[no-untyped-def]
         topic = names.parse_topic(request.parent, "parent")
@@ -128,10 +131,9 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
             EventListParams(topic, statuses, after, size + 1, newest)
         )
         page, token = self._tokens.next_page(found, size, scope, lambda e: {"seq": e.sequence})
-        return rpc.ListEventsResponse(
-            events=[convert.event_to_pb(e) for e in page],
-            next_page_token=token,
-        )
+        response = rpc.ListEventsResponse(next_page_token=token)
+        convert.add_events(response.events, page)
+        return response
 
     async def GetEvent(self, request, context):  # type: ignore[no-untyped-def]
         event = await self._engine.event_get(names.parse_event(request.name, "name"))
@@ -152,9 +154,9 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
             scope,
             lambda e: {"at": to_micros(e.published_at), "topic": e.topic, "seq": e.sequence},
         )
-        return rpc.ListStaleEventsResponse(
-            events=[convert.event_to_pb(e) for e in page], next_page_token=token
-        )
+        response = rpc.ListStaleEventsResponse(next_page_token=token)
+        convert.add_events(response.events, page)
+        return response
 
     # -- handler state and commits ------------------------------------------------------
 
@@ -192,12 +194,13 @@ class EventStoreServicer(service_pb2_grpc.EventStoreServiceServicer):
         result = await self._engine.commit(
             CommitRequest(namespace, request.run_id, consume, publish, state)
         )
-        return rpc.CommitResponse(
+        response = rpc.CommitResponse(
             consumed_count=result.consumed_count,
-            published=[convert.event_to_pb(e) for e in result.published],
             state=convert.state_to_pb(result.state),
             replayed=result.replayed,
         )
+        convert.add_events(response.published, result.published)
+        return response
 
 
 _ORDERS = (rpc.EVENT_ORDER_OLDEST_FIRST, rpc.EVENT_ORDER_NEWEST_FIRST)

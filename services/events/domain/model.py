@@ -58,7 +58,12 @@ class EventRef:
 
     @property
     def name(self) -> str:
-        return f"{self.topic_ref.name}/events/{self.sequence}"
+        return event_name(self.topic_ref.name, self.sequence)
+
+
+def event_name(topic_name: str, sequence: int) -> str:
+    """The resource name of the event `sequence` in the topic named `topic_name`."""
+    return f"{topic_name}/events/{sequence}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, to_micros
@@ -49,7 +51,15 @@ from conveyor_events.store.rows import (
     topic_to_row,
 )
 from conveyor_events.store.tables import events, states, topics
-from conveyor_events.store.writes import consume_in, publish_in, release_in, state_write_in
+from conveyor_events.store.writes import (
+    consume_in,
+    publish_in,
+    publish_new_postgres,
+    release_in,
+    state_write_in,
+)
+
+log = logging.getLogger(__name__)
 
 ev = events.c
 tp = topics.c
@@ -61,6 +71,8 @@ class SqlEventStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        # The same pool, without BEGIN/COMMIT: a lone statement commits by itself.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     # -- topics ---------------------------------------------------------------
@@ -115,10 +127,20 @@ class SqlEventStore:
     # -- publish and consumption ---------------------------------------------------
 
     async def event_publish(self, params: PublishParams) -> list[PublishedEvent]:
+        """On PostgreSQL, first as if every message id were new: one statement, no look-up.
+
+        If one was published before, that statement stores nothing and the
+        batch is published again with the look-up (store/queries.py).
+        """
+        now_us = to_micros(params.now)
+        if self._postgres:
+            try:
+                async with self._autocommit.connect() as conn:
+                    return await publish_new_postgres(conn, params.topic, params.drafts, now_us)
+            except IntegrityError:
+                log.debug("a message id in the batch was published before; looking them up")
         async with self._engine.begin() as conn:
-            return await publish_in(
-                conn, self._insert, params.topic, params.drafts, to_micros(params.now)
-            )
+            return await publish_in(conn, self._insert, params.topic, params.drafts, now_us)
 
     async def event_reserve(self, params: ReserveParams) -> list[Event]:
         sql = queries.RESERVE_POSTGRES if self._postgres else queries.RESERVE_SQLITE

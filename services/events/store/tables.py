@@ -59,14 +59,9 @@ events = Table(
     Column("skip_reason", Text),
     Column("skipped_at", BigInteger),
     UniqueConstraint("namespace", "topic", "message_id"),
-    Index(
-        "ix_events_events_pending",
-        "namespace",
-        "topic",
-        "sequence",
-        postgresql_where=_PENDING,
-        sqlite_where=_PENDING,
-    ),
+    # The oldest pending events of a topic (reserve) are the status index's
+    # (namespace, topic, 'PENDING') prefix, in sequence order; no separate
+    # pending index (dropped in migration 0002: every publish paid for it).
     Index(
         "ix_events_events_reserved",
         "namespace",

@@ -2,7 +2,9 @@
 
 The single-purpose RPCs (PublishEvents, ConsumeEvents, CommitState) run one of
 these in a transaction of their own; `Commit` runs several in one
-transaction (store/commit.py), so they succeed or fail together.
+transaction (store/commit.py), so they succeed or fail together. The one
+exception is `publish_new_postgres`, PublishEvents' first try on PostgreSQL: a
+single statement that is a transaction by itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conveyor_core.clock import from_micros
 from conveyor_events.domain.model import (
     Event,
     EventDraft,
@@ -34,6 +37,33 @@ st = states.c
 InsertFactory = Callable[[Any], Any]
 
 
+def distinct_drafts(drafts: Sequence[EventDraft]) -> list[EventDraft]:
+    """The first draft of each message id, in batch order (a repeat refers to the first)."""
+    distinct: dict[str, EventDraft] = {}
+    for draft in drafts:
+        distinct.setdefault(draft.message_id, draft)
+    return list(distinct.values())
+
+
+async def publish_new_postgres(
+    conn: AsyncConnection, topic: TopicRef, drafts: Sequence[EventDraft], now_us: int
+) -> list[PublishedEvent]:
+    """Publish `drafts` assuming no message id was published before: one statement, no lookup.
+
+    Run outside an explicit transaction, the statement is its own: one round
+    trip to PostgreSQL. If a message id is already published (before, or by a
+    concurrent publish that won the topic lock), the unique index refuses the
+    insert, nothing is stored, and `IntegrityError` propagates: the caller
+    then publishes with `publish_in`, which looks the ids up.
+    """
+    distinct = distinct_drafts(drafts)
+    bind = _draft_arrays(topic, distinct, now_us)
+    base = (await conn.execute(queries.PUBLISH_NEW_POSTGRES, {**bind, "n": len(distinct)})).scalar()
+    if base is None:
+        raise TopicNotFound(topic)
+    return _outcomes(topic, drafts, base, {}, now_us)
+
+
 async def publish_in(
     conn: AsyncConnection,
     insert: InsertFactory,
@@ -43,85 +73,115 @@ async def publish_in(
 ) -> list[PublishedEvent]:
     """Publish `drafts` to `topic`; a message id published before returns the original event.
 
-    Advancing the topic's sequence first locks the topic row until the
-    transaction ends (see store/queries.py), so the existence check below
-    cannot race another publish of the same message id.
+    The topic row is locked first (see store/queries.py), so the look-up of
+    message ids that follows cannot race another publish of the same id.
     """
-    distinct: dict[str, EventDraft] = {}
-    for draft in drafts:
-        distinct.setdefault(draft.message_id, draft)
+    distinct = distinct_drafts(drafts)
+    if conn.dialect.name == "postgresql":
+        base, existing = await _publish_postgres(conn, topic, distinct, now_us)
+    else:
+        base, existing = await _publish_sqlite(conn, insert, topic, distinct, now_us)
+    return _outcomes(topic, drafts, base, existing, now_us)
+
+
+async def _publish_postgres(
+    conn: AsyncConnection, topic: TopicRef, distinct: list[EventDraft], now_us: int
+) -> tuple[int, dict[str, Event]]:
+    """Lock the topic, then look up, insert the new drafts and advance, in one statement."""
+    bind = {"ns": topic.namespace, "topic": topic.topic}
+    if (await conn.execute(queries.LOCK_TOPIC_POSTGRES, bind)).first() is None:
+        raise TopicNotFound(topic)
+    bind = _draft_arrays(topic, distinct, now_us)
+    rows = (await conn.execute(queries.PUBLISH_POSTGRES, bind)).all()
+    existing = {
+        row.message_id: event_from_row(row._mapping) for row in rows if row.sequence is not None
+    }
+    return rows[0].base, existing
+
+
+async def _publish_sqlite(
+    conn: AsyncConnection,
+    insert: InsertFactory,
+    topic: TopicRef,
+    distinct: list[EventDraft],
+    now_us: int,
+) -> tuple[int, dict[str, Event]]:
+    """Advance the sequence first (SQLite's write lock), look up, insert, hand back the unused."""
     bind = {"ns": topic.namespace, "topic": topic.topic}
     last = (await conn.execute(queries.ADVANCE_SEQUENCE, {**bind, "n": len(distinct)})).scalar()
     if last is None:
         raise TopicNotFound(topic)
     base = last - len(distinct)
-    existing = await _published(conn, topic, list(distinct))
-    new = [draft for message_id, draft in distinct.items() if message_id not in existing]
-    rows = [new_event_row(topic, base + i, draft, now_us) for i, draft in enumerate(new, 1)]
-    if rows:
-        await _insert_events(conn, insert, topic, rows, now_us)
-    if len(new) < len(distinct):
-        await conn.execute(queries.SET_SEQUENCE, {**bind, "last": base + len(new)})
-    return _outcomes(drafts, {row["message_id"]: event_from_row(row) for row in rows}, existing)
-
-
-async def _insert_events(
-    conn: AsyncConnection,
-    insert: InsertFactory,
-    topic: TopicRef,
-    rows: list[dict[str, Any]],
-    now_us: int,
-) -> None:
-    """Insert new event rows: on PostgreSQL one statement over arrays, not one per row.
-
-    An executemany runs the INSERT once per row on the server; the arrays make
-    a batch of 100 one statement (see queries.INSERT_EVENTS_POSTGRES).
-    """
-    if conn.dialect.name != "postgresql":
-        await conn.execute(insert(events), rows)
-        return
-    await conn.execute(
-        queries.INSERT_EVENTS_POSTGRES,
-        {
-            "ns": topic.namespace,
-            "topic": topic.topic,
-            "now": now_us,
-            **{column: [row[column] for row in rows] for column in queries.INSERTED_COLUMNS},
-        },
-    )
-
-
-async def _published(
-    conn: AsyncConnection, topic: TopicRef, message_ids: list[str]
-) -> dict[str, Event]:
-    if conn.dialect.name == "postgresql":
-        rows = await conn.execute(
-            queries.PUBLISHED_BY_MESSAGE_ID_POSTGRES,
-            {"ns": topic.namespace, "topic": topic.topic, "ids": message_ids},
-        )
-        return {row.message_id: event_from_row(row._mapping) for row in rows}
     result = await conn.execute(
         select(events).where(
             ev.namespace == topic.namespace,
             ev.topic == topic.topic,
-            ev.message_id.in_(message_ids),
+            ev.message_id.in_([d.message_id for d in distinct]),
         )
     )
-    return {row.message_id: event_from_row(row._mapping) for row in result}
+    existing = {row.message_id: event_from_row(row._mapping) for row in result}
+    new = [d for d in distinct if d.message_id not in existing]
+    if new:
+        await conn.execute(
+            insert(events),
+            [new_event_row(topic, base + i, draft, now_us) for i, draft in enumerate(new, 1)],
+        )
+    if existing:
+        await conn.execute(queries.SET_SEQUENCE, {**bind, "last": base + len(new)})
+    return base, existing
+
+
+def _draft_arrays(topic: TopicRef, drafts: Sequence[EventDraft], now_us: int) -> dict[str, Any]:
+    """Bind parameters of the PostgreSQL publish statements: one array per draft column."""
+    return {
+        "ns": topic.namespace,
+        "topic": topic.topic,
+        "now": now_us,
+        "message_id": [d.message_id for d in drafts],
+        "title": [d.title for d in drafts],
+        "payload": [d.payload.data for d in drafts],
+        "content_type": [d.payload.content_type for d in drafts],
+        "correlation_id": [d.correlation_id for d in drafts],
+    }
 
 
 def _outcomes(
-    drafts: Sequence[EventDraft], created: dict[str, Event], existing: dict[str, Event]
+    topic: TopicRef,
+    drafts: Sequence[EventDraft],
+    base: int,
+    existing: dict[str, Event],
+    now_us: int,
 ) -> list[PublishedEvent]:
-    """One outcome per draft: the first use of a new message id created it; others repeat."""
+    """One outcome per draft: new message ids take base + 1, base + 2, ... in batch order.
+
+    The stored events are built here from the drafts, as the store wrote them,
+    rather than read back; `existing` holds the events found already published.
+    """
+    published_at = from_micros(now_us)
+    namespace, topic_id = topic.namespace, topic.topic
+    created: dict[str, Event] = {}
     out = []
     for draft in drafts:
-        if draft.message_id in created:
-            event = created.pop(draft.message_id)
-            existing[draft.message_id] = event  # a repeat later in the batch
-            out.append(PublishedEvent(event, already_published=False))
+        message_id = draft.message_id
+        event = existing.get(message_id)
+        if event is not None:
+            out.append(PublishedEvent(event, already_published=True))
+        elif (event := created.get(message_id)) is not None:
+            out.append(PublishedEvent(event, already_published=True))  # a repeat in the batch
         else:
-            out.append(PublishedEvent(existing[draft.message_id], already_published=True))
+            base += 1
+            event = created[message_id] = Event(
+                namespace,
+                topic_id,
+                base,
+                message_id,
+                draft.title,
+                draft.payload,
+                draft.correlation_id,
+                EventStatus.PENDING,
+                published_at,
+            )
+            out.append(PublishedEvent(event, already_published=False))
     return out
 
 

@@ -124,7 +124,7 @@ async def test_version_conflict_after_consume_and_publish_ran_changes_nothing(
     assert error.reason == "STATE_VERSION_CONFLICT"
     # The transaction got past consuming and publishing before the state write failed ...
     assert any(s.startswith("UPDATE events_events SET status") for s in ran), ran
-    assert any(s.startswith("INSERT INTO events_events") for s in ran), ran
+    assert any("INSERT INTO events_events" in s for s in ran), ran
     assert any(s.startswith("INSERT INTO events_states") for s in ran), ran
     # ... and none of it is visible.
     await _assert_nothing_committed(env)
@@ -140,7 +140,7 @@ async def test_unknown_publish_topic_listed_last_changes_nothing(flow: EventsEnv
         error = await rpc_error(env.stub.Commit(request))
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.resource_name == topic_name("zz-missing")
-    assert any(s.startswith("INSERT INTO events_events") for s in ran), "out was published first"
+    assert any("INSERT INTO events_events" in s for s in ran), "out was published first"
     await _assert_nothing_committed(env)
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
 from conveyor.events.v1 import service_pb2 as rpc
+from conveyor_core.clock import to_micros
 from conveyor_core.settings import CoreSettings
-from tests.helpers.events import EventsEnv, S, draft, topic_name
+from conveyor_events.domain.model import EventDraft, Payload, TopicRef
+from conveyor_events.store.writes import publish_in
+from tests.helpers.events import NAMESPACE, EventsEnv, S, draft, topic_name
 
 
 async def test_concurrent_publishes_of_one_message_id_store_one_event(
@@ -126,3 +132,62 @@ async def test_two_replicas_on_one_database_never_reserve_the_same_event(
     finally:
         await second.stop()
         await first.stop()
+
+
+async def _wait_for_lock_waiter(env: EventsEnv) -> None:
+    """Poll until another backend of this database waits on a lock (the topic row's).
+
+    Each poll is its own transaction: a backend reads pg_stat_activity once per
+    transaction and keeps that snapshot until it ends.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    probe_engine = env.service.engine_db.execution_options(isolation_level="AUTOCOMMIT")
+    async with probe_engine.connect() as probe:
+        while (await probe.execute(waiting)).scalar_one() == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the publish never waited"
+            await asyncio.sleep(0.01)
+
+
+async def test_publish_racing_a_committing_publish_of_the_same_message_id_returns_it(
+    postgres_core: CoreSettings,
+) -> None:
+    """The race the one-statement publish loses: its snapshot predates the other's commit.
+
+    A transaction publishes "m" and holds the topic lock; a PublishEvents of
+    "m" and "n" starts (its statement's snapshot cannot see "m") and waits on
+    that lock. When the first commits, the unique index refuses the second
+    "m": the call must look the ids up again and answer with the first "m".
+    """
+    env = await EventsEnv(postgres_core).start()
+    try:
+        await env.create_topic()
+        engine = env.service.engine_db
+        topic = TopicRef(NAMESPACE, "orders")
+        async with engine.connect() as holder:
+            await holder.begin()
+            first = await publish_in(
+                holder,
+                postgresql.insert,
+                topic,
+                [EventDraft("m", "first m", Payload(b"1", "text/plain"))],
+                to_micros(env.clock.now()),
+            )
+            racing = asyncio.create_task(env.publish([draft("m", title="second m"), draft("n")]))
+            await _wait_for_lock_waiter(env)
+            await holder.commit()
+        response = await racing
+        assert [(e.sequence, e.message_id, e.title) for e in response.events] == [
+            (1, "m", "first m"),
+            (2, "n", "event n"),
+        ]
+        assert list(response.already_published) == [True, False]
+        assert first[0].event.sequence == 1
+        stored = await env.events()
+        assert [(e.sequence, e.message_id) for e in stored] == [(1, "m"), (2, "n")]
+        assert (await env.publish([draft("o")])).events[0].sequence == 3, "no sequence was lost"
+    finally:
+        await env.stop()
