@@ -113,7 +113,8 @@ def _timestamp(
 ) -> timestamp_pb2.Timestamp:
     found = times.get(instant)
     if found is None:
-        found = times[instant] = ts(instant)
+        found = times[instant] = timestamp_pb2.Timestamp()
+        found.FromDatetime(instant)
     return found
 
 

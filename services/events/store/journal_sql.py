@@ -21,7 +21,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import TextClause, exists, insert, select, text
+from sqlalchemy import RowMapping, TextClause, exists, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -147,7 +147,7 @@ def _subject_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _record_from_row(m: Mapping[str, Any]) -> JournalRecord:
+def _record_from_row(m: RowMapping | Mapping[str, Any]) -> JournalRecord:
     return JournalRecord(
         position=m["position"],
         id=m["id"],
