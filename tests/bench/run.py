@@ -68,7 +68,7 @@ class Windows:
         self._profile = profile
         self._format = profile_format
         # Started ahead of each window: a process starting inside one would skew it.
-        self._window = CpuWindow(server.pid, database)
+        self._window = CpuWindow({"server": server.pid}, database)
         self._spy: subprocess.Popen[bytes] | None = None
         self.cpu: dict[str, dict[str, float]] = {}
         self.elapsed: dict[str, float] = {}
@@ -82,7 +82,7 @@ class Windows:
 
     async def stop(self, name: str) -> None:
         self.cpu[name], self.elapsed[name] = await asyncio.to_thread(self._window.stop)
-        self._window = CpuWindow(self._server.pid, self._database)
+        self._window = CpuWindow({"server": self._server.pid}, self._database)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await asyncio.to_thread(self._spy.wait, 30)
