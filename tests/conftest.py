@@ -10,6 +10,10 @@ service is skipped, or fails when `CONVEYOR_REQUIRE_SERVICES=1` (CI).
 * `redis_url` (session) and `redis_prefix` (function): a key prefix
   `conveyor-test:<RUN_ID>:<n>:` whose keys are deleted after the test.
 
+A run that is killed never reaches that cleanup, so the first use of each
+server in a session also removes the databases and keys of runs that are
+certainly gone (tests.helpers.leftovers), never those of a live run.
+
 Tests using these fixtures get the `postgres` / `redis` markers, so
 `-m "not postgres and not redis"` selects the tests that need no server.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -37,7 +42,9 @@ from conveyor_core.metrics import configure_metrics
 from conveyor_core.migrations import MigrationSet
 from conveyor_core.runtime import SERVICES
 from conveyor_core.settings import CoreSettings
-from tests.helpers import services
+from tests.helpers import leftovers, services
+
+logger = logging.getLogger(__name__)
 
 # The environment never leaks into tests: only the test suite's own knobs stay.
 for _name in list(os.environ):
@@ -105,6 +112,10 @@ async def postgres_admin_url() -> str:
         _unavailable("PostgreSQL", reason)
     finally:
         await engine.dispose()
+    try:
+        await leftovers.sweep_databases(url)
+    except Exception:  # a server we may not sweep still serves the tests
+        logger.warning("could not sweep stale test databases", exc_info=True)
     return url
 
 
@@ -192,6 +203,11 @@ async def redis_url() -> str:
         if os.environ.get(services.REDIS_URL_ENV):
             pytest.fail(f"{services.REDIS_URL_ENV}: {reason}", pytrace=False)
         _unavailable("Redis", reason)
+    else:
+        try:
+            await leftovers.sweep_redis_keys(client)
+        except Exception:  # a server we may not sweep still serves the tests
+            logger.warning("could not sweep stale test keys", exc_info=True)
     finally:
         await client.aclose()
     return url

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conveyor_core.errors import FailedPrecondition, NotFound, PreconditionViolation
+from conveyor_core.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
 from conveyor_queue.domain.model import WorkOrderRef, WorkOrderState
 
 
@@ -34,3 +34,9 @@ class InvalidState(FailedPrecondition):
                 "STATE", ref.name, f"cannot {operation} an order that is {state.value}"
             )
         )
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database connection was lost mid-call, which may or may not have taken effect."""
+
+    reason = "DATABASE_UNAVAILABLE"

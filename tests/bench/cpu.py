@@ -7,7 +7,11 @@ of a window would steal a core from the server just then. The process is
 started ahead, idles until told "start", samples every half second and
 answers "stop" with the result:
 
-    python -m tests.bench.cpu <server pid> <client pid> <database> <interval>
+    python -m tests.bench.cpu <client pid> <database> <interval> name=pid ...
+
+Each `name=pid` is a group of its own: the queue and event-store suites name
+one ("server"), the end-to-end suite one per server process (queue, events,
+scheduler, executor, http).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -53,7 +58,7 @@ def machine_busy() -> float:
 
 
 class CpuMeter:
-    """CPU time of the queue server, this process, PostgreSQL, Redis and everything else.
+    """CPU time of the named processes, this process, PostgreSQL, Redis and everything else.
 
     "postgres" is the backends of the bench database plus PostgreSQL's shared
     processes (WAL writer, checkpointer...); backends of other databases count
@@ -64,10 +69,9 @@ class CpuMeter:
     backend that exits (a pool connection closed) loses at most one interval.
     """
 
-    GROUPS = ("server", "bench_client", "postgres", "redis")
-
-    def __init__(self, server_pid: int, client_pid: int, database: str) -> None:
-        self._server_pid = server_pid
+    def __init__(self, named: Mapping[str, int], client_pid: int, database: str) -> None:
+        self.groups = (*named, "bench_client", "postgres", "redis")
+        self._named = {pid: name for name, pid in named.items()}
         self._client_pid = client_pid
         self._database = database
         self._groups: dict[int, str] = {}  # a pid keeps its group for life
@@ -77,8 +81,8 @@ class CpuMeter:
         self._busy = 0.0
 
     def _group(self, pid: int, name: str) -> str:
-        if pid == self._server_pid:
-            return "server"
+        if pid in self._named:
+            return self._named[pid]
         if pid == self._client_pid:
             return "bench_client"
         if pid not in self._groups:
@@ -110,7 +114,7 @@ class CpuMeter:
     def start(self) -> None:
         self._last = self.sample()
         self._first_time = self._last[0]
-        self._used = dict.fromkeys(self.GROUPS, 0.0)
+        self._used = dict.fromkeys(self.groups, 0.0)
         self._busy = 0.0
 
     def tick(self) -> None:
@@ -141,16 +145,9 @@ class CpuWindow:
     `start()` and `stop()` then only exchange a line with it.
     """
 
-    def __init__(self, server_pid: int, database: str, interval: float = 0.5) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "tests.bench.cpu",
-            str(server_pid),
-            str(os.getpid()),
-            database,
-            str(interval),
-        ]
+    def __init__(self, named: Mapping[str, int], database: str, interval: float = 0.5) -> None:
+        args = [sys.executable, "-m", "tests.bench.cpu", str(os.getpid()), database, str(interval)]
+        args += [f"{name}={pid}" for name, pid in named.items()]
         self._process = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -177,8 +174,9 @@ class CpuWindow:
 
 
 def main(argv: list[str]) -> int:
-    server_pid, client_pid, database, interval = argv
-    meter = CpuMeter(int(server_pid), int(client_pid), database)
+    client_pid, database, interval, *named = argv
+    pids = {name: int(pid) for name, _, pid in (item.partition("=") for item in named)}
+    meter = CpuMeter(pids, int(client_pid), database)
     if sys.stdin.readline().strip() != "start":
         return 0
     meter.start()

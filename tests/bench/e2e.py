@@ -46,7 +46,7 @@ from conveyor.scheduler.v1 import messages_pb2 as scheduler_pb
 from conveyor.scheduler.v1 import service_pb2 as scheduler_rpc
 from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
 from conveyor_core.grpc import create_channel
-from tests.bench.e2e_cpu import ProcessesWindow
+from tests.bench.cpu import CpuWindow
 from tests.bench.environment import ScratchDatabase, ServerProcess, redis_url
 from tests.bench.scenarios import percentiles_ms
 
@@ -176,7 +176,7 @@ class Windows:
         self._profile = set(filter(None, args.profile.split(",")))
         self._target = args.profile_process
         self._format = args.profile_format
-        self._window = ProcessesWindow(platform.pids(), database)
+        self._window = CpuWindow(platform.pids(), database)
         self._spy: subprocess.Popen[bytes] | None = None
         self.cpu: dict[str, dict[str, float]] = {}
         self.elapsed: dict[str, float] = {}
@@ -190,7 +190,7 @@ class Windows:
 
     async def stop(self, name: str) -> None:
         self.cpu[name], self.elapsed[name] = await asyncio.to_thread(self._window.stop)
-        self._window = ProcessesWindow(self._platform.pids(), self._database)
+        self._window = CpuWindow(self._platform.pids(), self._database)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await asyncio.to_thread(self._spy.wait, 30)

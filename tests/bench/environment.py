@@ -1,8 +1,10 @@
 """What a benchmark run stands on: a scratch database and a service's server process.
 
 Everything here is created by the run and removed at its end, on failure too:
-the database `conveyor_bench_<pid>` (dropped), the Redis keys under the run's
+the database `conveyor_bench_<run id>` (dropped), the Redis keys under the run's
 prefix (deleted) and the server process (SIGTERM, then SIGKILL if it hangs).
+The run id names this process (tests.helpers.leftovers): what a killed run
+leaves behind is removed by the next run or test session on this machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 from sqlalchemy.engine import URL, make_url
+
+from tests.helpers import leftovers
 
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -68,7 +72,7 @@ class ScratchDatabase:
     """A fresh PostgreSQL database on the admin URL's server, dropped by `drop()`."""
 
     admin: str
-    name: str = field(default_factory=lambda: f"conveyor_bench_{os.getpid()}")
+    name: str = field(default_factory=lambda: f"conveyor_bench_{leftovers.current_run_id()}")
     created: bool = False
 
     @property
@@ -78,8 +82,6 @@ class ScratchDatabase:
     async def create(self) -> None:
         conn = await _connect(make_url(self.admin))
         try:
-            # Left over only if a run with the same pid was killed before its cleanup.
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
             await conn.execute(f'CREATE DATABASE "{self.name}"')
             self.created = True
         finally:

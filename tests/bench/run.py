@@ -4,17 +4,18 @@
     python -m tests.bench.run --only drain        # one or more scenarios (comma-separated)
     python -m tests.bench.run --profile drain     # also py-spy the server in those windows
 
-Creates the database `conveyor_bench_<pid>` on CONVEYOR_BENCH_POSTGRES_URL (an
+Creates the database `conveyor_bench_<run id>` on CONVEYOR_BENCH_POSTGRES_URL (an
 admin SQLAlchemy URL; default postgresql+asyncpg://postgres@127.0.0.1:5432/postgres)
 and uses Redis (CONVEYOR_BENCH_REDIS_URL, default redis://127.0.0.1:6379/0) under
-the key prefix `conveyor-bench:<pid>:`, starts `python -m conveyor_core.cli
+the key prefix `conveyor-bench:<run id>:`, starts `python -m conveyor_core.cli
 serve queue` on a free port, runs the queue scenarios from this process, stops
 it, then does the same with `serve events` for the event-store scenarios
 (tests/bench/events.py), then starts events, queue, scheduler and executor as
 four processes plus a no-op HTTP service for the end-to-end scenarios
 (tests/bench/e2e.py). It prints a table and writes `.bench/results.json`.
 The database, the Redis keys and the servers are removed at the end, on
-failure too.
+failure too; first, those of earlier runs and test sessions that were killed
+are (tests.helpers.leftovers).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -32,6 +32,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from redis.asyncio import Redis
 
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
@@ -46,6 +48,7 @@ from tests.bench.environment import (
     redis_url,
 )
 from tests.bench.scenarios import Bench
+from tests.helpers import leftovers
 
 OUT_DIR = Path(".bench")
 # Scenarios run against the queue server (the scheduler's fires go to that queue).
@@ -65,7 +68,7 @@ class Windows:
         self._profile = profile
         self._format = profile_format
         # Started ahead of each window: a process starting inside one would skew it.
-        self._window = CpuWindow(server.pid, database)
+        self._window = CpuWindow({"server": server.pid}, database)
         self._spy: subprocess.Popen[bytes] | None = None
         self.cpu: dict[str, dict[str, float]] = {}
         self.elapsed: dict[str, float] = {}
@@ -79,7 +82,7 @@ class Windows:
 
     async def stop(self, name: str) -> None:
         self.cpu[name], self.elapsed[name] = await asyncio.to_thread(self._window.stop)
-        self._window = CpuWindow(self._server.pid, self._database)
+        self._window = CpuWindow({"server": self._server.pid}, self._database)
         if self._spy is not None:
             self._spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
             await asyncio.to_thread(self._spy.wait, 30)
@@ -304,12 +307,21 @@ def _machine_busy_percent(seconds: float = 1.0) -> float:
     return 100 * (machine_busy() - start) / seconds
 
 
+async def _sweep_leftovers() -> None:
+    """Remove the databases and keys of killed runs (only runs certainly gone)."""
+    dropped = await leftovers.sweep_databases(admin_url())
+    async with Redis.from_url(redis_url()) as client:
+        deleted = await leftovers.sweep_redis_keys(client)
+    if dropped or deleted:
+        print(f"removed leftovers of killed runs: {len(dropped)} databases, {deleted} keys")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     OUT_DIR.mkdir(exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)  # killed: still drop the database, stop the server
     database = ScratchDatabase(admin_url())
-    prefix = f"conveyor-bench:{os.getpid()}:"
+    prefix = f"conveyor-bench:{leftovers.current_run_id()}:"
     selected = _selected(args)
     command = " ".join(
         [
@@ -338,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     started = time.perf_counter()
     try:
+        asyncio.run(_sweep_leftovers())
         asyncio.run(database.create())
         results["postgres"] = asyncio.run(database.server_info())
         if selected & set(SCENARIOS):

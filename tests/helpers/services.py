@@ -14,6 +14,8 @@ Results are cached: one probe, and at most one container, per process.
 Everything a test run creates carries `RUN_ID`, so concurrent runs against
 the same servers never see each other's data: databases are named
 `conveyor_t_<RUN_ID>_<n>`, Redis keys start with `conveyor-test:<RUN_ID>:<n>:`.
+`RUN_ID` names this process (tests.helpers.leftovers), so a later run can tell
+that a killed run's leftovers are its own to remove.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ import atexit
 import functools
 import logging
 import os
-import secrets
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.helpers import leftovers
+from tests.helpers.leftovers import redis_glob_escape
+
 logger = logging.getLogger(__name__)
 
-#: Short unique id of this pytest process.
-RUN_ID = secrets.token_hex(4)
+#: This pytest process: `<tag>_<pid>_<start>` (see tests.helpers.leftovers).
+RUN_ID = leftovers.current_run_id()
 
 POSTGRES_URL_ENV = "CONVEYOR_TEST_POSTGRES_URL"
 REDIS_URL_ENV = "CONVEYOR_TEST_REDIS_URL"
@@ -158,11 +162,6 @@ def stop_containers() -> None:
             container.stop()
         except Exception:
             logger.warning("could not stop test container %s", container, exc_info=True)
-
-
-def redis_glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so `text` matches only itself in SCAN MATCH."""
-    return "".join("\\" + char if char in "\\*?[]" else char for char in text)
 
 
 async def delete_keys_with_prefix(client: Any, prefix: str) -> int:

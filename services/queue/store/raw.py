@@ -16,6 +16,12 @@ dialect, already decode JSON, and asyncpg's UUID is a `uuid.UUID`.
 Only for connections in autocommit: on a connection inside `begin()`,
 SQLAlchemy starts the transaction lazily on its own first statement, so a
 statement sent past it would run outside the transaction.
+
+A connection lost mid-statement is invalidated (never handed out again) and
+the call fails with `DatabaseUnavailable` (UNAVAILABLE: retry with backoff).
+The statement may have committed before the loss: a submit retried with its
+idempotency key still makes one order, and orders leased by a lost lease call
+come back when that lease expires.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import asyncpg
 from sqlalchemy import TextClause
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conveyor_queue.errors import DatabaseUnavailable
 
 # The connection is gone: it must not go back to the pool.
 _DISCONNECTS = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError)
@@ -56,6 +64,6 @@ class RawStatements:
         driver = (await conn.get_raw_connection()).driver_connection
         try:
             return await driver.fetch(sql, *[params[name] for name in names])
-        except _DISCONNECTS:
+        except _DISCONNECTS as exc:
             await conn.invalidate()
-            raise
+            raise DatabaseUnavailable() from exc

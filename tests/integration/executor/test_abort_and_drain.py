@@ -40,14 +40,14 @@ async def test_abort_run_stops_a_long_run_promptly_and_records_it_aborted(
     executor: ExecutorEnv, scripted: ScriptedRunner
 ) -> None:
     order = await _running(executor, scripted, "block")
-    loop = asyncio.get_running_loop()
-    asked = loop.time()
     response = await executor.stub.AbortRun(
         rpc.AbortRunRequest(name=run_name(order), reason="operator said stop")
     )
     assert response.run.name == run_name(order)
     run = await executor.wait_run(order, [pb.RUN_STATE_ABORTED], within=5)
-    assert loop.time() - asked < 2
+    # Promptly: the runner stopped on the abort signal itself, not cancelled once
+    # the abort grace ran out (test_a_runner_ignoring_the_abort_is_cancelled_after_the_grace).
+    assert scripted.cancelled_tasks == 0
     assert run.failure.type == "aborted"
     assert "operator said stop" in run.failure.message
     assert not run.failure.retryable
@@ -117,22 +117,34 @@ async def test_a_lost_lease_stops_the_run_and_reports_nothing_to_the_queue(
     assert "lease lost" not in now.last_failure.message
 
 
-async def test_stop_drains_finishing_runs_and_hands_over_the_rest_retryable(
+async def test_stop_lets_a_run_finish_within_the_drain_timeout(
     core: CoreSettings, queue: QueueEnv, scripted: ScriptedRunner
 ) -> None:
+    # A drain timeout no slow machine reaches: the run is let finish, and stop()
+    # returns when it has, not when the timeout passes.
     env = await ExecutorEnv(
-        core, queue, executor_settings(drain_timeout_seconds=0.5), runners={"command": scripted}
+        core, queue, executor_settings(drain_timeout_seconds=60), runners={"command": scripted}
     ).start()
-    stuck = await _running(env, scripted, "block")
     finishing = await env.submit(command_invocation("gate"))
     await poll(lambda: _now(finishing.id in scripted.started), bool)
 
     stopping = asyncio.create_task(env.stop())
     await poll(lambda: _now(env.service.pool.running), lambda running: not running)
-    scripted.gate.set()  # this one finishes within the drain timeout
-    await stopping
+    scripted.gate.set()  # finishes while stop() drains
+    await asyncio.wait_for(stopping, 30)
 
     assert (await queue.get(finishing.name)).state == Q.WORK_ORDER_STATE_SUCCEEDED
+
+
+async def test_stop_hands_over_runs_still_going_after_the_drain_timeout_retryable(
+    core: CoreSettings, queue: QueueEnv, scripted: ScriptedRunner
+) -> None:
+    env = await ExecutorEnv(
+        core, queue, executor_settings(drain_timeout_seconds=0.5), runners={"command": scripted}
+    ).start()
+    stuck = await _running(env, scripted, "block")  # never finishes on its own
+    await env.stop()
+
     handed_over = await queue.get(stuck.name)
     assert handed_over.state == Q.WORK_ORDER_STATE_QUEUED  # another executor takes it
     assert handed_over.last_failure.type == "internal"

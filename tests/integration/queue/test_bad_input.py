@@ -149,7 +149,7 @@ async def test_single_submit_refuses_item_trace_context(env: QueueEnv, field: st
         "namespaces/test/queues/jobs/workOrders/not-a-uuid",
         "namespaces/test/queues/jobs",
         "namespaces/test/workOrders/x/y/z",
-        f"namespaces/TEST/queues/jobs/workOrders/{uuid.uuid4()}",
+        "namespaces/TEST/queues/jobs/workOrders/0b6f1c52-3c1e-4d0e-9f4a-6a1d2f1e7c11",
     ],
 )
 async def test_malformed_work_order_names(env: QueueEnv, name: str) -> None:
