@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+import asyncpg
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -58,6 +59,35 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+# Errors that mean the database could not be reached or the connection broke, as
+# opposed to an error in the statement or the data.
+_CONNECTION_ERRORS = (
+    OSError,  # refused, reset, unreachable
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up or shutting down
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.InterfaceError,  # "connection is closed"
+)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database is out of reach (retry later), not that a
+    statement was wrong: a lost or refused connection, an exhausted pool."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def redacted(url: str) -> str:

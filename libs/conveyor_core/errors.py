@@ -138,3 +138,10 @@ class Unavailable(ConveyorError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database connection was lost or could not be made; the call may or may not have
+    taken effect: retry with backoff (idempotency keys make a retried submit safe)."""
+
+    reason = "DATABASE_UNAVAILABLE"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from conveyor_core.errors import FailedPrecondition, NotFound, PreconditionViolation, Unavailable
+from conveyor_core.errors import (
+    DatabaseUnavailable,
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+)
 from conveyor_queue.domain.model import WorkOrderRef, WorkOrderState
 
 
@@ -36,7 +41,4 @@ class InvalidState(FailedPrecondition):
         )
 
 
-class DatabaseUnavailable(Unavailable):
-    """The database connection was lost mid-call, which may or may not have taken effect."""
-
-    reason = "DATABASE_UNAVAILABLE"
+__all__ = ["DatabaseUnavailable", "InvalidState", "StaleLease", "WorkOrderNotFound"]

@@ -31,9 +31,9 @@ class BlackholeProxy:
         self.blackholed = False
         self.port = 0
 
-    async def start(self) -> int:
-        """Listen on an ephemeral port and return it."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        """Listen on `port` (0: an ephemeral one; again after `stop()`: the same) and return it."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

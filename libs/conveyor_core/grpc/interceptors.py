@@ -22,8 +22,9 @@ outermost):
    record the span, so it only makes the caller's trace context current: the
    handler's outgoing calls and stored traceparents still carry it.
 3. `ErrorInterceptor` turns a `ConveyorError` into its status code with rich
-   details, and any other exception into a masked INTERNAL, inside the span so
-   the span records the final code.
+   details, a lost or refused database connection into UNAVAILABLE
+   (`DATABASE_UNAVAILABLE`: retry with backoff), and any other exception into a
+   masked INTERNAL, inside the span so the span records the final code.
 
 In grpc.aio, `await context.abort(...)` records code, message and trailing
 metadata on the call and raises `AbortError` (an `Exception` subclass with no
@@ -58,7 +59,8 @@ from conveyor_core.context import (
     is_valid_correlation_id,
     new_correlation_id,
 )
-from conveyor_core.errors import ConveyorError
+from conveyor_core.db import is_unavailable
+from conveyor_core.errors import ConveyorError, DatabaseUnavailable
 from conveyor_core.grpc.status import internal_status, status_for_error
 
 logger = logging.getLogger(__name__)
@@ -349,7 +351,13 @@ class ErrorInterceptor(_ScopedInterceptor):
         except ConveyorError as error:
             await self._abort_for_domain_error(call_details.method, context, error)
         except Exception as error:
-            await self._abort_internal(call_details.method, context, error)
+            if is_unavailable(error):  # the database, not the code: the caller may retry
+                logger.warning("%s: database unavailable: %r", call_details.method, error)
+                await self._abort_for_domain_error(
+                    call_details.method, context, DatabaseUnavailable()
+                )
+            else:
+                await self._abort_internal(call_details.method, context, error)
 
     async def _abort_for_domain_error(
         self, method: str, context: grpc.aio.ServicerContext, error: ConveyorError
