@@ -13,30 +13,35 @@ then applies. Rows come back as asyncpg `Record`s, which `order_from_row`
 reads like mappings: the connection's codecs, installed by SQLAlchemy's
 dialect, already decode JSON, and asyncpg's UUID is a `uuid.UUID`.
 
-Only for connections in autocommit: on a connection inside `begin()`,
-SQLAlchemy starts the transaction lazily on its own first statement, so a
-statement sent past it would run outside the transaction.
+The connection itself comes straight from the pool (`connection()`), without
+SQLAlchemy's `Connection` around it: building that, setting and resetting its
+isolation level, and closing it cost about as much again as the statement
+(0.11 ms of CPU per checkout against 0.06 for the bare pool checkout). With no
+transaction begun, asyncpg runs each statement in autocommit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy import TextClause
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 # The connection is gone: it must not go back to the pool.
 _DISCONNECTS = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError)
 
 
 class RawStatements:
-    """Runs queries.py statements on asyncpg directly; compiles each statement once."""
+    """Runs queries.py statements on pooled asyncpg connections; compiles each statement once."""
 
-    def __init__(self, dialect: Dialect) -> None:
-        self._dialect = dialect
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect
         # Keyed by identity: the statements are module constants or memoised per shape.
         self._compiled: dict[int, tuple[TextClause, str, tuple[str, ...]]] = {}
 
@@ -48,14 +53,23 @@ class RawStatements:
             self._compiled[id(clause)] = entry
         return entry[1], entry[2]
 
-    async def fetch(
-        self, conn: AsyncConnection, clause: TextClause, params: Mapping[str, Any]
-    ) -> list[asyncpg.Record]:
-        """The statement's rows, on `conn` (a connection in autocommit)."""
-        sql, names = self._sql(clause)
-        driver = (await conn.get_raw_connection()).driver_connection
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg connection, for statements that are atomic alone."""
+        pooled = await self._engine.raw_connection()
         try:
-            return await driver.fetch(sql, *[params[name] for name in names])
+            yield pooled.driver_connection
         except _DISCONNECTS:
-            await conn.invalidate()
+            await asyncio.shield(greenlet_spawn(pooled.invalidate))
             raise
+        except BaseException:
+            await asyncio.shield(greenlet_spawn(pooled.close))  # as AsyncConnection does
+            raise
+        await greenlet_spawn(pooled.close)
+
+    async def fetch(
+        self, driver: asyncpg.Connection, clause: TextClause, params: Mapping[str, Any]
+    ) -> list[asyncpg.Record]:
+        """The statement's rows, on `driver` (from `connection()`)."""
+        sql, names = self._sql(clause)
+        return await driver.fetch(sql, *[params[name] for name in names])  # type: ignore[no-any-return]
