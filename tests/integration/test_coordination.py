@@ -517,6 +517,24 @@ async def test_redis_subscriber_survives_client_kill(
         assert await listener.wait(DEADLINE) is True
 
 
+async def test_redis_wake_up_is_published_after_the_publishing_connection_died(
+    redis_backend: Backend, redis_url: str
+) -> None:
+    client_name = unique("conveyor-test-publisher")
+    sender = await redis_backend.replica(client_name=client_name)
+    receiver = await redis_backend.replica()
+    async with receiver.listen(["q1"]) as listener, Redis.from_url(redis_url) as admin:
+        await sender.notify("q1")  # opens the sender's publishing connection
+        assert await listener.wait(DEADLINE) is True
+        killed = 0
+        for client in await admin.client_list(_type="normal"):
+            if client["name"] == client_name:  # its command and publishing connections
+                killed += await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+        assert killed >= 1
+        await sender.notify("q1")  # found dead on the way: reconnected, sent again
+        assert await listener.wait(DEADLINE) is True
+
+
 async def test_redis_subscriber_detects_silent_partition(
     redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -212,6 +213,7 @@ class RedisCoordination:
         ]
         self._unpublished: list[tuple[str, int | None]] = []  # in notify order
         self._publisher: asyncio.Task[None] | None = None
+        self._publish_connection: Connection | None = None
         self._client: Redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -269,11 +271,13 @@ class RedisCoordination:
     async def _finish_publishing(self) -> None:
         """Send the wake-ups still queued, for at most `command_timeout` seconds."""
         task, self._publisher = self._publisher, None
-        if task is None or task.done():
-            return
-        done, _ = await asyncio.wait([task], timeout=self._command_timeout)
-        if not done:
-            await cancel_and_wait(task)
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=self._command_timeout)
+            if not done:
+                await cancel_and_wait(task)
+        connection, self._publish_connection = self._publish_connection, None
+        if connection is not None:
+            await connection.disconnect()
 
     async def _stop_subscriber(self) -> None:
         task, self._subscriber = self._subscriber, None
@@ -323,13 +327,7 @@ class RedisCoordination:
         while self._unpublished:
             batch, self._unpublished = self._unpublished, []
             try:
-                if len(batch) == 1:
-                    await self._client.publish(*self._wake_message(*batch[0]))
-                else:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for channel, waiters in batch:
-                            pipe.publish(*self._wake_message(channel, waiters))
-                        await pipe.execute()
+                await self._publish(batch)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 logger.warning(
                     "coordination: %d wake-up(s) not published (channels %s): %s",
@@ -338,8 +336,34 @@ class RedisCoordination:
                     exc,
                 )
 
-    def _wake_message(self, channel: str, waiters: int | None) -> tuple[str, str]:
-        return self._publish_prefix + channel, "" if waiters is None else str(waiters)
+    async def _publish(self, batch: list[tuple[str, int | None]]) -> None:
+        """PUBLISH each of `batch` in one write, on the publishing task's own connection.
+
+        Only this task uses the connection, so it needs none of the client's
+        per-command pool checkout, retries and response dispatch, which cost
+        about as much again as the command itself.
+        """
+        if self._publish_connection is None:
+            self._publish_connection = self._client.connection_pool.make_connection()
+        connection = self._publish_connection
+        commands = [
+            ("PUBLISH", self._publish_prefix + channel, "" if waiters is None else str(waiters))
+            for channel, waiters in batch
+        ]
+        packed = connection.pack_commands(commands)
+        for attempt in (1, 2):  # a connection found dead (idle timeout, restart): once more
+            try:
+                await connection.send_packed_command(packed, False)
+                for _ in commands:
+                    await connection.read_response()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                await connection.disconnect(nowait=True)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                await connection.disconnect(nowait=True)  # replies left unread: start afresh
+                raise
 
     def listen(
         self, channels: Sequence[str], *, waiter: bool = False
