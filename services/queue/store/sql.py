@@ -66,12 +66,19 @@ wo = work_orders.c
 class SqlWorkOrderStore:
     """WorkOrderStore over one async engine (PostgreSQL or SQLite)."""
 
-    def __init__(self, engine: AsyncEngine, config_cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config_cache_seconds: float = 1.0,
+        hot_connections: int = 0,
+        hot_connection_seconds: float = 10.0,
+    ) -> None:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
-        self._raw = RawStatements(engine)  # PostgreSQL hot paths, in autocommit
+        # PostgreSQL hot paths, in autocommit, on connections kept between statements.
+        self._raw = RawStatements(engine, hot_connections, hot_connection_seconds)
         self._known_queues: set[tuple[str, str]] = set()
         # Queue settings decide which lease path runs; a short-lived copy saves a
         # query per lease. Flow-controlled leasing re-reads them under the row lock.
@@ -800,6 +807,10 @@ class SqlWorkOrderStore:
     @property
     def postgres(self) -> bool:
         return self._postgres
+
+    async def close(self) -> None:
+        """Give back the connections kept between hot-path statements; before disposing."""
+        await self._raw.close()
 
     # -- queues -----------------------------------------------------------------
 

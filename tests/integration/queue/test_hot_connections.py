@@ -1,0 +1,75 @@
+"""The connections submit, plain lease and batch complete keep between statements (store/raw.py).
+
+PostgreSQL only: SQLite has a single pooled connection and no such path.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor_core import db
+from conveyor_core.settings import CoreSettings
+from conveyor_queue.store.raw import RawStatements
+
+BACKEND_PID = text("SELECT pg_backend_pid() AS pid")
+FAILS = text("SELECT 1 / 0 AS never")
+
+
+@pytest.fixture
+async def engine(postgres_core: CoreSettings):  # type: ignore[no-untyped-def]
+    engine = db.create_engine(postgres_core.database_url, postgres_core)
+    yield engine
+    await engine.dispose()
+
+
+def _checked_out(engine: AsyncEngine) -> int:
+    return engine.sync_engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
+
+
+async def _pid(raw: RawStatements) -> int:
+    async with raw.connection() as driver:
+        return (await raw.fetch(driver, BACKEND_PID, {}))[0]["pid"]
+
+
+async def test_kept_connections_are_reused_and_given_back_on_close(engine: AsyncEngine) -> None:
+    raw = RawStatements(engine, keep=1, max_seconds=300)
+    first = await _pid(raw)
+    assert await _pid(raw) == first  # the same connection, no pool checkout
+    assert _checked_out(engine) == 1
+    await raw.close()
+    assert _checked_out(engine) == 0
+    await _pid(raw)  # after close(): checked out per statement again
+    assert _checked_out(engine) == 0
+
+
+async def test_nothing_is_kept_without_keep_or_past_max_seconds(engine: AsyncEngine) -> None:
+    for raw in (RawStatements(engine, keep=0), RawStatements(engine, keep=2, max_seconds=1e-9)):
+        await _pid(raw)
+        assert _checked_out(engine) == 0
+
+
+async def test_a_connection_whose_statement_failed_goes_back_to_the_pool(
+    engine: AsyncEngine,
+) -> None:
+    raw = RawStatements(engine, keep=1, max_seconds=300)
+    with pytest.raises(asyncpg.DivisionByZeroError):
+        async with raw.connection() as driver:
+            await raw.fetch(driver, FAILS, {})
+    assert _checked_out(engine) == 0
+
+
+async def test_a_kept_connection_the_server_dropped_fails_one_statement_then_is_replaced(
+    engine: AsyncEngine,
+) -> None:
+    raw = RawStatements(engine, keep=1, max_seconds=300)
+    dropped = await _pid(raw)
+    async with engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped})
+    with pytest.raises((asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError)):
+        await _pid(raw)
+    assert await _pid(raw) != dropped
+    await raw.close()
+    assert _checked_out(engine) == 0
