@@ -15,8 +15,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from conveyor_core.coordination.base import (
@@ -127,30 +127,44 @@ class ListenerHub:
             1 for w in self._by_channel.get(channel, {}) if w.waiter and w.parked and not w.pending
         )
 
-    @asynccontextmanager
-    async def listen(
+    def listen(
         self, channels: Sequence[str], *, waiter: bool = False
-    ) -> AsyncIterator[Listener]:
-        listener = _LocalListener(_channel_set(channels), waiter)
+    ) -> AbstractAsyncContextManager[Listener]:
+        # A class, not @asynccontextmanager: every long-poll enters one.
+        return _Registration(self, _LocalListener(_channel_set(channels), waiter))
+
+    def _register(self, listener: _LocalListener) -> None:
         for channel in listener.channels:
             self._by_channel.setdefault(channel, {})[listener] = None
-        failed = False
-        try:
-            yield listener
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            for channel in listener.channels:
-                registered = self._by_channel.get(channel)
-                if registered is not None:
-                    registered.pop(listener, None)
-                    if not registered:
-                        del self._by_channel[channel]
-            if waiter:
-                handed = listener.pending | (listener.consumed if failed else frozenset())
-                for channel in handed:
-                    self._wake_waiters(channel, 1)
+
+    def _unregister(self, listener: _LocalListener, failed: bool) -> None:
+        for channel in listener.channels:
+            registered = self._by_channel.get(channel)
+            if registered is not None:
+                registered.pop(listener, None)
+                if not registered:
+                    del self._by_channel[channel]
+        if listener.waiter:
+            handed = listener.pending | (listener.consumed if failed else frozenset())
+            for channel in handed:
+                self._wake_waiters(channel, 1)
+
+
+class _Registration:
+    """`ListenerHub.listen`'s context: registered on entry; on exit, a waiter's turn handed on."""
+
+    __slots__ = ("_hub", "_listener")
+
+    def __init__(self, hub: ListenerHub, listener: _LocalListener) -> None:
+        self._hub = hub
+        self._listener = listener
+
+    async def __aenter__(self) -> Listener:
+        self._hub._register(self._listener)
+        return self._listener
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._hub._unregister(self._listener, failed=kind is not None)
 
 
 def fencing_token_floor() -> int:

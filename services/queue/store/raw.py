@@ -19,7 +19,7 @@ closing it cost about as much again as the statement. With no transaction
 begun, asyncpg runs each statement in autocommit. Even a bare pool checkout
 and check-in (two greenlet hops, the pool's queue, the reset on return) cost
 0.08 ms of CPU per statement, a third of the store's share of an order, so
-`connection()` keeps up to `keep` connections checked out between statements
+`fetch()` keeps up to `keep` connections checked out between statements
 (LIFO, so a quiet period leaves the lower ones unused). One goes back to the
 pool when released after `max_seconds` out of it, so the pool's recycling
 still bounds its age, and when a statement on it failed or was cancelled.
@@ -29,8 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -64,15 +63,17 @@ class RawStatements:
             self._compiled[id(clause)] = entry
         return entry[1], entry[2]
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg connection, for statements that are atomic alone."""
+    async def fetch(self, clause: TextClause, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """The rows of one statement that is atomic alone, run in autocommit."""
+        sql, names = self._sql(clause)
         if self._kept:
             since, pooled = self._kept.pop()
         else:
             since, pooled = time.monotonic(), await self._engine.raw_connection()
         try:
-            yield pooled.driver_connection
+            rows: list[asyncpg.Record] = await pooled.driver_connection.fetch(
+                sql, *[params[name] for name in names]
+            )
         except _DISCONNECTS:
             await asyncio.shield(greenlet_spawn(pooled.invalidate))
             raise
@@ -87,6 +88,7 @@ class RawStatements:
             self._kept.append((since, pooled))
         else:
             await greenlet_spawn(pooled.close)
+        return rows
 
     async def close(self) -> None:
         """Give the kept connections back to the pool (before the engine is disposed)."""
@@ -94,10 +96,3 @@ class RawStatements:
         kept, self._kept = self._kept, []
         for _, pooled in kept:
             await greenlet_spawn(pooled.close)
-
-    async def fetch(
-        self, driver: asyncpg.Connection, clause: TextClause, params: Mapping[str, Any]
-    ) -> list[asyncpg.Record]:
-        """The statement's rows, on `driver` (from `connection()`)."""
-        sql, names = self._sql(clause)
-        return await driver.fetch(sql, *[params[name] for name in names])  # type: ignore[no-any-return]

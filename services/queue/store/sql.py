@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
 from sqlalchemy import TextClause, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -97,10 +96,9 @@ class SqlWorkOrderStore:
             if any((r.namespace, r.queue) not in self._known_queues for r in refs):
                 async with self._autocommit.connect() as conn:
                     await self._ensure_queues(conn, refs, now_us)
-            async with self._raw.connection() as driver:
-                result = await self._raw.fetch(
-                    driver, queries.SUBMIT_POSTGRES, queries.submit_params(rows, now_us)
-                )
+            result = await self._raw.fetch(
+                queries.SUBMIT_POSTGRES, queries.submit_params(rows, now_us)
+            )
             inserted = {row["id"]: order_from_row(row) for row in result}
             existing = {}
             if len(inserted) < len(orders):  # idempotency keys already taken
@@ -239,10 +237,9 @@ class SqlWorkOrderStore:
             # also writes the history rows), in autocommit: no BEGIN and COMMIT round trips.
             rows = []
             if plain:
-                async with self._raw.connection() as driver:
-                    rows = await self._raw.fetch(
-                        driver, *self._lease_plain_statement(plain, params.limit, base)
-                    )
+                rows = await self._raw.fetch(
+                    *self._lease_plain_statement(plain, params.limit, base)
+                )
             return [LeasedWorkOrder(o, token) for o in _by_priority(rows)]
         # Flow control needs a transaction around its lock, counts and update.
         async with self._engine.begin() as conn:
@@ -476,8 +473,7 @@ class SqlWorkOrderStore:
         done: dict[uuid.UUID, WorkOrder | CompletedWorkOrder]
         states: dict[uuid.UUID, WorkOrderState] = {}
         if self._postgres:  # the statement also writes the "completed" history rows
-            async with self._raw.connection() as driver:
-                done = await self._complete_postgres(driver, items, now_us, brief)
+            done = await self._complete_postgres(items, now_us, brief)
             missing = [i.ref for i in items if i.ref.id not in done]
             if missing:  # why not: stale lease or no such order
                 async with self._autocommit.connect() as conn:
@@ -505,15 +501,10 @@ class SqlWorkOrderStore:
         return out
 
     async def _complete_postgres(
-        self,
-        driver: asyncpg.Connection,
-        items: Sequence[CompleteParams],
-        now_us: int,
-        brief: bool,
+        self, items: Sequence[CompleteParams], now_us: int, brief: bool
     ) -> dict[uuid.UUID, WorkOrder | CompletedWorkOrder]:
         namespace = items[0].ref.namespace if items else ""
         result = await self._raw.fetch(
-            driver,
             queries.COMPLETE_MANY_BRIEF_POSTGRES if brief else queries.COMPLETE_MANY_POSTGRES,
             {
                 "ns": namespace,

@@ -30,8 +30,7 @@ def _checked_out(engine: AsyncEngine) -> int:
 
 
 async def _pid(raw: RawStatements) -> int:
-    async with raw.connection() as driver:
-        return (await raw.fetch(driver, BACKEND_PID, {}))[0]["pid"]
+    return (await raw.fetch(BACKEND_PID, {}))[0]["pid"]  # type: ignore[no-any-return]
 
 
 async def test_kept_connections_are_reused_and_given_back_on_close(engine: AsyncEngine) -> None:
@@ -56,8 +55,7 @@ async def test_a_connection_whose_statement_failed_goes_back_to_the_pool(
 ) -> None:
     raw = RawStatements(engine, keep=1, max_seconds=300)
     with pytest.raises(asyncpg.DivisionByZeroError):
-        async with raw.connection() as driver:
-            await raw.fetch(driver, FAILS, {})
+        await raw.fetch(FAILS, {})
     assert _checked_out(engine) == 0
 
 
