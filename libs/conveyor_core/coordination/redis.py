@@ -214,6 +214,7 @@ class RedisCoordination:
         self._unpublished: list[tuple[str, int | None]] = []  # in notify order
         self._publisher: asyncio.Task[None] | None = None
         self._publish_connection: Connection | None = None
+        self._stopped = False  # stop() ran: notify() only wakes this process's listeners
         self._client: Redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -247,6 +248,7 @@ class RedisCoordination:
         async with self._lifecycle_lock:
             if self._subscriber is not None:
                 return
+            self._stopped = False
             self._subscribed.clear()
             self._failed_attempts = 0
             self._subscriber = asyncio.create_task(
@@ -264,6 +266,7 @@ class RedisCoordination:
 
     async def stop(self) -> None:
         async with self._lifecycle_lock:
+            self._stopped = True
             await self._stop_subscriber()
             await self._finish_publishing()
             await self._client.aclose()
@@ -306,6 +309,8 @@ class RedisCoordination:
         replica never sees a wake-up before one notified ahead of it.
         """
         self._listeners.deliver(channel, waiters)
+        if self._stopped:
+            return
         pending = self._unpublished
         if pending and pending[-1][0] == channel:
             last = pending[-1][1]
