@@ -22,7 +22,8 @@ and check-in (two greenlet hops, the pool's queue, the reset on return) cost
 `fetch()` keeps up to `keep` connections checked out between statements
 (LIFO, so a quiet period leaves the lower ones unused). One goes back to the
 pool when released after `max_seconds` out of it, so the pool's recycling
-still bounds its age, and when a statement on it failed or was cancelled.
+still bounds its age, and when a statement on it was cancelled; a statement
+that failed discards its connection.
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
-
-# The connection is gone: it must not go back to the pool.
-_DISCONNECTS = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError)
 
 
 class RawStatements:
@@ -74,11 +72,15 @@ class RawStatements:
             rows: list[asyncpg.Record] = await pooled.driver_connection.fetch(
                 sql, *[params[name] for name in names]
             )
-        except _DISCONNECTS:
-            await asyncio.shield(greenlet_spawn(pooled.invalidate))
-            raise
-        except BaseException:  # maybe mid-statement: back to the pool, as AsyncConnection does
+        except asyncio.CancelledError:  # mid-statement: back to the pool, as AsyncConnection does
             await asyncio.shield(greenlet_spawn(pooled.close))
+            raise
+        except BaseException:
+            # Never reused: the error may mean the connection is gone or broken (a
+            # terminated backend shows as ConnectionDoesNotExistError, AdminShutdownError
+            # or, racing the next statement, InternalClientError). Errors are rare here,
+            # and a new pooled connection costs only its set-up.
+            await asyncio.shield(greenlet_spawn(pooled.invalidate))
             raise
         if (
             len(self._kept) < self._keep
