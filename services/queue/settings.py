@@ -49,10 +49,10 @@ class QueueSettings(BaseSettings):
         "CONVEYOR_DB_POOL_SIZE); 0: a pool checkout per statement.",
     )
     hot_connection_seconds: float = Field(
-        10.0,
+        1800.0,
         gt=0,
-        description="A kept connection goes back to the pool when released after this long "
-        "out of it, so the pool recycles it and other statements can have it.",
+        description="A kept connection goes back to the pool once the hot statements have "
+        "used it this long, so the pool recycles it (its own recycle age is 1800 s).",
     )
     stats_window_seconds: int = Field(300, ge=60, le=3600)
     stats_wait_sample: int = Field(2000, ge=10)

@@ -20,10 +20,13 @@ begun, asyncpg runs each statement in autocommit. Even a bare pool checkout
 and check-in (two greenlet hops, the pool's queue, the reset on return) cost
 0.08 ms of CPU per statement, a third of the store's share of an order, so
 `fetch()` keeps up to `keep` connections checked out between statements
-(LIFO, so a quiet period leaves the lower ones unused). One goes back to the
-pool when released after `max_seconds` out of it, so the pool's recycling
-still bounds its age, and when a statement on it was cancelled; a statement
-that failed discards its connection.
+(last in, first out). One goes back to the pool when a statement on it was
+cancelled, and once it has been in use here for `max_seconds` (the pool's
+recycle age), so the pool still replaces old connections; a statement that
+failed discards its connection. Not sooner: a connection the hot statements
+never ran on prepares them and introspects their array types on first use,
+which took 50-115 ms on this machine, so trading kept connections for pooled
+ones every few seconds showed as latency spikes.
 """
 
 from __future__ import annotations
@@ -43,12 +46,12 @@ from sqlalchemy.util import greenlet_spawn
 class RawStatements:
     """Runs queries.py statements on pooled asyncpg connections; compiles each statement once."""
 
-    def __init__(self, engine: AsyncEngine, keep: int = 0, max_seconds: float = 10.0) -> None:
+    def __init__(self, engine: AsyncEngine, keep: int = 0, max_seconds: float = 1800.0) -> None:
         self._engine = engine
         self._dialect = engine.dialect
         self._keep = keep
         self._max_seconds = max_seconds
-        self._kept: list[tuple[float, PoolProxiedConnection]] = []  # (checked out at, conn)
+        self._kept: list[PoolProxiedConnection] = []
         self._closed = False
         # Keyed by identity: the statements are module constants or memoised per shape.
         self._compiled: dict[int, tuple[TextClause, str, tuple[str, ...]]] = {}
@@ -64,10 +67,7 @@ class RawStatements:
     async def fetch(self, clause: TextClause, params: Mapping[str, Any]) -> list[asyncpg.Record]:
         """The rows of one statement that is atomic alone, run in autocommit."""
         sql, names = self._sql(clause)
-        if self._kept:
-            since, pooled = self._kept.pop()
-        else:
-            since, pooled = time.monotonic(), await self._engine.raw_connection()
+        pooled = self._kept.pop() if self._kept else await self._engine.raw_connection()
         try:
             rows: list[asyncpg.Record] = await pooled.driver_connection.fetch(
                 sql, *[params[name] for name in names]
@@ -82,19 +82,20 @@ class RawStatements:
             # and a new pooled connection costs only its set-up.
             await asyncio.shield(greenlet_spawn(pooled.invalidate))
             raise
-        if (
-            len(self._kept) < self._keep
-            and not self._closed
-            and time.monotonic() - since < self._max_seconds
-        ):
-            self._kept.append((since, pooled))
+        if len(self._kept) < self._keep and not self._closed and self._young(pooled):
+            self._kept.append(pooled)
         else:
             await greenlet_spawn(pooled.close)
         return rows
+
+    def _young(self, pooled: PoolProxiedConnection) -> bool:
+        """Used here for less than `max_seconds` (stamped on the pool's record of it)."""
+        first_used = pooled.record_info.setdefault("conveyor_hot_since", time.monotonic())
+        return bool(time.monotonic() - first_used < self._max_seconds)
 
     async def close(self) -> None:
         """Give the kept connections back to the pool (before the engine is disposed)."""
         self._closed = True
         kept, self._kept = self._kept, []
-        for _, pooled in kept:
+        for pooled in kept:
             await greenlet_spawn(pooled.close)

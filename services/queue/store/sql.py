@@ -70,7 +70,7 @@ class SqlWorkOrderStore:
         engine: AsyncEngine,
         config_cache_seconds: float = 1.0,
         hot_connections: int = 0,
-        hot_connection_seconds: float = 10.0,
+        hot_connection_seconds: float = 1800.0,
     ) -> None:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
