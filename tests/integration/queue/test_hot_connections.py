@@ -76,3 +76,13 @@ async def test_a_kept_connection_the_server_dropped_fails_one_statement_then_is_
     assert await _pid(raw) != dropped
     await raw.close()
     assert _checked_out(engine) == 0
+
+
+async def test_statements_are_planned_with_their_parameters_every_time(
+    engine: AsyncEngine,
+) -> None:
+    """A generic plan made the batch complete scan every in-flight order (store/raw.py)."""
+    raw = RawStatements(engine, keep=1)
+    mode = text("SELECT current_setting('plan_cache_mode') AS mode")
+    assert (await raw.fetch(mode, {}))[0]["mode"] == "force_custom_plan"
+    await raw.close()
