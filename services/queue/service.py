@@ -50,8 +50,8 @@ class QueueService:
             SqlWorkOrderStore(
                 self.engine_db,
                 self.settings.config_cache_seconds,
-                # Kept out of the pool: leave at least half of it to everything else.
-                min(self.settings.hot_connections, core.db_pool_size // 2),
+                # Kept out of the pool per plan mode (two): at most half of it in all.
+                min(self.settings.hot_connections, core.db_pool_size // 4),
                 self.settings.hot_connection_seconds,
             ),
             self.outbox_notifier,

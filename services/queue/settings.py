@@ -44,9 +44,9 @@ class QueueSettings(BaseSettings):
         4,
         ge=0,
         le=64,
-        description="PostgreSQL connections that submit, plain lease and batch complete keep "
-        "checked out of the pool between their statements (at most half of "
-        "CONVEYOR_DB_POOL_SIZE); 0: a pool checkout per statement.",
+        description="PostgreSQL connections that submit and plain lease, and as many that "
+        "batch complete, keep checked out of the pool between their statements (at most a "
+        "quarter of CONVEYOR_DB_POOL_SIZE each); 0: a pool checkout per statement.",
     )
     hot_connection_seconds: float = Field(
         1800.0,

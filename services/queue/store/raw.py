@@ -19,14 +19,15 @@ closing it cost about as much again as the statement. With no transaction
 begun, asyncpg runs each statement in autocommit. Even a bare pool checkout
 and check-in (two greenlet hops, the pool's queue, the reset on return) cost
 0.08 ms of CPU per statement, a third of the store's share of an order, so
-`fetch()` keeps up to `keep` connections checked out between statements
-(last in, first out). One goes back to the pool when a statement on it was
-cancelled, and once it has been in use here for `max_seconds` (the pool's
-recycle age), so the pool still replaces old connections; a statement that
-failed discards its connection. Not sooner: a connection the hot statements
-never ran on prepares them and introspects their array types on first use,
-which took 50-115 ms on this machine, so trading kept connections for pooled
-ones every few seconds showed as latency spikes.
+`fetch()` keeps up to `keep` connections checked out between statements (last
+in, first out), for each of the two plan modes (see `_set_plan_mode`). One
+goes back to the pool when a statement on it was cancelled, and once it has
+been in use here for `max_seconds` (the pool's recycle age), so the pool still
+replaces old connections; a statement that failed discards its connection.
+Not sooner: a connection the hot statements never ran on prepares them and
+introspects their array types on first use, which took 50-115 ms on this
+machine, so trading kept connections for pooled ones every few seconds showed
+as latency spikes.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class RawStatements:
         self._dialect = engine.dialect
         self._keep = keep
         self._max_seconds = max_seconds
-        self._kept: list[PoolProxiedConnection] = []
+        # Per plan mode (`fetch(custom_plans=...)`): a connection keeps its session setting.
+        self._kept: dict[bool, list[PoolProxiedConnection]] = {False: [], True: []}
         self._closed = False
         # Keyed by identity: the statements are module constants or memoised per shape.
         self._compiled: dict[int, tuple[TextClause, str, tuple[str, ...]]] = {}
@@ -65,15 +67,22 @@ class RawStatements:
             self._compiled[id(clause)] = entry
         return entry[1], entry[2]
 
-    async def fetch(self, clause: TextClause, params: Mapping[str, Any]) -> list[asyncpg.Record]:
-        """The rows of one statement that is atomic alone, run in autocommit."""
+    async def fetch(
+        self, clause: TextClause, params: Mapping[str, Any], *, custom_plans: bool = False
+    ) -> list[asyncpg.Record]:
+        """The rows of one statement that is atomic alone, run in autocommit.
+
+        `custom_plans`: PostgreSQL plans every execution with its parameters
+        instead of switching to a generic plan (see `_set_plan_mode`).
+        """
         sql, names = self._sql(clause)
-        pooled = self._kept.pop() if self._kept else await self._engine.raw_connection()
+        kept = self._kept[custom_plans]
+        pooled = kept.pop() if kept else await self._engine.raw_connection()
         try:
             driver = pooled.driver_connection
-            if "conveyor_custom_plans" not in pooled.record_info:
-                await _plan_each_execution(driver)
-                pooled.record_info["conveyor_custom_plans"] = True
+            if pooled.record_info.get("conveyor_custom_plans", False) != custom_plans:
+                await _set_plan_mode(driver, custom_plans)
+                pooled.record_info["conveyor_custom_plans"] = custom_plans
             rows: list[asyncpg.Record] = await driver.fetch(sql, *[params[name] for name in names])
         except asyncio.CancelledError:  # mid-statement: back to the pool, as AsyncConnection does
             await asyncio.shield(greenlet_spawn(pooled.close))
@@ -85,8 +94,8 @@ class RawStatements:
             # and a new pooled connection costs only its set-up.
             await asyncio.shield(greenlet_spawn(pooled.invalidate))
             raise
-        if len(self._kept) < self._keep and not self._closed and self._young(pooled):
-            self._kept.append(pooled)
+        if len(kept) < self._keep and not self._closed and self._young(pooled):
+            kept.append(pooled)
         else:
             await greenlet_spawn(pooled.close)
         return rows
@@ -99,23 +108,25 @@ class RawStatements:
     async def close(self) -> None:
         """Give the kept connections back to the pool (before the engine is disposed)."""
         self._closed = True
-        kept, self._kept = self._kept, []
-        for pooled in kept:
+        kept, self._kept = self._kept, {False: [], True: []}
+        for pooled in kept[False] + kept[True]:
             await greenlet_spawn(pooled.close)
 
 
-async def _plan_each_execution(driver: asyncpg.Connection) -> None:
-    """Have PostgreSQL plan every execution of a prepared statement with its parameters.
+async def _set_plan_mode(driver: asyncpg.Connection, custom_plans: bool) -> None:
+    """Plan every execution of a prepared statement with its parameters, or back to the default.
 
     After five executions of one prepared statement on one connection,
     PostgreSQL may switch to a generic plan, made without the parameters. For
     the batch complete that plan is a nested loop over every in-flight order of
-    the namespace, filtered against the unnested items (O(in flight x batch)):
-    a drain on four kept connections ran at 6,300-7,100 orders/s with
-    PostgreSQL at 110-130 % of a core, and at 10,200-11,700/s at 56-60 % with
-    this set. The setting stays with the connection, also once it is back in
-    the pool; planning per execution is what every statement gets for its
-    first five executions anyway.
+    the namespace, filtered against the unnested items (O(in flight x batch);
+    EXPLAIN ANALYZE with 250 in flight: 19 ms against 4 ms): a drain on four
+    kept connections ran at 6,300-7,100 orders/s with PostgreSQL at 110-130 %
+    of a core, and at 10,200-11,700/s at 56-60 % with custom plans. Only the
+    statements that need it pay for planning every time: custom plans for
+    submit and lease too cost PostgreSQL a tenth of a core more at 200
+    orders/s. The setting stays with the connection, also back in the pool.
     """
+    setting = "SET plan_cache_mode = force_custom_plan" if custom_plans else "RESET plan_cache_mode"
     with contextlib.suppress(asyncpg.PostgresError):  # before PostgreSQL 12: no such setting
-        await driver.execute("SET plan_cache_mode = force_custom_plan")
+        await driver.execute(setting)

@@ -78,11 +78,19 @@ async def test_a_kept_connection_the_server_dropped_fails_one_statement_then_is_
     assert _checked_out(engine) == 0
 
 
-async def test_statements_are_planned_with_their_parameters_every_time(
+async def test_statements_that_ask_for_it_are_planned_with_their_parameters_every_time(
     engine: AsyncEngine,
 ) -> None:
     """A generic plan made the batch complete scan every in-flight order (store/raw.py)."""
     raw = RawStatements(engine, keep=1)
-    mode = text("SELECT current_setting('plan_cache_mode') AS mode")
-    assert (await raw.fetch(mode, {}))[0]["mode"] == "force_custom_plan"
+    mode = text("SELECT current_setting('plan_cache_mode') AS mode, pg_backend_pid() AS pid")
+    custom = (await raw.fetch(mode, {}, custom_plans=True))[0]
+    default = (await raw.fetch(mode, {}))[0]
+    assert (custom["mode"], default["mode"]) == ("force_custom_plan", "auto")
+    assert custom["pid"] != default["pid"]  # each mode keeps its own connections
+    assert (await raw.fetch(mode, {}, custom_plans=True))[0] == custom
     await raw.close()
+    # A connection back in the pool with the setting gets the default again when needed.
+    raw = RawStatements(engine, keep=0)
+    assert (await raw.fetch(mode, {}, custom_plans=True))[0]["mode"] == "force_custom_plan"
+    assert {(await raw.fetch(mode, {}))[0]["mode"] for _ in range(3)} == {"auto"}
