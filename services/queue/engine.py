@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -181,7 +181,7 @@ class QueueEngine:
             )
         requeued = [o for o in changed if o.state is WorkOrderState.QUEUED]
         await self._wake_delayed(requeued, now)
-        await self._wake({QueueRef(o.namespace, o.queue) for o in requeued})
+        await self._wake(_per_queue(requeued))
         return len(changed)
 
     # -- submit -----------------------------------------------------------------
@@ -227,13 +227,10 @@ class QueueEngine:
         self._trace_each(
             "work_order.submitted", [r.work_order for r in results if not r.already_exists]
         )
-        added = {}
-        for result in results:
-            if not result.already_exists:
-                ref = QueueRef(result.work_order.namespace, result.work_order.queue)
-                added[ref] = added.get(ref, 0) + 1
-        await self._wake_delayed([r.work_order for r in results if not r.already_exists], now)
-        await self._wake(set(added))
+        new_orders = [r.work_order for r in results if not r.already_exists]
+        added = _per_queue(new_orders)
+        await self._wake_delayed(new_orders, now)
+        await self._wake(added)  # one parked leaser per new order, not all of them
         await self._count("add", added, now)
         return results
 
@@ -254,7 +251,8 @@ class QueueEngine:
             self.clock.now(),
             s.fair_scan_limit,
         )
-        async with self._coordination.listen(channels) as listener:
+        # A waiter: a submit wakes as many parked lease calls as it added orders.
+        async with self._coordination.listen(channels, waiter=True) as listener:
             # Nothing announced since a statement drained these queues, and nothing
             # delayed fell due: the first statement would find nothing (hints.py).
             skip = await self._drained.drained(
@@ -273,12 +271,9 @@ class QueueEngine:
                 await listener.wait(pause)
                 params = replace(params, now=self.clock.now())
         if leased:
-            self._trace_each("work_order.leased", [lw.work_order for lw in leased])
-            counts: dict[QueueRef, int] = {}
-            for lw in leased:
-                ref = QueueRef(lw.work_order.namespace, lw.work_order.queue)
-                counts[ref] = counts.get(ref, 0) + 1
-            await self._count("dispatch", counts, self.clock.now())
+            orders = [lw.work_order for lw in leased]
+            self._trace_each("work_order.leased", orders)
+            await self._count("dispatch", _per_queue(orders), self.clock.now())
         return leased
 
     async def _lease_once(self, params: LeaseParams) -> list[LeasedWorkOrder]:
@@ -334,14 +329,15 @@ class QueueEngine:
         results = await self.store.work_order_complete_many(items, self.clock.now(), brief)
         done = [r for r in results if not isinstance(r, Exception)]
         self._trace_each("work_order.completed", done)
-        await self._wake_if_capped({QueueRef(o.namespace, o.queue) for o in done})
+        await self._wake_if_capped(_per_queue(done))
         return results
 
     async def fail(self, params: FailParams) -> WorkOrder:
         order = await self.store.work_order_fail(params)
         self._trace_each("work_order.failed", [order])
         await self._wake_delayed([order], params.now)
-        await self._wake({QueueRef(order.namespace, order.queue)})
+        # One leaser: for the retry (it recomputes its pause if delayed), or for the freed slot.
+        await self._wake({QueueRef(order.namespace, order.queue): 1})
         return order
 
     async def cancel(self, ref: WorkOrderRef, reason: str, actor: str) -> WorkOrder:
@@ -403,7 +399,7 @@ class QueueEngine:
 
     async def queue_update(self, config: QueueConfig, fields: frozenset[str]) -> QueueConfig:
         updated = await self.store.queue_upsert(config, fields, self.clock.now())
-        await self._wake({updated.ref})
+        await self._wake({updated.ref: None})  # resumed, or more room: every leaser re-checks
         return updated
 
     async def queue_set_paused(self, ref: QueueRef, paused: bool) -> QueueConfig:
@@ -425,7 +421,7 @@ class QueueEngine:
             redrive.redriven_count,
         )
         await self._coordination.notify(delayed_channel(params.queue))
-        await self._wake({params.queue})
+        await self._wake({params.queue: redrive.redriven_count})
         return redrive
 
     async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> list[Redrive]:
@@ -433,9 +429,11 @@ class QueueEngine:
 
     # -- helpers ------------------------------------------------------------------
 
-    async def _wake(self, refs: set[QueueRef]) -> None:
-        for ref in refs:
-            await self._coordination.notify(ref.channel)
+    async def _wake(self, waiters: Mapping[QueueRef, int | None]) -> None:
+        """Wake, per queue, that many parked lease calls (None: all of them)."""
+        for ref, count in waiters.items():
+            if count is None or count > 0:
+                await self._coordination.notify(ref.channel, count)
 
     async def _wake_delayed(self, orders: Sequence[WorkOrder], now: datetime) -> None:
         """Tell lease calls that an order now waits for a later instant (see due.py).
@@ -451,11 +449,11 @@ class QueueEngine:
         for ref in refs:
             await self._coordination.notify(delayed_channel(ref))
 
-    async def _wake_if_capped(self, refs: set[QueueRef]) -> None:
-        """Completing frees capacity: wake leasers of flow-controlled queues only."""
-        for ref in refs:
+    async def _wake_if_capped(self, freed: Mapping[QueueRef, int]) -> None:
+        """Completing frees capacity: wake leasers of flow-controlled queues only, one per slot."""
+        for ref, count in freed.items():
             if (await self.store.queue_get_cached(ref)).flow_controlled:
-                await self._coordination.notify(ref.channel)
+                await self._coordination.notify(ref.channel, count)
 
     async def _count(self, what: str, counts: dict[QueueRef, int], now: datetime) -> None:
         minute = int(now.timestamp() // 60)
@@ -505,6 +503,15 @@ class QueueEngine:
                 span.set_attribute("conveyor.work_order.state", order.state.value)
                 span.set_attribute("conveyor.work_order.attempt", order.attempt)
                 span.set_attribute("conveyor.correlation_id", order.correlation_id)
+
+
+def _per_queue(orders: Sequence[WorkOrder] | Sequence[CompletedWorkOrder]) -> dict[QueueRef, int]:
+    """How many of `orders` each queue holds."""
+    counts: dict[QueueRef, int] = {}
+    for order in orders:
+        ref = QueueRef(order.namespace, order.queue)
+        counts[ref] = counts.get(ref, 0) + 1
+    return counts
 
 
 def _percentile(sorted_samples: list[timedelta], p: int) -> timedelta:

@@ -48,7 +48,13 @@ class QueueService:
         self.engine_db = db.create_engine(self.database_url, core)
         self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
         self.store = NotifyingWorkOrderStore(
-            SqlWorkOrderStore(self.engine_db, self.settings.config_cache_seconds),
+            SqlWorkOrderStore(
+                self.engine_db,
+                self.settings.config_cache_seconds,
+                # Kept out of the pool per plan mode (two): at most half of it in all.
+                min(self.settings.hot_connections, core.db_pool_size // 4),
+                self.settings.hot_connection_seconds,
+            ),
             self.outbox_notifier,
         )
         self.engine = QueueEngine(self.store, coordination, self.settings, clock or SystemClock())
@@ -102,6 +108,7 @@ class QueueService:
         await self.drain()
         await self.outbox_notifier.close()
         await self.engine.stop()
+        await self.store.close()
         await self.engine_db.dispose()
         self._started = False
 

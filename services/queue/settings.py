@@ -40,6 +40,20 @@ class QueueSettings(BaseSettings):
     config_cache_seconds: float = Field(
         1.0, ge=0, description="How long a replica trusts its copy of a queue's settings."
     )
+    hot_connections: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="PostgreSQL connections that submit and plain lease, and as many that "
+        "batch complete, keep checked out of the pool between their statements (at most a "
+        "quarter of CONVEYOR_DB_POOL_SIZE each); 0: a pool checkout per statement.",
+    )
+    hot_connection_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="A kept connection goes back to the pool once the hot statements have "
+        "used it this long, so the pool recycles it (its own recycle age is 1800 s).",
+    )
     stats_window_seconds: int = Field(300, ge=60, le=3600)
     stats_wait_sample: int = Field(2000, ge=10)
     default_page_size: int = Field(50, ge=1)

@@ -191,6 +191,88 @@ async def test_listener_unregisters_on_exit(coordination: Coordination) -> None:
             pass
 
 
+async def _parked_waiters(
+    coordination: Coordination, listeners: list, channel: str, count: int
+) -> list[asyncio.Task[bool]]:
+    """Tasks waiting on each of `listeners`, once `count` of them are parked on `channel`."""
+    tasks = [asyncio.create_task(listener.wait(DEADLINE)) for listener in listeners]
+
+    async def parked() -> bool:
+        return coordination.parked(channel) == count  # type: ignore[attr-defined]
+
+    await eventually(parked, f"{count} waiters parked on {channel}")
+    return tasks
+
+
+async def test_notify_wakes_that_many_waiters_and_every_watcher(
+    coordination: Coordination, peer: Coordination
+) -> None:
+    async with (
+        peer.listen(["q1"], waiter=True) as first,
+        peer.listen(["q1"], waiter=True) as second,
+        peer.listen(["q1"], waiter=True) as third,
+        peer.listen(["q1"]) as watcher,
+    ):
+        tasks = await _parked_waiters(peer, [first, second, third], "q1", 3)
+        await coordination.notify("q1", waiters=1)
+        done, waiting = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        assert [task.result() for task in done] == [True]
+        assert peer.parked("q1") == 2  # type: ignore[attr-defined]  # the others stay parked
+        assert await watcher.wait(DEADLINE) is True  # watchers see every notify
+        await coordination.notify("q1", waiters=2)
+        assert await asyncio.gather(*waiting) == [True, True]
+        await coordination.notify("q1")  # no count: every listener
+        assert [await w.wait(DEADLINE) for w in (first, second, third, watcher)] == [True] * 4
+
+
+async def test_notifies_in_a_row_wake_one_waiter_each(
+    coordination: Coordination, peer: Coordination
+) -> None:
+    async with (
+        peer.listen(["q1"], waiter=True) as first,
+        peer.listen(["q1"], waiter=True) as second,
+        peer.listen(["q1"], waiter=True) as third,
+    ):
+        tasks = await _parked_waiters(peer, [first, second, third], "q1", 3)
+        await coordination.notify("q1", waiters=1)
+        await coordination.notify("q1", waiters=1)  # a second order: a second waiter
+
+        async def two_woken() -> bool:
+            return sum(task.done() for task in tasks) == 2
+
+        await eventually(two_woken, "two waiters woken")
+        assert peer.parked("q1") == 1  # type: ignore[attr-defined]
+        await coordination.notify("q1", waiters=1)
+        assert await asyncio.gather(*tasks) == [True, True, True]
+
+
+async def test_a_waiter_leaving_with_an_unused_wake_up_hands_it_on(
+    coordination: Coordination,
+) -> None:
+    async with coordination.listen(["q1"], waiter=True) as staying:
+        [task] = await _parked_waiters(coordination, [staying], "q1", 1)
+        async with coordination.listen(["q1"], waiter=True) as leaving:
+            assert await leaving.wait(0) is False  # between its check and its park
+            await coordination.notify("q1", waiters=1)
+            # It is not parked, so the parked waiter got the wake-up.
+            assert await task is True
+            await coordination.notify("q1", waiters=1)  # now `leaving` is the only idle one
+        # ... and it left without acting on it: the turn passes on.
+        assert await staying.wait(DEADLINE) is True
+
+
+async def test_a_waiter_failing_after_a_wake_up_hands_it_on(coordination: Coordination) -> None:
+    async with coordination.listen(["q1"], waiter=True) as staying:
+        with pytest.raises(RuntimeError):
+            async with coordination.listen(["q1"], waiter=True) as failing:
+                [task] = await _parked_waiters(coordination, [failing], "q1", 1)
+                await coordination.notify("q1", waiters=1)
+                assert await task is True
+                assert await staying.wait(0) is False
+                raise RuntimeError("its re-check failed")
+        assert await staying.wait(DEADLINE) is True
+
+
 # -- leases -------------------------------------------------------------------
 
 
@@ -432,6 +514,24 @@ async def test_redis_subscriber_survives_client_kill(
         # Wake-ups sent while disconnected are lost, so resubscribing wakes everyone.
         assert await listener.wait(DEADLINE) is True
         await sender.notify("q1")
+        assert await listener.wait(DEADLINE) is True
+
+
+async def test_redis_wake_up_is_published_after_the_publishing_connection_died(
+    redis_backend: Backend, redis_url: str
+) -> None:
+    client_name = unique("conveyor-test-publisher")
+    sender = await redis_backend.replica(client_name=client_name)
+    receiver = await redis_backend.replica()
+    async with receiver.listen(["q1"]) as listener, Redis.from_url(redis_url) as admin:
+        await sender.notify("q1")  # opens the sender's publishing connection
+        assert await listener.wait(DEADLINE) is True
+        killed = 0
+        for client in await admin.client_list(_type="normal"):
+            if client["name"] == client_name:  # its command and publishing connections
+                killed += await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+        assert killed >= 1
+        await sender.notify("q1")  # found dead on the way: reconnected, sent again
         assert await listener.wait(DEADLINE) is True
 
 

@@ -1,18 +1,29 @@
-"""Pure queue logic: backoff, the failure decision, flow-control picking, names and settings."""
+"""Pure queue logic: backoff, the failure decision, flow-control picking, names and settings,
+and the row and protobuf conversions of an order."""
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from conveyor_core.errors import InvalidArgument
 from conveyor_core.pagination import PageTokens, page_size
+from conveyor_core.protoconv import ts
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
+from conveyor_queue.api import convert
 from conveyor_queue.domain import flow, validation
-from conveyor_queue.domain.model import Failure, RetryPolicy, WorkOrderState
+from conveyor_queue.domain.model import (
+    Failure,
+    RetryPolicy,
+    WorkOrder,
+    WorkOrderSpec,
+    WorkOrderState,
+)
 from conveyor_queue.domain.retry import after_failed_attempt, backoff_delay
+from conveyor_queue.store.rows import policy_from_json, policy_to_json
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -94,3 +105,44 @@ def test_settings_errors_name_every_bad_variable(monkeypatch: pytest.MonkeyPatch
         load(CoreSettings)
     message = str(info.value)
     assert "CONVEYOR_DATABASE_URL" in message and "CONVEYOR_LISTEN_ADDRESS" in message
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [
+        datetime(2026, 11, 21, 9, 48, 12, 345678, tzinfo=UTC),
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2030, 1, 1, 1, tzinfo=timezone(timedelta(hours=-5))),
+    ],
+)
+def test_order_timestamps_match_the_well_known_conversion(instant: datetime) -> None:
+    order = WorkOrder(
+        id=uuid.uuid4(),
+        namespace="ns",
+        queue="q",
+        state=WorkOrderState.LEASED,
+        spec=WorkOrderSpec(not_before=instant, retry_policy=RetryPolicy(maximum_attempts=5)),
+        attempt=1,
+        created_at=instant,
+        updated_at=instant,
+        available_at=instant,
+        lease_expires_at=instant,
+        completed_at=instant,
+    )
+    message = convert.order_to_pb(order)
+    expected = ts(instant)
+    for field in ("create_time", "update_time", "available_time", "lease_expire_time"):
+        assert getattr(message, field) == expected, field
+    assert message.complete_time == expected and message.spec.not_before == expected
+    assert message.spec.retry_policy == convert.retry_policy_to_pb(order.spec.retry_policy)
+    # The shared policy message is copied, never handed out.
+    message.spec.retry_policy.maximum_attempts = 9
+    assert convert.order_to_pb(order).spec.retry_policy.maximum_attempts == 5
+
+
+def test_retry_policies_read_back_equal_whatever_their_cached_twin() -> None:
+    policy = RetryPolicy(timedelta(seconds=2), 3.0, timedelta(seconds=30), 0.1, 7, ("timeout",))
+    assert policy_from_json(policy_to_json(policy)) == policy
+    assert policy_from_json(policy_to_json(policy)) is policy_from_json(policy_to_json(policy))
+    assert policy_from_json(policy_to_json(RetryPolicy())) == RetryPolicy()

@@ -88,12 +88,29 @@ class Coordination(Protocol):
         """Raise `CoordinationUnavailable` if the backend is unreachable (readiness)."""
         ...
 
-    async def notify(self, channel: str) -> None:
-        """Wake every listener on `channel`, in this process and in every replica."""
+    async def notify(self, channel: str, waiters: int | None = None) -> None:
+        """Wake the listeners on `channel`, in this process and in every replica.
+
+        `waiters` None wakes every listener. A number wakes every watcher but
+        only that many waiters (listeners made with `waiter=True`) per process:
+        those without a wake-up pending, parked ones first. Use it when that
+        many waiters can take what changed (n orders submitted: n long-polls),
+        so the others stay parked instead of all re-checking. May return
+        before other replicas are told (the publish is sent in the background).
+        """
         ...
 
-    def listen(self, channels: Sequence[str]) -> AbstractAsyncContextManager[Listener]:
-        """A listener for `channels`, registered on entering the context."""
+    def listen(
+        self, channels: Sequence[str], *, waiter: bool = False
+    ) -> AbstractAsyncContextManager[Listener]:
+        """A listener for `channels`, registered on entering the context.
+
+        `waiter`: one of several listeners that take turns (see `notify`). A
+        waiter that leaves holding a wake-up it did not act on passes it to
+        another waiter of the channel, so a turn is never lost. Watchers (the
+        default) see every notify; caches that must drop an answer on any
+        change are watchers.
+        """
         ...
 
     async def lease_acquire(self, name: str, holder: str, ttl: float) -> Lease | None:

@@ -15,8 +15,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from conveyor_core.coordination.base import (
@@ -36,13 +36,18 @@ _SWEEP_INTERVAL = 60.0
 class _LocalListener:
     """A listener fed by a `ListenerHub`; one task waits on it at a time."""
 
-    __slots__ = ("_event", "channels")
+    __slots__ = ("_event", "channels", "consumed", "parked", "pending", "waiter")
 
-    def __init__(self, channels: frozenset[str]) -> None:
+    def __init__(self, channels: frozenset[str], waiter: bool) -> None:
         self.channels = channels
+        self.waiter = waiter
+        self.parked = False  # blocked in wait()
+        self.pending: set[str] = set()  # channels notified since the last wait() returned True
+        self.consumed: frozenset[str] = frozenset()  # what that last True was for
         self._event = asyncio.Event()
 
-    def wake(self) -> None:
+    def wake(self, channels: Iterable[str]) -> None:
+        self.pending.update(channels)
         self._event.set()
 
     # The Listener protocol fixes the `timeout` parameter (a bounded wait is its point).
@@ -50,13 +55,17 @@ class _LocalListener:
         if not self._event.is_set():
             if timeout <= 0:
                 return False
+            self.parked = True
             try:
                 async with asyncio.timeout(timeout):
                     await self._event.wait()
             except TimeoutError:
                 return False
+            finally:
+                self.parked = False
         # A notify landing after this clear is kept for the next wait().
         self._event.clear()
+        self.consumed, self.pending = frozenset(self.pending), set()
         return True
 
 
@@ -70,36 +79,92 @@ def _channel_set(channels: Iterable[str]) -> frozenset[str]:
 
 
 class ListenerHub:
-    """Registry of this process's listeners, by channel."""
+    """Registry of this process's listeners, by channel.
+
+    Watchers (the default) see every notify. Waiters (`listen(..., waiter=True)`)
+    take turns: a notify that names a number of waiters wakes at most that many
+    of a channel's waiters without a wake-up pending, parked ones first, so one
+    submitted order costs one long-poll one re-check, not every parked one. A
+    turn is never lost: a waiter that leaves with a wake-up it did not consume,
+    or leaves on an exception after consuming one (its re-check may not have
+    run), hands it to another waiter of the channel.
+    """
 
     def __init__(self) -> None:
-        self._by_channel: dict[str, set[_LocalListener]] = {}
+        # dicts, not sets: waiters are offered wake-ups in the order they registered.
+        self._by_channel: dict[str, dict[_LocalListener, None]] = {}
 
-    def deliver(self, channel: str) -> None:
-        """Wake the listeners of `channel`."""
-        for listener in self._by_channel.get(channel, ()):
-            listener.wake()
+    def deliver(self, channel: str, waiters: int | None = None) -> None:
+        """Wake the listeners of `channel`: all of them, or every watcher and `waiters` waiters."""
+        listeners = self._by_channel.get(channel)
+        if not listeners:
+            return
+        if waiters is None:
+            for listener in listeners:
+                listener.wake((channel,))
+            return
+        for listener in listeners:
+            if not listener.waiter:
+                listener.wake((channel,))
+        self._wake_waiters(channel, waiters)
+
+    def _wake_waiters(self, channel: str, count: int) -> None:
+        listeners = self._by_channel.get(channel, {})
+        idle = [w for w in listeners if w.waiter and not w.pending]
+        # Parked ones first: the others are between a check and a park and re-check anyway.
+        for listener in sorted(idle, key=lambda w: not w.parked)[: max(count, 0)]:
+            listener.wake((channel,))
 
     def wake_all(self) -> None:
         """Wake every listener: used when notifications may have been missed."""
-        for listeners in self._by_channel.values():
+        for channel, listeners in self._by_channel.items():
             for listener in listeners:
-                listener.wake()
+                listener.wake((channel,))
 
-    @asynccontextmanager
-    async def listen(self, channels: Sequence[str]) -> AsyncIterator[Listener]:
-        listener = _LocalListener(_channel_set(channels))
+    def parked(self, channel: str) -> int:
+        """Waiters of `channel` blocked in wait() with no wake-up pending (diagnostics, tests)."""
+        return sum(
+            1 for w in self._by_channel.get(channel, {}) if w.waiter and w.parked and not w.pending
+        )
+
+    def listen(
+        self, channels: Sequence[str], *, waiter: bool = False
+    ) -> AbstractAsyncContextManager[Listener]:
+        # A class, not @asynccontextmanager: every long-poll enters one.
+        return _Registration(self, _LocalListener(_channel_set(channels), waiter))
+
+    def _register(self, listener: _LocalListener) -> None:
         for channel in listener.channels:
-            self._by_channel.setdefault(channel, set()).add(listener)
-        try:
-            yield listener
-        finally:
-            for channel in listener.channels:
-                registered = self._by_channel.get(channel)
-                if registered is not None:
-                    registered.discard(listener)
-                    if not registered:
-                        del self._by_channel[channel]
+            self._by_channel.setdefault(channel, {})[listener] = None
+
+    def _unregister(self, listener: _LocalListener, failed: bool) -> None:
+        for channel in listener.channels:
+            registered = self._by_channel.get(channel)
+            if registered is not None:
+                registered.pop(listener, None)
+                if not registered:
+                    del self._by_channel[channel]
+        if listener.waiter:
+            handed = listener.pending | (listener.consumed if failed else frozenset())
+            for channel in handed:
+                self._wake_waiters(channel, 1)
+
+
+class _Registration:
+    """`ListenerHub.listen`'s context: registered on entry; on exit, a waiter's turn handed on."""
+
+    __slots__ = ("_hub", "_listener")
+
+    def __init__(self, hub: ListenerHub, listener: _LocalListener) -> None:
+        self._hub = hub
+        self._listener = listener
+
+    async def __aenter__(self) -> Listener:
+        self._hub._register(self._listener)
+        return self._listener
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._hub._unregister(self._listener, failed=kind is not None)
 
 
 def fencing_token_floor() -> int:
@@ -178,11 +243,17 @@ class InProcessCoordination:
 
     # -- wake-ups ---------------------------------------------------------
 
-    async def notify(self, channel: str) -> None:
-        self._listeners.deliver(channel)
+    async def notify(self, channel: str, waiters: int | None = None) -> None:
+        self._listeners.deliver(channel, waiters)
 
-    def listen(self, channels: Sequence[str]) -> AbstractAsyncContextManager[Listener]:
-        return self._listeners.listen(channels)
+    def listen(
+        self, channels: Sequence[str], *, waiter: bool = False
+    ) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(channels, waiter=waiter)
+
+    def parked(self, channel: str) -> int:
+        """Waiters of `channel` parked with no wake-up pending (see `ListenerHub.parked`)."""
+        return self._listeners.parked(channel)
 
     # -- leases -----------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Every key and channel lives under `key_prefix`:
 
-* `{prefix}wake:{channel}`       pub/sub channel of wake-ups (payload: sender id)
+* `{prefix}wake:{sender}:{channel}`  pub/sub channel of wake-ups (payload: how many
+                                 waiters to wake, empty for all; `sender`: the
+                                 publishing instance's 16 hex digits)
 * `{prefix}lease:{name}`         "<holder>|<token>", expires with the lease
 * `{prefix}lease-token:{name}`   last fencing token issued (never expires)
 * `{prefix}counter:{name}`       shared counter
@@ -12,12 +14,17 @@ Every key and channel lives under `key_prefix`:
 Multi-step operations are Lua scripts, so each is atomic on the server, and
 time-dependent ones read Redis `TIME`, never a replica's clock.
 
-Wake-ups: `notify` wakes this process's listeners at once and publishes; one
-background task per instance holds `PSUBSCRIBE {prefix}wake:*` and wakes local
-listeners for messages from other instances. A message published while that
-subscription is down is lost, so every time it is (re)established every local
-listener is woken once: a duplicate wake-up costs a database check, a lost one
-would leave work waiting until the listener's timeout.
+Wake-ups: `notify` wakes this process's listeners at once and hands the
+PUBLISH to a background task, which sends what piled up meanwhile in one
+round trip, a run of notifies of one channel as one message. One more task
+per instance holds a subscription to every other instance's wake-ups and
+wakes local listeners for them. Its patterns (`{prefix}wake:` + the sender id
+differing from this instance's at digit i, one pattern per digit) never match
+the instance's own messages, so it does not receive, parse and drop each of
+its own wake-ups. A message published while that subscription is down is
+lost, so every time it is (re)established every local listener is woken
+once: a duplicate wake-up costs a database check, a lost one would leave work
+waiting until the listener's timeout.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -47,6 +55,7 @@ from conveyor_core.coordination.base import (
     ttl_millis,
 )
 from conveyor_core.coordination.inprocess import ListenerHub
+from conveyor_core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +157,10 @@ def _unavailable_on_connection_error(operation: str) -> Iterator[None]:
         raise CoordinationUnavailable(f"Redis {operation} failed: {exc}") from exc
 
 
+#: Hex digits of an instance's sender id: 64 random bits, one subscription pattern each.
+_SENDER_DIGITS = 16
+
+
 def _glob_escape(text: str) -> str:
     """Escape Redis glob metacharacters so a key prefix matches only itself."""
     return "".join("\\" + char if char in "\\*?[]" else char for char in text)
@@ -191,9 +204,17 @@ class RedisCoordination:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._wake_prefix = f"{key_prefix}wake:"
-        self._wake_pattern = _glob_escape(self._wake_prefix) + "*"
-        #: Sent with each wake-up so the subscriber skips its own (delivered already).
-        self._sender_id = uuid.uuid4().hex
+        #: In each wake-up's channel name; the subscription excludes this instance's own.
+        self._sender_id = uuid.uuid4().hex[:_SENDER_DIGITS]
+        self._publish_prefix = f"{self._wake_prefix}{self._sender_id}:"
+        escaped, sender = _glob_escape(self._wake_prefix), self._sender_id
+        self._wake_patterns = [
+            f"{escaped}{sender[:i]}[^{sender[i]}]*" for i in range(_SENDER_DIGITS)
+        ]
+        self._unpublished: list[tuple[str, int | None]] = []  # in notify order
+        self._publisher: asyncio.Task[None] | None = None
+        self._publish_connection: Connection | None = None
+        self._stopped = False  # stop() ran: notify() only wakes this process's listeners
         self._client: Redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -227,6 +248,7 @@ class RedisCoordination:
         async with self._lifecycle_lock:
             if self._subscriber is not None:
                 return
+            self._stopped = False
             self._subscribed.clear()
             self._failed_attempts = 0
             self._subscriber = asyncio.create_task(
@@ -244,8 +266,21 @@ class RedisCoordination:
 
     async def stop(self) -> None:
         async with self._lifecycle_lock:
+            self._stopped = True
             await self._stop_subscriber()
+            await self._finish_publishing()
             await self._client.aclose()
+
+    async def _finish_publishing(self) -> None:
+        """Send the wake-ups still queued, for at most `command_timeout` seconds."""
+        task, self._publisher = self._publisher, None
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=self._command_timeout)
+            if not done:
+                await cancel_and_wait(task)
+        connection, self._publish_connection = self._publish_connection, None
+        if connection is not None:
+            await connection.disconnect()
 
     async def _stop_subscriber(self) -> None:
         task, self._subscriber = self._subscriber, None
@@ -265,21 +300,84 @@ class RedisCoordination:
 
     # -- wake-ups ---------------------------------------------------------
 
-    async def notify(self, channel: str) -> None:
-        """Wake listeners on `channel` here at once and in other replicas via PUBLISH.
+    async def notify(self, channel: str, waiters: int | None = None) -> None:
+        """Wake listeners on `channel` here at once, and in other replicas via PUBLISH.
 
-        A failed PUBLISH is logged, not raised: the caller's own change is
+        The PUBLISH is queued for the publishing task, so the caller does not
+        wait for Redis. Notifies of one channel in a row share one message
+        (their waiter counts added up); the order of channels is kept, so a
+        replica never sees a wake-up before one notified ahead of it.
+        """
+        self._listeners.deliver(channel, waiters)
+        if self._stopped:
+            return
+        pending = self._unpublished
+        if pending and pending[-1][0] == channel:
+            last = pending[-1][1]
+            pending[-1] = (channel, None if last is None or waiters is None else last + waiters)
+        else:
+            pending.append((channel, waiters))
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.get_running_loop().create_task(
+                self._publish_queued(), name=f"coordination-publisher:{self._prefix}"
+            )
+
+    async def _publish_queued(self) -> None:
+        """Publish queued wake-ups until none is left, all queued meanwhile in one round trip.
+
+        A failed PUBLISH is logged, not raised: the notifier's own change is
         already committed, and remote listeners still wake on their timeout
         (or on their subscriber's reconnect, if Redis itself went away).
         """
-        self._listeners.deliver(channel)
-        try:
-            await self._client.publish(self._wake_prefix + channel, self._sender_id)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            logger.warning("coordination: wake-up for channel %r not published: %s", channel, exc)
+        while self._unpublished:
+            batch, self._unpublished = self._unpublished, []
+            try:
+                await self._publish(batch)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                logger.warning(
+                    "coordination: %d wake-up(s) not published (channels %s): %s",
+                    len(batch),
+                    ", ".join(sorted({channel for channel, _ in batch})),
+                    exc,
+                )
 
-    def listen(self, channels: Sequence[str]) -> AbstractAsyncContextManager[Listener]:
-        return self._listeners.listen(channels)
+    async def _publish(self, batch: list[tuple[str, int | None]]) -> None:
+        """PUBLISH each of `batch` in one write, on the publishing task's own connection.
+
+        Only this task uses the connection, so it needs none of the client's
+        per-command pool checkout, retries and response dispatch, which cost
+        about as much again as the command itself.
+        """
+        if self._publish_connection is None:
+            self._publish_connection = self._client.connection_pool.make_connection()
+        connection = self._publish_connection
+        commands = [
+            ("PUBLISH", self._publish_prefix + channel, "" if waiters is None else str(waiters))
+            for channel, waiters in batch
+        ]
+        packed = connection.pack_commands(commands)
+        for attempt in (1, 2):  # a connection found dead (idle timeout, restart): once more
+            try:
+                await connection.send_packed_command(packed, False)
+                for _ in commands:
+                    await connection.read_response()
+                return
+            except (RedisConnectionError, RedisTimeoutError):
+                await connection.disconnect(nowait=True)
+                if attempt == 2:
+                    raise
+            except BaseException:
+                await connection.disconnect(nowait=True)  # replies left unread: start afresh
+                raise
+
+    def listen(
+        self, channels: Sequence[str], *, waiter: bool = False
+    ) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(channels, waiter=waiter)
+
+    def parked(self, channel: str) -> int:
+        """Waiters of `channel` parked with no wake-up pending (see `ListenerHub.parked`)."""
+        return self._listeners.parked(channel)
 
     async def _run_subscriber(self) -> None:
         """Hold the wake-up subscription for the life of the instance, reconnecting."""
@@ -319,7 +417,7 @@ class RedisCoordination:
         )
         pubsub = client.pubsub()
         try:
-            await pubsub.psubscribe(self._wake_pattern)
+            await pubsub.psubscribe(*self._wake_patterns)
             await self._dispatch(pubsub)
         finally:
             await pubsub.aclose()
@@ -346,11 +444,12 @@ class RedisCoordination:
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "pmessage":
-            channel: str = message["channel"]
-            if message["data"] != self._sender_id and channel.startswith(self._wake_prefix):
-                self._listeners.deliver(channel[len(self._wake_prefix) :])
-        elif kind == "psubscribe":
-            self._on_subscribed()
+            # {prefix}wake:{sender}:{channel}; the patterns already left out our own.
+            channel = message["channel"][len(self._wake_prefix) + _SENDER_DIGITS + 1 :]
+            data = message["data"]
+            self._listeners.deliver(channel, int(data) if data.isdigit() else None)
+        elif kind == "psubscribe" and message["data"] == len(self._wake_patterns):
+            self._on_subscribed()  # the last pattern's confirmation
 
     def _on_subscribed(self) -> None:
         if self._failed_attempts:

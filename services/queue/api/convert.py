@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import messages_pb2 as pb
 from conveyor_core.protoconv import dur, opt_dur, opt_ts, ts
@@ -24,6 +29,21 @@ from conveyor_queue.domain.model import (
 STATE_TO_PB = {s: pb.WorkOrderState.Value(f"WORK_ORDER_STATE_{s.value}") for s in WorkOrderState}
 STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 TIMEOUT_TO_PB = {k: pb.TimeoutKind.Value(f"TIMEOUT_KIND_{k.value}") for k in TimeoutKind}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """`ts`, by arithmetic: every order answered carries up to seven instants.
+
+    `Timestamp.FromDatetime` goes through `calendar.timegm` and a time tuple,
+    a third of the cost of a whole order's conversion.
+    """
+    if instant is None:
+        return None
+    delta = instant - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def payload_from_pb(message: types_pb2.Payload) -> Payload:
@@ -84,17 +104,23 @@ def spec_from_pb(message: pb.WorkOrderSpec) -> WorkOrderSpec:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _retry_policy_pb(policy: RetryPolicy) -> types_pb2.RetryPolicy:
+    """One message per distinct policy (most orders share a few); only ever copied from."""
+    return retry_policy_to_pb(policy)
+
+
 def spec_to_pb(spec: WorkOrderSpec) -> pb.WorkOrderSpec:
     return pb.WorkOrderSpec(
         priority=spec.priority,
         payload=payload_to_pb(spec.payload),
         idempotency_key=spec.idempotency_key or "",
         concurrency_key=spec.concurrency_key,
-        not_before=ts(spec.not_before),
-        deadline=ts(spec.deadline),
+        not_before=_ts(spec.not_before),
+        deadline=_ts(spec.deadline),
         start_to_close_timeout=dur(spec.start_to_close_timeout),
         heartbeat_timeout=dur(spec.heartbeat_timeout),
-        retry_policy=retry_policy_to_pb(spec.retry_policy),
+        retry_policy=_retry_policy_pb(spec.retry_policy),  # copied into the spec
         labels=spec.labels,
     )
 
@@ -136,20 +162,20 @@ def order_to_pb(order: WorkOrder) -> pb.WorkOrder:
         spec=spec_to_pb(order.spec),
         attempt=order.attempt,
         max_attempts=order.max_attempts,
-        create_time=ts(order.created_at),
-        update_time=ts(order.updated_at),
-        lease_expire_time=ts(order.lease_expires_at),
+        create_time=_ts(order.created_at),
+        update_time=_ts(order.updated_at),
+        lease_expire_time=_ts(order.lease_expires_at),
         leased_by=order.leased_by,
         progress=progress_to_pb(order.progress),
         cancel_requested=order.cancel_requested,
         result=payload_to_pb(order.result),
         last_failure=failure_to_pb(order.last_failure),
         last_timeout_kind=TIMEOUT_TO_PB[order.last_timeout_kind] if order.last_timeout_kind else 0,
-        complete_time=ts(order.completed_at),
+        complete_time=_ts(order.completed_at),
         correlation_id=order.correlation_id,
         traceparent=order.traceparent,
         redrive_count=order.redrive_count,
-        available_time=ts(order.available_at),
+        available_time=_ts(order.available_at),
     )
 
 

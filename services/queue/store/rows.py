@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -41,13 +42,32 @@ def policy_to_json(policy: RetryPolicy) -> dict[str, Any]:
 
 
 def policy_from_json(data: Mapping[str, Any]) -> RetryPolicy:
+    return _policy(
+        data["initial_us"],
+        data["coefficient"],
+        data["max_us"],
+        data["jitter"],
+        data["max_attempts"],
+        tuple(data["non_retryable"]),
+    )
+
+
+@functools.lru_cache(maxsize=256)  # most orders share a few policies; RetryPolicy is frozen
+def _policy(
+    initial_us: int,
+    coefficient: float,
+    max_us: int,
+    jitter: float,
+    max_attempts: int,
+    non_retryable: tuple[str, ...],
+) -> RetryPolicy:
     return RetryPolicy(
-        initial_interval=timedelta(microseconds=data["initial_us"]),
-        backoff_coefficient=data["coefficient"],
-        maximum_interval=timedelta(microseconds=data["max_us"]),
-        jitter=data["jitter"],
-        maximum_attempts=data["max_attempts"],
-        non_retryable_error_types=tuple(data["non_retryable"]),
+        initial_interval=timedelta(microseconds=initial_us),
+        backoff_coefficient=coefficient,
+        maximum_interval=timedelta(microseconds=max_us),
+        jitter=jitter,
+        maximum_attempts=max_attempts,
+        non_retryable_error_types=non_retryable,
     )
 
 

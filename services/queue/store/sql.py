@@ -5,12 +5,11 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import TextClause, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -66,12 +65,19 @@ wo = work_orders.c
 class SqlWorkOrderStore:
     """WorkOrderStore over one async engine (PostgreSQL or SQLite)."""
 
-    def __init__(self, engine: AsyncEngine, config_cache_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        config_cache_seconds: float = 1.0,
+        hot_connections: int = 0,
+        hot_connection_seconds: float = 1800.0,
+    ) -> None:
         self._engine = engine
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
-        self._raw = RawStatements(engine.dialect)  # PostgreSQL hot paths, in autocommit
+        # PostgreSQL hot paths, in autocommit, on connections kept between statements.
+        self._raw = RawStatements(engine, hot_connections, hot_connection_seconds)
         self._known_queues: set[tuple[str, str]] = set()
         # Queue settings decide which lease path runs; a short-lived copy saves a
         # query per lease. Flow-controlled leasing re-reads them under the row lock.
@@ -85,16 +91,24 @@ class SqlWorkOrderStore:
     ) -> list[SubmitResult]:
         now_us = to_micros(now)
         rows = [self._new_row(o, now_us) for o in orders]
-        async with self._write() as conn:
-            await self._ensure_queues(conn, {o.queue for o in orders}, now_us)
-            if self._postgres:  # one statement: the orders and their history rows
-                result = await self._raw.fetch(
-                    conn, queries.SUBMIT_POSTGRES, queries.submit_params(rows, now_us)
-                )
-                inserted = {row["id"]: order_from_row(row) for row in result}
-            else:
+        refs = {o.queue for o in orders}
+        if self._postgres:  # one statement: the orders and their history rows
+            if any((r.namespace, r.queue) not in self._known_queues for r in refs):
+                async with self._autocommit.connect() as conn:
+                    await self._ensure_queues(conn, refs, now_us)
+            result = await self._raw.fetch(
+                queries.SUBMIT_POSTGRES, queries.submit_params(rows, now_us)
+            )
+            inserted = {row["id"]: order_from_row(row) for row in result}
+            existing = {}
+            if len(inserted) < len(orders):  # idempotency keys already taken
+                async with self._autocommit.connect() as conn:
+                    existing = await self._existing_by_key(conn, orders, inserted)
+        else:
+            async with self._engine.begin() as conn:
+                await self._ensure_queues(conn, refs, now_us)
                 inserted = await self._submit_sqlite(conn, rows, now_us)
-            existing = await self._existing_by_key(conn, orders, inserted)
+                existing = await self._existing_by_key(conn, orders, inserted)
         out = []
         for order in orders:
             if order.id in inserted:
@@ -122,17 +136,6 @@ class SqlWorkOrderStore:
             [event_row(o, None, "submitted", actor="", at_us=now_us) for o in inserted.values()],
         )
         return inserted
-
-    def _write(self) -> Any:
-        """A connection for one self-contained write.
-
-        On PostgreSQL the hot-path writes are single statements (data-modifying
-        CTEs), atomic on their own, so they run in autocommit: no BEGIN and
-        COMMIT round trips. SQLite runs them in a transaction.
-        """
-        if self._postgres:
-            return self._autocommit.connect()
-        return self._engine.begin()
 
     def _new_row(self, o: NewWorkOrder, now_us: int) -> dict[str, Any]:
         spec = o.spec
@@ -218,35 +221,41 @@ class SqlWorkOrderStore:
             "far": FAR_FUTURE_US,
         }
         configs = await self._cached_configs(params.namespace, params.queues)
-        any_flowing = any(c.flow_controlled for c in configs.values())
-        # Plain queues lease in one self-contained statement; flow control needs a
-        # transaction around its lock, counts and update.
-        async with self._engine.begin() if any_flowing else self._write() as conn:
-            history_in_sql = self._postgres  # the lease statement writes the history rows
-            plain = [
-                q
-                for q in params.queues
-                if not configs.get(q, _PLAIN).flow_controlled and not configs.get(q, _PLAIN).paused
-            ]
-            flowing = [
-                configs[q]
-                for q in params.queues
-                if configs.get(q, _PLAIN).flow_controlled and not configs[q].paused
-            ]
-            rows: list[Any] = []
+        plain = [
+            q
+            for q in params.queues
+            if not configs.get(q, _PLAIN).flow_controlled and not configs.get(q, _PLAIN).paused
+        ]
+        flowing = [
+            configs[q]
+            for q in params.queues
+            if configs.get(q, _PLAIN).flow_controlled and not configs[q].paused
+        ]
+        rows: list[Any]
+        if self._postgres and not flowing:
+            # Plain queues lease in one self-contained statement (data-modifying CTE that
+            # also writes the history rows), in autocommit: no BEGIN and COMMIT round trips.
+            rows = []
             if plain:
-                raw = self._postgres and not any_flowing  # autocommit: see store/raw.py
-                rows += await self._lease_plain(conn, plain, params.limit, base, raw)
+                rows = await self._raw.fetch(
+                    *self._lease_plain_statement(plain, params.limit, base)
+                )
+            return [LeasedWorkOrder(o, token) for o in _by_priority(rows)]
+        # Flow control needs a transaction around its lock, counts and update.
+        async with self._engine.begin() as conn:
+            history_in_sql = self._postgres  # the lease statement writes the history rows
+            rows = []
+            if plain:
+                rows += list(
+                    await conn.execute(*self._lease_plain_statement(plain, params.limit, base))
+                )
             for config in flowing:
                 if len(rows) >= params.limit:
                     break
                 rows += await self._lease_flow(
                     conn, config, params, base, gate, params.limit - len(rows)
                 )
-            leased = sorted(
-                (order_from_row(r if isinstance(r, asyncpg.Record) else r._mapping) for r in rows),
-                key=lambda o: (-o.spec.priority, o.created_at),
-            )
+            leased = _by_priority([r._mapping for r in rows])
             if not history_in_sql:
                 await insert_events(
                     conn,
@@ -288,16 +297,14 @@ class SqlWorkOrderStore:
         async with self._autocommit.connect() as conn:
             return await self._queue_configs(conn, namespace, names)
 
-    async def _lease_plain(
-        self, conn: AsyncConnection, names: list[str], limit: int, base: dict, raw: bool
-    ) -> list[Any]:
+    def _lease_plain_statement(
+        self, names: list[str], limit: int, base: dict
+    ) -> tuple[TextClause, dict[str, Any]]:
+        """The lease statement of plain queues, and its parameters."""
         sql = (queries.lease_fifo_postgres if self._postgres else queries.lease_fifo_sqlite)(
             len(names)
         )  # on PostgreSQL the statement also writes the "leased" history rows
-        bind = {**base, "limit": limit, **{f"q{i}": name for i, name in enumerate(names)}}
-        if raw:
-            return await self._raw.fetch(conn, sql, bind)
-        return list(await conn.execute(sql, bind))
+        return sql, {**base, "limit": limit, **{f"q{i}": name for i, name in enumerate(names)}}
 
     async def _lease_flow(
         self,
@@ -464,10 +471,15 @@ class SqlWorkOrderStore:
     ) -> list[WorkOrder | CompletedWorkOrder | Exception]:
         now_us = to_micros(now)
         done: dict[uuid.UUID, WorkOrder | CompletedWorkOrder]
-        async with self._write() as conn:
-            if self._postgres:  # the statement also writes the "completed" history rows
-                done = await self._complete_postgres(conn, items, now_us, brief)
-            else:
+        states: dict[uuid.UUID, WorkOrderState] = {}
+        if self._postgres:  # the statement also writes the "completed" history rows
+            done = await self._complete_postgres(items, now_us, brief)
+            missing = [i.ref for i in items if i.ref.id not in done]
+            if missing:  # why not: stale lease or no such order
+                async with self._autocommit.connect() as conn:
+                    states = await self._states(conn, missing)
+        else:
+            async with self._engine.begin() as conn:
                 done = await self._complete_each(conn, items, now_us)
                 await insert_events(
                     conn,
@@ -476,8 +488,8 @@ class SqlWorkOrderStore:
                         for o in done.values()
                     ],
                 )
-            missing = [i.ref for i in items if i.ref.id not in done]
-            states = await self._states(conn, missing)
+                missing = [i.ref for i in items if i.ref.id not in done]
+                states = await self._states(conn, missing)
         out: list[WorkOrder | CompletedWorkOrder | Exception] = []
         for item in items:
             if item.ref.id in done:
@@ -489,11 +501,10 @@ class SqlWorkOrderStore:
         return out
 
     async def _complete_postgres(
-        self, conn: AsyncConnection, items: Sequence[CompleteParams], now_us: int, brief: bool
+        self, items: Sequence[CompleteParams], now_us: int, brief: bool
     ) -> dict[uuid.UUID, WorkOrder | CompletedWorkOrder]:
         namespace = items[0].ref.namespace if items else ""
-        result = await self._raw.fetch(  # conn is in autocommit (_write)
-            conn,
+        result = await self._raw.fetch(  # a generic plan scans every order in flight
             queries.COMPLETE_MANY_BRIEF_POSTGRES if brief else queries.COMPLETE_MANY_POSTGRES,
             {
                 "ns": namespace,
@@ -504,6 +515,7 @@ class SqlWorkOrderStore:
                 "results": [i.result.data for i in items],
                 "content_types": [i.result.content_type for i in items],
             },
+            custom_plans=True,
         )
         if brief:  # building whole orders was a fifth of the server's time in a drain
             return {
@@ -788,6 +800,10 @@ class SqlWorkOrderStore:
     def postgres(self) -> bool:
         return self._postgres
 
+    async def close(self) -> None:
+        """Give back the connections kept between hot-path statements; before disposing."""
+        await self._raw.close()
+
     # -- queues -----------------------------------------------------------------
 
     async def queue_get(self, ref: QueueRef) -> QueueConfig:
@@ -877,6 +893,11 @@ class SqlWorkOrderStore:
 
 
 _PLAIN = QueueConfig("", "")
+
+
+def _by_priority(rows: Sequence[Mapping[str, Any]]) -> list[WorkOrder]:
+    """Leased rows as orders, highest priority first, then oldest first."""
+    return sorted(map(order_from_row, rows), key=lambda o: (-o.spec.priority, o.created_at))
 
 
 def _field_of(column: str) -> str:

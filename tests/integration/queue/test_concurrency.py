@@ -6,10 +6,13 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
+
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.settings import CoreSettings
-from tests.helpers.queue import QueueEnv, queue_name, spec, wall_clock
+from conveyor_queue.domain.model import QueueRef
+from tests.helpers.queue import NAMESPACE, QueueEnv, queue_name, spec, wall_clock
 
 S = m.WorkOrderState
 
@@ -94,6 +97,66 @@ async def test_long_polling_leaser_is_woken_by_a_submit(env: QueueEnv) -> None:
         [leased] = await asyncio.wait_for(waiter, WOKEN_WITHIN)
         assert leased.work_order.id == order.id
         await env.complete(leased)
+
+
+class _CountedLeases:
+    """Counts the engine's lease statements (the store call each lease attempt makes)."""
+
+    def __init__(self, env: QueueEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.statements = 0
+        store = env.engine.store
+        lease = store.work_order_lease_available
+
+        async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.statements += 1
+            return await lease(*args, **kwargs)
+
+        monkeypatch.setattr(store, "work_order_lease_available", counted)
+
+
+async def _parked(env: QueueEnv, count: int) -> None:
+    """Wait until `count` lease calls of the jobs queue are parked with no wake-up pending."""
+    coordination = env.platform.coordination  # type: ignore[union-attr]
+    channel = QueueRef(NAMESPACE, "jobs").channel
+    deadline = time.monotonic() + 10
+    while coordination.parked(channel) != count:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, f"not {count} parked: {coordination.parked(channel)}"  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+
+
+async def test_a_submit_wakes_one_parked_leaser_and_n_submits_wake_n(
+    env: QueueEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = _CountedLeases(env, monkeypatch)
+    leasers = [asyncio.create_task(env.lease(wait=30, worker=f"w{i}")) for i in range(4)]
+    await _parked(env, 4)
+    before = counted.statements
+
+    order = await env.submit()
+    done, parked = await asyncio.wait(leasers, return_when=asyncio.FIRST_COMPLETED)
+    [[leased]] = [task.result() for task in done]
+    assert leased.work_order.id == order.id
+    # The three others were never woken: still parked, and no lease statement of theirs ran
+    # (woken ones would have run one each before parking again).
+    await _parked(env, 3)
+    assert counted.statements - before == 1
+
+    orders = await env.submit_many([spec(), spec()])  # two orders: two leasers
+    done, still_parked = set(), parked
+    while len(done) < 2:
+        more, still_parked = await asyncio.wait(
+            still_parked, timeout=10, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert more, "a second leaser was not woken"
+        done |= more
+    await _parked(env, 1)
+    assert {task.result()[0].work_order.id for task in done} == {o.id for o in orders}
+    assert counted.statements - before == 3
+
+    await env.submit()
+    [[last]] = await asyncio.gather(*still_parked)
+    assert counted.statements - before == 4
+    assert last.work_order.id not in {order.id, *(o.id for o in orders)}
 
 
 async def test_wake_up_crosses_replicas(core: CoreSettings) -> None:
