@@ -43,6 +43,7 @@ from conveyor_core.migrations import MigrationSet
 from conveyor_core.runtime import SERVICES
 from conveyor_core.settings import CoreSettings
 from tests.helpers import leftovers, services
+from tests.helpers.tcp_proxy import BlackholeProxy
 
 logger = logging.getLogger(__name__)
 
@@ -290,3 +291,14 @@ def metric_reader() -> InMemoryMetricReader:
     reader = InMemoryMetricReader()
     configure_metrics("conveyor-test", CoreSettings(), extra_reader=reader)
     return reader
+
+
+@pytest.fixture
+async def postgres_proxy(postgres_core: CoreSettings) -> AsyncIterator[BlackholeProxy]:
+    """A TCP proxy in front of the test database (tests.helpers.tcp_proxy): point a service
+    at it with `through_proxy(postgres_core.database_url, proxy)` and cut or stop it."""
+    url = make_url(postgres_core.database_url)
+    proxy = BlackholeProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from sqlalchemy.engine import make_url
+
 
 class BlackholeProxy:
     """Forwards 127.0.0.1:<port> to `target`; while `blackholed`, drops bytes both ways."""
@@ -108,3 +110,9 @@ class BlackholeProxy:
                 if not (self.blackholed or dropping()):
                     writer.write(chunk)
                     await writer.drain()
+
+
+def through_proxy(database_url: str, proxy: BlackholeProxy) -> str:
+    """`database_url` pointed at `proxy` (which forwards to the URL's own host and port)."""
+    url = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)

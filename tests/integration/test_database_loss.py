@@ -4,37 +4,25 @@ through SQLAlchemy, reaching PostgreSQL through a real TCP proxy that the test s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
 
 from conveyor.events.v1 import service_pb2 as rpc
 from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel, rich_error_details
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
-from tests.helpers.tcp_proxy import BlackholeProxy
+from tests.helpers.tcp_proxy import BlackholeProxy, through_proxy
 
 TOPIC = "namespaces/a/topics/orders"
 
 
-@pytest.fixture
-async def proxy(postgres_core: CoreSettings) -> AsyncIterator[BlackholeProxy]:
-    url = make_url(postgres_core.database_url)
-    proxy = BlackholeProxy(url.host or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
-
-
 async def test_a_lost_database_is_unavailable_until_it_returns(
-    postgres_core: CoreSettings, proxy: BlackholeProxy
+    postgres_core: CoreSettings, postgres_proxy: BlackholeProxy
 ) -> None:
-    url = make_url(postgres_core.database_url).set(host="127.0.0.1", port=proxy.port)
+    proxy = postgres_proxy
     core = postgres_core.model_copy(
-        update={"database_url": url.render_as_string(hide_password=False), "db_pool_size": 2}
+        update={"database_url": through_proxy(postgres_core.database_url, proxy), "db_pool_size": 2}
     )
     platform = Platform(core, ["events"])
     port = await platform.start("127.0.0.1:0")

@@ -49,12 +49,8 @@ StartCall = Callable[[], Awaitable[Any]]
 
 
 @pytest.fixture
-async def proxy(postgres_core: CoreSettings) -> AsyncIterator[BlackholeProxy]:
-    url = make_url(postgres_core.database_url)
-    proxy = BlackholeProxy(url.host or "127.0.0.1", url.port or 5432)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
+def proxy(postgres_proxy: BlackholeProxy) -> BlackholeProxy:
+    return postgres_proxy
 
 
 @pytest.fixture
