@@ -342,7 +342,9 @@ async def test_abort_during_a_slow_call_is_prompt(fake: HttpFake) -> None:
     aborted_at = time.monotonic()
     ctx.cancelled.set()
     outcome, _ = await asyncio.wait_for(task, 5)
-    assert time.monotonic() - aborted_at < 1.0
+    # Far short of the slow call's 30 s: the abort did not wait for the call (a bound on
+    # behaviour, not on speed; the connection check below names the mechanism).
+    assert time.monotonic() - aborted_at < 10.0
     assert not outcome.succeeded
     assert outcome.error is not None and outcome.error.type is ErrorType.ABORTED
     assert ctx.statuses(StepKind.HTTP_CALL) == [

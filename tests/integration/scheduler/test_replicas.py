@@ -105,7 +105,9 @@ async def test_leader_failover_keeps_firing_without_duplicates(cluster: Schedule
     cluster.clock.advance(timedelta(seconds=60))
     await eventually(lambda: len(cluster.leaders()) == 1, limit_seconds=TTL + 5)
     took_over = time.monotonic() - crashed_at
-    assert took_over <= TTL + 1.0  # lease TTL plus one standby retry, with slack for CI
+    # Within the lease TTL plus a standby's retry, with room for a loaded CI machine:
+    # the successor took over because the lease expired, not by some later sweep.
+    assert took_over <= TTL + 3.0
     await eventually(lambda: _all_submitted(cluster, names, 2))
     cluster.clock.advance(timedelta(seconds=60))
     await eventually(lambda: _all_submitted(cluster, names, 3))
