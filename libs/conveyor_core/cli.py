@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from conveyor_core import db, migrations
 from conveyor_core.auth import ALL_NAMESPACES, Role, hash_token, new_token, parse_principals
 from conveyor_core.metrics import configure_metrics
-from conveyor_core.runtime import SERVICES, Platform, build_service, coordination_from
+from conveyor_core.runtime import (
+    SERVICES,
+    Platform,
+    build_service,
+    coordination_from,
+    freeze_startup_heap,
+)
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
 from conveyor_core.telemetry import configure_logging, configure_tracing
 
@@ -30,6 +36,7 @@ log = logging.getLogger("conveyor")
 async def _serve(core: CoreSettings, names: Sequence[str], example: bool) -> None:
     platform = Platform(core, names)
     port = await platform.start()
+    freeze_startup_heap()  # full GC pauses were the latency tail (see its docstring)
     assert platform.server is not None
     platform.install_signal_handlers(asyncio.get_running_loop())
     host = core.listen_address.rpartition(":")[0]
