@@ -48,6 +48,33 @@ def _drafts(prefix: str, start: int, count: int) -> list[m.EventDraft]:
     ]
 
 
+def _publish_result(
+    total: int,
+    elapsed: float,
+    concurrency: int,
+    rtts: list[float],
+    sequences: list[int],
+    stats: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A publish scenario's figures; verified when the sequences are 1..total with no gap
+    and the topic holds exactly `total` pending events."""
+    contiguous = _contiguous(sequences, total)
+    return {
+        "events": total,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(total / elapsed, 1),
+        **extra,
+        "concurrency": concurrency,
+        "rpc_ms": percentiles_ms(rtts),
+        "verified": {
+            "ok": contiguous and stats["pending"] == total,
+            "sequences_contiguous": contiguous,
+            "stats": stats,
+        },
+    }
+
+
 def _contiguous(sequences: list[int], total: int) -> bool:
     """Sequences 1..total, each once: nothing lost, nothing doubled, no gap."""
     return len(sequences) == total and sorted(sequences) == list(range(1, total + 1))
@@ -121,19 +148,7 @@ class EventBench:
         elapsed, rtts = await self.publish_batches(topic, total, batch, concurrency, sequences)
         await self.on_stop("publish_batch")
         stats = await self.pending(topic)
-        return {
-            "events": total,
-            "seconds": round(elapsed, 3),
-            "events_per_s": round(total / elapsed, 1),
-            "batch": batch,
-            "concurrency": concurrency,
-            "rpc_ms": percentiles_ms(rtts),
-            "verified": {
-                "ok": _contiguous(sequences, total) and stats["pending"] == total,
-                "sequences_contiguous": _contiguous(sequences, total),
-                "stats": stats,
-            },
-        }
+        return _publish_result(total, elapsed, concurrency, rtts, sequences, stats, batch=batch)
 
     async def publish_single(
         self, concurrency: int = 32, seconds: float = 5.0, warmup: float = 1.0
@@ -166,19 +181,7 @@ class EventBench:
         elapsed = await run(topic, seconds, rtts, sequences)
         await self.on_stop("publish_single")
         stats = await self.pending(topic)
-        total = len(sequences)
-        return {
-            "events": total,
-            "seconds": round(elapsed, 3),
-            "events_per_s": round(total / elapsed, 1),
-            "concurrency": concurrency,
-            "rpc_ms": percentiles_ms(rtts),
-            "verified": {
-                "ok": _contiguous(sequences, total) and stats["pending"] == total,
-                "sequences_contiguous": _contiguous(sequences, total),
-                "stats": stats,
-            },
-        }
+        return _publish_result(len(sequences), elapsed, concurrency, rtts, sequences, stats)
 
     async def reserve_commit(
         self, total: int = 20_000, max_events: int = 100, consumers: int = 4

@@ -214,7 +214,24 @@ class _Bucket:
         return self.updated + (self.burst - self.tokens) / self.rate
 
 
-class InProcessCoordination:
+class HubListening:
+    """`listen()` and `parked()` of a coordination backend whose wake-ups reach this
+    process's listeners through a `ListenerHub` (both backends: Redis delivers what
+    it receives into one)."""
+
+    _listeners: ListenerHub
+
+    def listen(
+        self, channels: Sequence[str], *, waiter: bool = False
+    ) -> AbstractAsyncContextManager[Listener]:
+        return self._listeners.listen(channels, waiter=waiter)
+
+    def parked(self, channel: str) -> int:
+        """Waiters of `channel` parked with no wake-up pending (see `ListenerHub.parked`)."""
+        return self._listeners.parked(channel)
+
+
+class InProcessCoordination(HubListening):
     """`Coordination` for a single process, in memory.
 
     Args:
@@ -245,15 +262,6 @@ class InProcessCoordination:
 
     async def notify(self, channel: str, waiters: int | None = None) -> None:
         self._listeners.deliver(channel, waiters)
-
-    def listen(
-        self, channels: Sequence[str], *, waiter: bool = False
-    ) -> AbstractAsyncContextManager[Listener]:
-        return self._listeners.listen(channels, waiter=waiter)
-
-    def parked(self, channel: str) -> int:
-        """Waiters of `channel` parked with no wake-up pending (see `ListenerHub.parked`)."""
-        return self._listeners.parked(channel)
 
     # -- leases -----------------------------------------------------------
 

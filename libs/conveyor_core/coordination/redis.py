@@ -34,7 +34,7 @@ import logging
 import random
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from redis.asyncio import Redis
@@ -48,13 +48,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from conveyor_core.coordination.base import (
     CoordinationUnavailable,
     Lease,
-    Listener,
     check_lease_args,
     check_positive,
     check_rate_limit_args,
     ttl_millis,
 )
-from conveyor_core.coordination.inprocess import ListenerHub
+from conveyor_core.coordination.inprocess import HubListening, ListenerHub
 from conveyor_core.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -166,7 +165,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "\\*?[]" else char for char in text)
 
 
-class RedisCoordination:
+class RedisCoordination(HubListening):
     """`Coordination` shared through Redis by every replica using the same key prefix.
 
     Args:
@@ -369,15 +368,6 @@ class RedisCoordination:
             except BaseException:
                 await connection.disconnect(nowait=True)  # replies left unread: start afresh
                 raise
-
-    def listen(
-        self, channels: Sequence[str], *, waiter: bool = False
-    ) -> AbstractAsyncContextManager[Listener]:
-        return self._listeners.listen(channels, waiter=waiter)
-
-    def parked(self, channel: str) -> int:
-        """Waiters of `channel` parked with no wake-up pending (see `ListenerHub.parked`)."""
-        return self._listeners.parked(channel)
 
     async def _run_subscriber(self) -> None:
         """Hold the wake-up subscription for the life of the instance, reconnecting."""
