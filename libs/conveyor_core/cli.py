@@ -3,6 +3,12 @@
 conveyor serve queue            # one service, as a Kubernetes pod runs it
 conveyor serve                  # every service in one process
 conveyor run --example          # embedded default + an example producer and worker
+conveyor run --app billing.app:app
+                                # embedded default hosting a Python app (conveyor.App)
+conveyor worker billing.app:app # an executor hosting the app, leasing only its queues,
+                                # from the platform at --address (default 127.0.0.1:50051)
+conveyor serve executor --app billing.app:app
+                                # the same as a Kubernetes pod runs it
 conveyor migrate [queue ...]    # apply schema migrations and exit
 conveyor token create --name billing-app --namespace billing --role submitter --role viewer
                                 # a new bearer token and its principals-file entry
@@ -16,6 +22,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from conveyor_core import db, migrations
 from conveyor_core.auth import ALL_NAMESPACES, Role, hash_token, new_token, parse_principals
@@ -29,18 +36,24 @@ from conveyor_core.runtime import (
 )
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
 from conveyor_core.telemetry import configure_logging, configure_tracing
+from conveyor_sdk import AppError
 
 log = logging.getLogger("conveyor")
 
 
-async def _serve(core: CoreSettings, names: Sequence[str], example: bool) -> None:
-    platform = Platform(core, names)
+async def _serve(
+    core: CoreSettings,
+    names: Sequence[str],
+    example: bool,
+    hosting: dict[str, Any] | None = None,
+) -> None:
+    platform = Platform(core, names, hosting=hosting)
     port = await platform.start()
     freeze_startup_heap()  # full GC pauses were the latency tail (see its docstring)
     assert platform.server is not None
     platform.install_signal_handlers(asyncio.get_running_loop())
     host = core.listen_address.rpartition(":")[0]
-    _print_banner(core, names, f"{host}:{port}")
+    _print_banner(core, names, f"{host}:{port}", platform)
     example_task = None
     if example:
         from conveyor_core.example import run_example
@@ -60,7 +73,9 @@ def _report_example_failure(task: asyncio.Task[None]) -> None:
         log.error("the example stopped", exc_info=task.exception())
 
 
-def _print_banner(core: CoreSettings, names: Sequence[str], address: str) -> None:
+def _print_banner(
+    core: CoreSettings, names: Sequence[str], address: str, platform: Platform
+) -> None:
     storage = (
         db.redacted(core.database_url) if core.database_url else f"SQLite under {core.data_dir}/"
     )
@@ -82,6 +97,13 @@ def _print_banner(core: CoreSettings, names: Sequence[str], address: str) -> Non
         "  Python: from conveyor.queue.v1 import service_pb2_grpc (stubs in libs/conveyor_proto)",
         "  stop with Ctrl-C",
     ]
+    if "executor" in names and platform.service("executor").task_host is not None:
+        executor = platform.service("executor")
+        tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks))
+        s = executor.settings
+        lines.insert(
+            3, f"  hosting tasks {tasks}: namespace {s.namespace}, queues {list(s.queues)}"
+        )
     print("\n".join(lines), flush=True)  # the banner is the command's output, not a log
 
 
@@ -119,6 +141,27 @@ def _token_create(name: str, namespaces: Sequence[str], roles: Sequence[str]) ->
     return 0
 
 
+def _hosting(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The executor's hosted app from --app (or the worker's positional app), validated."""
+    spec = getattr(args, "app", None)
+    if not spec:
+        return None
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # `module:app` of the current directory, as python -m does
+    from conveyor_sdk import load_app
+
+    return {"apps": [load_app(spec)], "only_app_queues": args.command != "run"}
+
+
+def _worker_settings(core: CoreSettings, address: str, listen: str) -> CoreSettings:
+    """A worker calls the platform at `address` unless its peers are configured."""
+    update: dict[str, Any] = {"listen_address": listen}
+    for field in ("queue_address", "events_address", "journal_address"):
+        if not getattr(core, field):
+            update[field] = address
+    return core.model_copy(update=update)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="conveyor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="the whole platform on the embedded default")
     run.add_argument(
         "--example", action="store_true", help="also run an example producer and worker"
+    )
+    run.add_argument("--app", help="host this Python app (module:attribute) in the executor")
+    serve.add_argument("--app", help="the executor hosts this app and leases only its queues")
+    worker = sub.add_parser("worker", help="an executor hosting a Python app (module:attribute)")
+    worker.add_argument("app", help="module:attribute of a conveyor.App, e.g. billing.app:app")
+    worker.add_argument(
+        "--address",
+        default="127.0.0.1:50051",
+        help="the platform (queue, events, journal) unless CONVEYOR_*_ADDRESS say otherwise",
+    )
+    worker.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        help="where the worker's own ExecutorService listens (default: any free port)",
     )
     migrate = sub.add_parser("migrate", help="apply schema migrations and exit")
     migrate.add_argument("services", nargs="*", default=[])
@@ -162,6 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(core)
     names = list(args.services) if getattr(args, "services", None) else list(SERVICES)
+    if args.command == "worker":
+        names, core = ["executor"], _worker_settings(core, args.address, args.listen)
+    try:
+        hosting = _hosting(args)
+    except AppError as exc:
+        print(f"conveyor: {exc}", file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         print(f"conveyor: unknown service(s) {unknown}; known: {list(SERVICES)}", file=sys.stderr)
@@ -175,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # W3C trace context still propagates through the API's non-recording spans
                 configure_tracing(process_name, core)
             configure_metrics(process_name, core)
-            asyncio.run(_serve(core, names, example=getattr(args, "example", False)))
+            example = getattr(args, "example", False)
+            asyncio.run(_serve(core, names, example=example, hosting=hosting))
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ import gc
 import importlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -75,12 +75,21 @@ class HostedService(Protocol):
 
 
 def build_service(
-    name: str, core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+    name: str,
+    core: CoreSettings,
+    coordination: Coordination,
+    clock: Clock | None = None,
+    hosting: Mapping[str, Any] | None = None,
 ) -> HostedService:
+    """Build service `name`; `hosting` (the executor only) holds the user apps it hosts:
+    {"apps": [conveyor.App, ...], "only_app_queues": bool}."""
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
     module, _, factory = SERVICES[name].partition(":")
-    return getattr(importlib.import_module(module), factory)(core, coordination, clock=clock)
+    extra = dict(hosting or {}) if name == "executor" else {}
+    return getattr(importlib.import_module(module), factory)(  # type: ignore[no-any-return]
+        core, coordination, clock=clock, **extra
+    )
 
 
 def coordination_from(core: CoreSettings) -> Coordination:
@@ -99,6 +108,7 @@ class Platform:
         *,
         coordination: Coordination | None = None,
         clock: Clock | None = None,
+        hosting: Mapping[str, Any] | None = None,
     ) -> None:
         self._internal_token: str | None = None
         if core.auth_enabled and not core.peer_token.get_secret_value():
@@ -106,7 +116,9 @@ class Platform:
             core = core.model_copy(update={"peer_token": SecretStr(self._internal_token)})
         self.core = core
         self.coordination = coordination or coordination_from(core)
-        self.services = [build_service(n, core, self.coordination, clock) for n in names]
+        self.services = [
+            build_service(n, core, self.coordination, clock, hosting) for n in names
+        ]
         self.server: GrpcServer | None = None
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None

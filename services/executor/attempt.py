@@ -37,8 +37,10 @@ from conveyor_executor.runners.context import RunContext, RunnerOutcome
 from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.base import AttemptFinish, AttemptStart, JournalDraft
+from conveyor_executor.tasks import TaskHost
 from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier, mode_of
+from conveyor_sdk import RESULT_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 SHUTTING_DOWN = "executor shutting down"
@@ -72,6 +74,7 @@ class AttemptDeps:
     runners: Mapping[str, Runner]
     webhook: WebhookNotifier
     identity: str
+    task_host: TaskHost | None = None  # the Python apps this executor hosts
 
 
 def failed(error: ClassifiedError, summary: str = "") -> RunnerOutcome:
@@ -166,7 +169,19 @@ class AttemptExecution:
     async def _outcome(self) -> RunnerOutcome:
         if self.decoded.error is not None:
             return failed(self.decoded.error)
-        assert self.decoded.invocation is not None
+        start = self._start_task() if self.decoded.task_call else self._start_job()
+        if isinstance(start, RunnerOutcome):
+            return start
+        outcome = await self._run_runner(start)
+        if self.ctx.stop_cause is not None and (outcome is None or not outcome.succeeded):
+            return failed(self._stop_error())
+        if outcome is None:  # pragma: no cover - only when stopped, handled above
+            return failed(ClassifiedError.of(ErrorType.INTERNAL, "runner returned nothing"))
+        return outcome
+
+    def _start_job(self) -> Callable[[], Coroutine[Any, Any, RunnerOutcome]] | RunnerOutcome:
+        invocation = self.decoded.invocation
+        assert invocation is not None
         runner = self.deps.runners.get(self.decoded.origin.kind.value)
         if runner is None:
             return failed(
@@ -175,18 +190,27 @@ class AttemptExecution:
                     f"this executor has no runner for {self.decoded.origin.kind.value} jobs",
                 )
             )
-        outcome = await self._run_runner(runner, self.decoded.invocation)
-        if self.ctx.stop_cause is not None and (outcome is None or not outcome.succeeded):
-            return failed(self._stop_error())
-        if outcome is None:  # pragma: no cover - only when stopped, handled above
-            return failed(ClassifiedError.of(ErrorType.INTERNAL, "runner returned nothing"))
-        return outcome
+        return lambda: runner(invocation, self.ctx)
+
+    def _start_task(self) -> Callable[[], Coroutine[Any, Any, RunnerOutcome]] | RunnerOutcome:
+        call, host = self.decoded.task_call, self.deps.task_host
+        assert call is not None
+        if host is None:
+            return failed(
+                ClassifiedError.of(
+                    ErrorType.INVALID_INPUT,
+                    f"task {call.task[:128]}: this executor hosts no Python app; run its app "
+                    "with `conveyor worker module:app` (docs/sdk.md)",
+                )
+            )
+        correlation = self.leased.work_order.correlation_id
+        return lambda: host.run(call, self.ctx, correlation, self.deps.clock.now())
 
     async def _run_runner(
-        self, runner: Runner, invocation: job_pb2.JobInvocation
+        self, start: Callable[[], Coroutine[Any, Any, RunnerOutcome]]
     ) -> RunnerOutcome | None:
         """The runner's outcome; None when it had to be cancelled after a stop request."""
-        task = asyncio.create_task(runner(invocation, self.ctx))
+        task = asyncio.create_task(start())
         stopped = asyncio.create_task(self.ctx.cancelled.wait())
         try:
             await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -323,6 +347,8 @@ class AttemptExecution:
         return (RunState.ABORTED if aborted else RunState.FAILED), run_state
 
     def _result(self, outcome: RunnerOutcome) -> types_pb2.Payload:
+        if outcome.result is not None:  # a Python task: its JSON return value
+            return types_pb2.Payload(data=outcome.result, content_type=RESULT_CONTENT_TYPE)
         result = job_pb2.JobResult(
             run=self.ref.name,
             work_found=outcome.work_found,

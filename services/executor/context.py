@@ -70,6 +70,10 @@ class AttemptContext:
         self._cancelled.set()
 
     async def report_progress(self, percent: float, message: str) -> None:
+        self.set_progress(percent, message)
+
+    def set_progress(self, percent: float, message: str) -> None:
+        """`report_progress` for callers without a coroutine (on the loop's thread)."""
         percent = min(100.0, max(0.0, float(percent)))
         self.progress = Progress(percent, message[:512], self._clock.now())
         self._hub.publish(self.ref, progress=self.progress)

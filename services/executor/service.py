@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from conveyor.common.v1 import job_pb2
@@ -38,8 +38,10 @@ from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.outbox import OUTBOX_CHANNEL, SqlExecutorOutbox
 from conveyor_executor.store.sql import SqlRunStore
+from conveyor_executor.tasks import TaskHost
 from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier
+from conveyor_sdk import App, AppError
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +89,12 @@ class ExecutorService:
         clock: Clock | None = None,
         runners: Mapping[str, Runner] | None = None,
         environ: Mapping[str, str] | None = None,
+        apps: Sequence[App] = (),
+        only_app_queues: bool = False,
     ) -> None:
         self.core = core
-        self.settings = s = settings or load(ExecutorSettings)
+        self.settings = s = hosting(settings or load(ExecutorSettings), apps, only_app_queues)
+        self.task_host = TaskHost(apps, s.concurrency) if apps else None
         self.clock = clock or SystemClock()
         self.coordination = coordination
         self.database_url = core.database_url_for(self.name)
@@ -118,6 +123,7 @@ class ExecutorService:
             runners=runners,
             webhook=WebhookNotifier(s.webhook_timeout_seconds, self.clock),
             identity=s.worker_identity or f"{socket.gethostname()}/{os.getpid()}",
+            task_host=self.task_host,
         )
         self.pool = WorkerPool(deps)
         self.engine = ExecutorEngine(
@@ -205,6 +211,8 @@ class ExecutorService:
         await self.drain()
         await self.outbox_notifier.close()
         await self.http_client.close()
+        if self.task_host is not None:
+            self.task_host.close()
         queue, self.queue = self.queue, None
         if queue is not None:
             await queue.close()
@@ -212,7 +220,30 @@ class ExecutorService:
         self._started = False
 
 
+def hosting(
+    settings: ExecutorSettings, apps: Sequence[App], only_app_queues: bool
+) -> ExecutorSettings:
+    """The settings of an executor hosting `apps`: it leases their namespace and queues
+    (and its configured queues too, in the same namespace, unless `only_app_queues`)."""
+    if not apps:
+        return settings
+    namespaces = {app.namespace for app in apps}
+    if len(namespaces) > 1:
+        raise AppError(f"one executor hosts apps of one namespace, not {sorted(namespaces)}")
+    (namespace,) = namespaces
+    queues = tuple(dict.fromkeys(q for app in apps for q in app.queues))
+    if not only_app_queues and namespace == settings.namespace:
+        queues = tuple(dict.fromkeys((*settings.queues, *queues)))
+    return settings.model_copy(update={"namespace": namespace, "queues": queues})
+
+
 def build(
-    core: CoreSettings, coordination: Coordination, clock: Clock | None = None
+    core: CoreSettings,
+    coordination: Coordination,
+    clock: Clock | None = None,
+    apps: Sequence[App] = (),
+    only_app_queues: bool = False,
 ) -> ExecutorService:
-    return ExecutorService(core, coordination, clock=clock)
+    return ExecutorService(
+        core, coordination, clock=clock, apps=apps, only_app_queues=only_app_queues
+    )

@@ -35,6 +35,7 @@ KIND_TO_PB = {
     RunKind.HTTP: pb.RUN_KIND_HTTP,
     RunKind.COMMAND: pb.RUN_KIND_COMMAND,
     RunKind.WORKFLOW: pb.RUN_KIND_WORKFLOW,
+    RunKind.TASK: pb.RUN_KIND_TASK,
     RunKind.UNKNOWN: pb.RUN_KIND_UNSPECIFIED,
 }
 

@@ -1,4 +1,8 @@
-"""Reading a work order's payload: a conveyor.common.v1.JobInvocation, or a classified error.
+"""Reading a work order's payload: a JobInvocation, a Python task call, or a classified error.
+
+A Python task's payload is the SDK's wire format (content type
+`application/vnd.conveyor.task+json`, conveyor_sdk._wire); its run records
+the task as its job, `namespaces/{namespace}/tasks/{task}`.
 
 Anything else (another content type, bytes that do not decode, a workflow
 target this executor cannot run yet) is a definite failure: invalid_input,
@@ -17,6 +21,7 @@ from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor_core.outbox import trace_id_of
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.model import RunKind, RunOrigin
+from conveyor_sdk._wire import TASK_CONTENT_TYPE, TaskCall, decode_call
 
 JOB_INVOCATION_CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobInvocation"
 JOB_RESULT_CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobResult"
@@ -36,6 +41,7 @@ class DecodedOrder:
     origin: RunOrigin
     invocation: job_pb2.JobInvocation | None
     error: ClassifiedError | None
+    task_call: TaskCall | None = None
 
 
 def decode_order(order: queue_pb.WorkOrder, max_bytes: int) -> DecodedOrder:
@@ -47,6 +53,8 @@ def decode_order(order: queue_pb.WorkOrder, max_bytes: int) -> DecodedOrder:
         trace_id=trace_id_of(order.traceparent),
     )
     payload = order.spec.payload
+    if _normalized(payload.content_type) == TASK_CONTENT_TYPE:
+        return _decode_task(order, base, max_bytes)
     if _normalized(payload.content_type) != _normalized(JOB_INVOCATION_CONTENT_TYPE):
         return DecodedOrder(
             base,
@@ -81,6 +89,37 @@ def decode_order(order: queue_pb.WorkOrder, max_bytes: int) -> DecodedOrder:
             _invalid("job invocation has no target: set target.http or target.command"),
         )
     return DecodedOrder(origin, invocation, None)
+
+
+def _decode_task(order: queue_pb.WorkOrder, base: RunOrigin, max_bytes: int) -> DecodedOrder:
+    data = order.spec.payload.data
+    origin = RunOrigin(
+        work_order=base.work_order,
+        kind=RunKind.TASK,
+        correlation_id=base.correlation_id,
+        trace_id=base.trace_id,
+    )
+    if len(data) > max_bytes:
+        return DecodedOrder(
+            origin,
+            None,
+            _invalid(
+                f"task call of {len(data)} bytes exceeds the limit of {max_bytes} "
+                "(CONVEYOR_EXECUTOR_MAX_INVOCATION_BYTES)"
+            ),
+        )
+    try:
+        call = decode_call(data)
+    except ValueError as exc:
+        return DecodedOrder(origin, None, _invalid(str(exc)[:500]))
+    named = RunOrigin(
+        work_order=base.work_order,
+        kind=RunKind.TASK,
+        job=f"namespaces/{order.namespace}/tasks/{call.task}"[:256],
+        correlation_id=base.correlation_id,
+        trace_id=base.trace_id,
+    )
+    return DecodedOrder(named, None, None, call)
 
 
 def origin_of(base: RunOrigin, invocation: job_pb2.JobInvocation) -> RunOrigin:

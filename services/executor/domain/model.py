@@ -36,6 +36,7 @@ class RunKind(enum.StrEnum):
     HTTP = "http"
     COMMAND = "command"
     WORKFLOW = "workflow"
+    TASK = "task"  # a Python task of a hosted app (conveyor.App)
     UNKNOWN = "unknown"  # the payload could not be read
 
 

@@ -69,6 +69,8 @@ class RunnerOutcome:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    #: The JSON result of a Python task (the order's result payload); None for jobs.
+    result: bytes | None = None
 
 
 class RunContext(Protocol):

@@ -130,6 +130,7 @@ def _typed(sql: str) -> TextClause:
 @functools.lru_cache(maxsize=256)  # built once per shape, not per call
 def lease_fifo_postgres(queue_count: int) -> TextClause:
     """Lease the first :limit eligible orders of one or more plain queues."""
+    candidates = ""
     if queue_count == 1:
         picked = f"""
             SELECT seq FROM queue_work_orders
@@ -139,15 +140,17 @@ def lease_fifo_postgres(queue_count: int) -> TextClause:
             FOR UPDATE SKIP LOCKED"""
     else:
         # One index scan per queue (each stops after :limit rows), merged by priority.
-        parts = " UNION ALL ".join(
-            f"""(SELECT seq, priority FROM queue_work_orders
+        # Each scan is its own CTE: PostgreSQL refuses FOR UPDATE inside UNION branches.
+        candidates = "".join(
+            f"""c{i} AS (SELECT seq, priority FROM queue_work_orders
                  WHERE {_ELIGIBLE.format(queue=f":q{i}")}
-                 ORDER BY priority DESC, seq LIMIT :limit FOR UPDATE SKIP LOCKED)"""
+                 ORDER BY priority DESC, seq LIMIT :limit FOR UPDATE SKIP LOCKED),"""
             for i in range(queue_count)
         )
-        picked = f"SELECT seq FROM ({parts}) AS c ORDER BY priority DESC, seq LIMIT :limit"
+        union = " UNION ALL ".join(f"SELECT seq, priority FROM c{i}" for i in range(queue_count))
+        picked = f"SELECT seq FROM ({union}) AS c ORDER BY priority DESC, seq LIMIT :limit"
     return _typed(f"""
-        WITH picked AS ({picked}),
+        WITH {candidates} picked AS ({picked}),
         leased AS (
             UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="LEAST")}
             FROM picked WHERE w.seq = picked.seq

@@ -61,6 +61,8 @@ class _RunKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunKind.Value
     RUN_KIND_HTTP: _RunKind.ValueType  # 1
     RUN_KIND_COMMAND: _RunKind.ValueType  # 2
     RUN_KIND_WORKFLOW: _RunKind.ValueType  # 3
+    RUN_KIND_TASK: _RunKind.ValueType  # 4
+    """A Python task of an app (conveyor.App), run by a worker hosting the app."""
 
 class RunKind(_RunKind, metaclass=_RunKindEnumTypeWrapper):
     """RunKind says what a run executes (the job target's kind)."""
@@ -69,6 +71,8 @@ RUN_KIND_UNSPECIFIED: RunKind.ValueType  # 0
 RUN_KIND_HTTP: RunKind.ValueType  # 1
 RUN_KIND_COMMAND: RunKind.ValueType  # 2
 RUN_KIND_WORKFLOW: RunKind.ValueType  # 3
+RUN_KIND_TASK: RunKind.ValueType  # 4
+"""A Python task of an app (conveyor.App), run by a worker hosting the app."""
 Global___RunKind: _TypeAlias = RunKind  # noqa: Y015
 
 @_typing.final
