@@ -66,7 +66,9 @@ def test_dockerfile_is_multi_stage() -> None:
     groups = stages(DOCKERFILE)
     assert len(groups) - 1 >= 2, "a builder stage and a runtime stage"
     builder_runs = " ".join(rest for keyword, rest in groups[1] if keyword == "RUN")
-    assert 'pip install ".[server]"' in builder_runs, "the builder installs the project (server extra)"
+    assert 'pip install ".[server]"' in builder_runs, (
+        "the builder installs the project (server extra)"
+    )
     final = groups[-1]
     copies = [rest for keyword, rest in final if keyword == "COPY"]
     assert any(rest.startswith("--from=") for rest in copies), "runtime copies the built venv"

@@ -55,7 +55,9 @@ async def flaky(key: str, failures: int) -> int:
     return ATTEMPTS[key]
 
 
-@app.task(retry=conveyor.Retry(max_attempts=5, initial_interval=0.01, non_retryable=(CardDeclined,)))
+@app.task(
+    retry=conveyor.Retry(max_attempts=5, initial_interval=0.01, non_retryable=(CardDeclined,))
+)
 async def decline(key: str) -> None:
     ATTEMPTS[key] += 1
     raise CardDeclined("card 4242 declined")
