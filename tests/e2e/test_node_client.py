@@ -87,3 +87,38 @@ async def test_a_node_client_submits_leases_completes_publishes_and_reads_errors
     assert foreign["code"] == "PERMISSION_DENIED"
     info = next(d for d in foreign["details"] if d["type"] == "google.rpc.ErrorInfo")
     assert info["metadata"]["namespace"] == "elsewhere"
+
+
+async def test_a_node_service_submits_a_python_task_by_name_and_reads_its_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import sdk_app
+
+    executable = node()
+    monkeypatch.setenv("CONVEYOR_EXECUTOR_LEASE_WAIT_SECONDS", "0.2")
+    hosting = {"apps": [sdk_app.app], "only_app_queues": True}
+    platform = Platform(
+        CoreSettings(data_dir=tmp_path), ["queue", "events", "executor"], hosting=hosting
+    )
+    port = await platform.start("127.0.0.1:0")
+    googleapis = Path(google.rpc.__path__[0]).parents[1]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            executable,
+            str(CLIENT.parent / "task.js"),
+            f"127.0.0.1:{port}",
+            str(ROOT / "protos"),
+            str(googleapis),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    finally:
+        await platform.stop(grace=0)
+    assert process.returncode == 0, stderr.decode()
+    assert json.loads(stdout) == {
+        "state": "WORK_ORDER_STATE_SUCCEEDED",
+        "content_type": "application/json",
+        "result": 42,
+    }
