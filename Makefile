@@ -46,6 +46,7 @@ lint: venv $(BUF)
 ## bench: throughput and latency benchmarks on PostgreSQL (see docs/benchmarks.md)
 bench: venv
 	$(PY) -m tests.bench.run
+	$(PY) -m tests.bench.sdk_tasks
 
 clean:
 	rm -rf $(VENV) .tools data .bench
