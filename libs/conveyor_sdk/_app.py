@@ -58,7 +58,7 @@ class Task(Generic[P, R]):
         self.wants_context = bool(params) and (
             params[0].name == "ctx" or params[0].annotation in (TaskContext, "TaskContext")
         )
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -107,7 +107,7 @@ class App:
         concurrency_key: ConcurrencyKey = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(
+    def task(  # type: ignore[misc]  # mypy misreads the positional-only fn against overload 2
         self,
         fn: Callable[..., Any] | None = None,
         /,

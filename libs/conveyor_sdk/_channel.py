@@ -8,11 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
-
-try:  # trace context joins the caller's trace when OpenTelemetry is in use
-    from opentelemetry import propagate as _propagate
-except ImportError:  # pragma: no cover - opentelemetry-api is a dependency
-    _propagate = None
+from opentelemetry import propagate  # trace context: calls join the caller's trace
 
 CORRELATION_METADATA_KEY = "x-correlation-id"
 
@@ -28,10 +24,9 @@ class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClient
             metadata.append(("authorization", f"Bearer {self._token}"))
         if CORRELATION_METADATA_KEY not in keys:
             metadata.append((CORRELATION_METADATA_KEY, uuid.uuid4().hex))
-        if _propagate is not None:
-            carrier: dict[str, str] = {}
-            _propagate.inject(carrier)
-            metadata += [(k, v) for k, v in carrier.items() if k not in keys]
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata += [(k, v) for k, v in carrier.items() if k not in keys]
         return grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )

@@ -142,7 +142,7 @@ class TaskHandle(Generic[T]):
         if state is TaskState.SUCCEEDED:
             payload = order.result
             if payload.content_type != RESULT_CONTENT_TYPE:
-                return payload.data  # type: ignore[return-value]  # not a Python task's order
+                return payload.data  # type: ignore[no-any-return]  # not a Python task's order
             return from_json(json.loads(payload.data or b"null"), self._result_type)  # type: ignore[no-any-return]
         if state is TaskState.CANCELLED:
             raise TaskCancelled(f"{self.name} was cancelled")

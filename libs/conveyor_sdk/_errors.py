@@ -136,7 +136,7 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> ConveyorError:
     violations: list[FieldViolation] = []
     reason, correlation, metadata = "", "", {}
     try:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        status = rpc_status.from_call(error)
     except Exception:  # malformed trailers must not hide the error itself
         status = None
     for detail in status.details if status is not None else ():

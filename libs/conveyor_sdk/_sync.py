@@ -61,11 +61,12 @@ class SyncTaskHandle(Generic[T]):
 
     def watch(self, poll_interval: float = 0.25) -> Iterator[TaskStatus]:
         updates = self.handle.watch(poll_interval)
-        while True:
-            try:
-                yield self._runner.run(updates.__anext__())
-            except StopAsyncIteration:
-                return
+
+        async def next_update() -> TaskStatus | None:
+            return await anext(updates, None)
+
+        while (status := self._runner.run(next_update())) is not None:
+            yield status
 
 
 class SyncClient:
