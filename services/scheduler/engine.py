@@ -19,6 +19,7 @@ from conveyor_core.context import new_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.metrics import meter
+from conveyor_core.poison import record_poisoned
 from conveyor_scheduler import invocation
 from conveyor_scheduler.domain import planning, timing
 from conveyor_scheduler.domain.model import (
@@ -142,7 +143,7 @@ class SchedulerEngine:
             raise InvalidArgument(
                 FieldViolation("schedule.one_off.fire_time", "must not be in the past")
             )
-        due = None if slot is None else slot + timing.jitter_offset(uid, slot, policy.jitter)
+        due = None if slot is None else timing.fire_time(uid, slot, policy.jitter)
         return NewSchedule(uid, ref, spec, policy, slot, due, now)
 
     async def get_schedule(self, ref: ScheduleRef) -> Schedule:
@@ -170,11 +171,7 @@ class SchedulerEngine:
         slot = schedule.next_slot_at
         if slot is not None and slot < now and schedule.spec.kind is not ScheduleKind.ONE_OFF:
             slot = timing.first_slot_from(schedule.spec, now)
-        due = (
-            None
-            if slot is None
-            else (slot + timing.jitter_offset(schedule.uid, slot, schedule.policy.jitter))
-        )
+        due = None if slot is None else timing.fire_time(schedule.uid, slot, schedule.policy.jitter)
         resumed = await self.store.schedule_set_paused(ref, False, ScheduleTiming(slot, due), now)
         await self._wake()
         return resumed
@@ -186,7 +183,7 @@ class SchedulerEngine:
         start = start or self.clock.now()
         slots = timing.slots_in(schedule.spec, start, start + PREVIEW_HORIZON, count)
         jitter = schedule.policy.jitter
-        return [slot + timing.jitter_offset(schedule.uid, slot, jitter) for slot in slots]
+        return [timing.fire_time(schedule.uid, slot, jitter) for slot in slots]
 
     # -- manual fires ------------------------------------------------------------------
 
@@ -263,7 +260,14 @@ class SchedulerEngine:
             return self._plan(due, fencing_token)
 
         params = FireTickParams(
-            self.clock.now(), self.settings.fire_batch_size, lease_name, fencing_token, plan
+            self.clock.now(),
+            self.settings.fire_batch_size,
+            lease_name,
+            fencing_token,
+            plan,
+            poisoned=lambda item, error: record_poisoned(
+                "scheduler", "fire_tick", f"schedule {item}", error, "paused"
+            ),
         )
         written = await self.store.fire_tick(params)
         self._after_commit(written)

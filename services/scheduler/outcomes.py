@@ -140,7 +140,7 @@ class OutcomeTracker:
         slot = fire.slot_at + step.interval
         if step.level == 0:  # back on the grid of the schedule as written
             slot = timing.next_slot_after(spec, fire.slot_at) or slot
-        due = slot + timing.jitter_offset(schedule.uid, slot, schedule.policy.jitter)
+        due = timing.fire_time(schedule.uid, slot, schedule.policy.jitter)
         decision = NewDecision(schedule.uid, fire.id, "backoff", due, step.level, step.reason)
         return ScheduleTiming(slot, due, backoff_level=step.level), decision
 

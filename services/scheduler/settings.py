@@ -10,6 +10,12 @@ class SchedulerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CONVEYOR_SCHEDULER_", frozen=True, extra="ignore")
 
     min_interval_seconds: float = Field(1.0, gt=0, description="Shortest interval schedule.")
+    max_interval_seconds: float = Field(
+        366 * 24 * 3600 * 10,
+        gt=0,
+        le=366 * 24 * 3600 * 1000,
+        description="Longest interval schedule (10 years): slots must stay inside year 9999.",
+    )
     max_endpoints_per_job: int = Field(32, ge=1, description="HTTP endpoints in one job.")
     max_job_definition_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest serialized job definition."

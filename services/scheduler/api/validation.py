@@ -6,9 +6,12 @@ violations of a request are reported together.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from urllib.parse import urlsplit
+
+from google.protobuf import duration_pb2
 
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
@@ -102,10 +105,18 @@ def check_job(job: pb.Job, settings: SchedulerSettings, field: str = "job") -> N
 
 def _retry(policy: types_pb2.RetryPolicy, field: str) -> list[FieldViolation]:
     problems = []
-    if policy.backoff_coefficient and policy.backoff_coefficient < 1:
-        problems.append(FieldViolation(f"{field}.backoff_coefficient", "must be >= 1"))
-    if not 0 <= policy.jitter <= 1:
-        problems.append(FieldViolation(f"{field}.jitter", "must be in [0, 1]"))
+    coefficient = policy.backoff_coefficient
+    if not math.isfinite(coefficient) or (coefficient and coefficient < 1):
+        problems.append(
+            FieldViolation(
+                f"{field}.backoff_coefficient",
+                f"must be a finite number >= 1 (0: the default), got {coefficient!r}",
+            )
+        )
+    if not 0 <= policy.jitter <= 1:  # NaN fails both comparisons
+        problems.append(
+            FieldViolation(f"{field}.jitter", f"must be in [0, 1], got {policy.jitter!r}")
+        )
     if policy.maximum_attempts < 0:
         problems.append(FieldViolation(f"{field}.maximum_attempts", "must not be negative"))
     for name in ("initial_interval", "maximum_interval"):
@@ -187,14 +198,7 @@ def check_schedule(schedule: pb.Schedule, settings: SchedulerSettings, field: st
     if kind is None:
         problems.append(FieldViolation(field, "required: interval, cron, one_off or on_event"))
     elif kind == "interval":
-        every = schedule.interval.every.ToTimedelta()
-        if every < timedelta(seconds=settings.min_interval_seconds):
-            problems.append(
-                FieldViolation(
-                    f"{field}.interval.every",
-                    f"must be at least {settings.min_interval_seconds}s (the minimum interval)",
-                )
-            )
+        problems += _every(schedule.interval.every, settings, f"{field}.interval.every")
     elif kind == "cron":
         zone = schedule.cron.time_zone or "UTC"
         zone_problem = timing.check_time_zone(zone)
@@ -218,6 +222,30 @@ def check_schedule(schedule: pb.Schedule, settings: SchedulerSettings, field: st
         problems.append(FieldViolation(f"{field}.catch_up_window", "must not be negative"))
     if problems:
         raise InvalidArgument(problems)
+
+
+def _every(
+    every: duration_pb2.Duration, settings: SchedulerSettings, field: str
+) -> list[FieldViolation]:
+    """An interval between the minimum and the maximum (CONVEYOR_SCHEDULER_MAX_INTERVAL_SECONDS)."""
+    seconds = every.seconds + every.nanos / 1e9
+    if seconds < settings.min_interval_seconds:
+        return [
+            FieldViolation(
+                field,
+                f"must be at least {settings.min_interval_seconds}s (the minimum interval), "
+                f"got {seconds:g}s",
+            )
+        ]
+    if seconds > settings.max_interval_seconds:
+        return [
+            FieldViolation(
+                field,
+                f"must be at most {settings.max_interval_seconds:g}s (max_interval_seconds, "
+                f"CONVEYOR_SCHEDULER_MAX_INTERVAL_SECONDS), got {seconds:g}s",
+            )
+        ]
+    return []
 
 
 def _event(spec: pb.EventSpec, settings: SchedulerSettings, field: str) -> list[FieldViolation]:

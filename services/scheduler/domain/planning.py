@@ -115,9 +115,7 @@ def plan_due(
     decisions += overlap
     next_fire = None
     if due.next_slot is not None:
-        next_fire = due.next_slot + timing.jitter_offset(
-            schedule.uid, due.next_slot, schedule.policy.jitter
-        )
+        next_fire = timing.fire_time(schedule.uid, due.next_slot, schedule.policy.jitter)
     return SchedulePlan(decisions, due.next_slot, next_fire, due.missed_unrecorded, cancels)
 
 

@@ -42,8 +42,28 @@ def jitter_offset(schedule_uid: uuid.UUID, slot: datetime, jitter: timedelta) ->
     return timedelta(microseconds=int(jitter / timedelta(microseconds=1) * fraction))
 
 
+def fire_time(schedule_uid: uuid.UUID, slot: datetime, jitter: timedelta) -> datetime:
+    """When `slot` fires: the slot plus its jitter offset (the slot itself past year 9999)."""
+    try:
+        return slot + jitter_offset(schedule_uid, slot, jitter)
+    except OverflowError:
+        return slot
+
+
 def next_slot_after(spec: ScheduleSpec, after: datetime) -> datetime | None:
-    """The first slot strictly after `after`; None when the schedule has no more."""
+    """The first slot strictly after `after`; None when the schedule has no more.
+
+    A slot past the last representable instant (year 9999) is no slot: a stored
+    schedule whose interval validation would refuse today (say 10^12 s) ends
+    instead of raising in every tick.
+    """
+    try:
+        return _next_slot_after(spec, after)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _next_slot_after(spec: ScheduleSpec, after: datetime) -> datetime | None:
     if spec.kind is ScheduleKind.INTERVAL:
         assert spec.every is not None and spec.anchor is not None
         steps = (after - spec.anchor) // spec.every + 1
@@ -58,7 +78,11 @@ def next_slot_after(spec: ScheduleSpec, after: datetime) -> datetime | None:
 
 def first_slot_from(spec: ScheduleSpec, start: datetime) -> datetime | None:
     """The first slot at or after `start`."""
-    return next_slot_after(spec, start - timedelta(microseconds=1))
+    try:
+        before = start - timedelta(microseconds=1)
+    except OverflowError:
+        return None
+    return next_slot_after(spec, before)
 
 
 def slots_in(spec: ScheduleSpec, start: datetime, end: datetime, limit: int) -> list[datetime]:
@@ -166,5 +190,8 @@ def _skip_missed(
     if spec.kind is ScheduleKind.INTERVAL:
         assert spec.every is not None
         steps = max(1, -((slot - horizon) // spec.every))
-        return slot + steps * spec.every, steps
+        try:
+            return slot + steps * spec.every, steps
+        except OverflowError:
+            return None, steps
     return next_slot_after(spec, slot), 1

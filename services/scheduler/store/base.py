@@ -107,11 +107,21 @@ class FirePlan:
 
 @dataclass(frozen=True, slots=True)
 class FireTickParams:
+    """One firing tick.
+
+    Attributes:
+        plan: the engine's decision for one due schedule.
+        poisoned: told of each due schedule that cannot be fired (its row cannot be
+            read, `plan` raised, or its writes fail); the store then pauses it and
+            records a "quarantined" policy decision with the cause, and fires the rest.
+    """
+
     now: datetime
     limit: int
     lease_name: str
     fencing_token: int
     plan: Callable[[DueSchedule], FirePlan]
+    poisoned: Callable[[str, BaseException], None] = lambda item, error: None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ and the queue dedups by the idempotency key).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_to_micros, to_micros
+from conveyor_core.poison import describe, is_transient
 from conveyor_scheduler.domain.model import Fire, FireOutcome, ScheduleRef
 from conveyor_scheduler.store import rows
 from conveyor_scheduler.store.base import (
@@ -51,7 +53,10 @@ from conveyor_scheduler.store.tables import (
     submit_outbox,
 )
 
+log = logging.getLogger(__name__)
 f, s, o = fires.c, schedules.c, submit_outbox.c
+#: Policy of the decision recorded when a schedule is paused because it cannot be fired.
+QUARANTINED = "quarantined"
 ACTIVE = [FireOutcome.PENDING.value, FireOutcome.SUBMITTED.value, FireOutcome.RUNNING.value]
 WAITING = [*ACTIVE, FireOutcome.BUFFERED.value]
 
@@ -114,40 +119,127 @@ class FiringQueries:
     # -- firing ------------------------------------------------------------------------
 
     async def fire_tick(self, params: FireTickParams) -> list[FireWrite]:
+        """Fire one batch of due schedules in one transaction.
+
+        A schedule that cannot be fired (unreadable row, planning raised) is paused
+        in that same transaction (`params.poisoned` is told). Should the batch's
+        writes fail anyway, the due schedules are fired one transaction each, so
+        the one whose writes fail is found, paused, and the others fire.
+        """
+        try:
+            return await self._tick(params)
+        except FencingTokenStale:
+            raise
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.warning("firing batch failed (%s): firing schedule by schedule", describe(error))
+        return await self._tick_each(params)
+
+    async def _tick(self, params: FireTickParams, only: uuid.UUID | None = None) -> list[FireWrite]:
         now_us = to_micros(params.now)
         async with self._engine.begin() as conn:
-            statement = (
-                select(schedules)
-                .where(s.paused.is_(False), s.next_fire_at <= now_us)
-                .order_by(s.next_fire_at)
-                .limit(params.limit)
-            )
+            statement = select(schedules).where(s.paused.is_(False), s.next_fire_at <= now_us)
+            if only is not None:
+                statement = statement.where(s.uid == only)
+            statement = statement.order_by(s.next_fire_at).limit(params.limit)
             if self._postgres:
                 statement = statement.with_for_update(skip_locked=True)
             due_rows = [r._mapping for r in await conn.execute(statement)]
             if not due_rows:
                 return []  # nothing to fire: no write, so an idle leader costs one read a tick
             await self._check_fencing(conn, params.lease_name, params.fencing_token)
-            due = await self._load_due(conn, [rows.schedule_from_row(r) for r in due_rows])
-            plans = [(d.schedule.uid, params.plan(d)) for d in due]
+            poisoned: dict[uuid.UUID, tuple[str, BaseException]] = {}
+            readable = []
+            for row in due_rows:
+                try:
+                    readable.append(rows.schedule_from_row(row))
+                except Exception as error:
+                    poisoned[row["uid"]] = (_row_name(row), error)
+            due = await self._load_due(conn, readable) if readable else []
+            plans = []
+            for d in due:
+                try:
+                    plans.append((d.schedule.uid, params.plan(d)))
+                except Exception as error:
+                    poisoned[d.schedule.uid] = (d.schedule.ref.name, error)
             writes = [w for _, plan in plans for w in plan.writes]
             writes = await self._write_fires(conn, writes, params.fencing_token, now_us)
             cancels = [c for _, plan in plans for c in plan.cancels]
             await self._write_cancels(conn, cancels, params.fencing_token, now_us)
-            await conn.execute(
-                UPDATE_TIMING,
-                [
-                    {
-                        "b_uid": uid,
-                        "b_slot": opt_to_micros(plan.timing.next_slot_at),
-                        "b_fire": opt_to_micros(plan.timing.next_fire_at),
-                        "b_endpoints": list(plan.timing.next_endpoints or ()),
-                        "b_now": now_us,
-                    }
-                    for uid, plan in plans
-                ],
-            )
+            if plans:
+                await conn.execute(
+                    UPDATE_TIMING,
+                    [
+                        {
+                            "b_uid": uid,
+                            "b_slot": opt_to_micros(plan.timing.next_slot_at),
+                            "b_fire": opt_to_micros(plan.timing.next_fire_at),
+                            "b_endpoints": list(plan.timing.next_endpoints or ()),
+                            "b_now": now_us,
+                        }
+                        for uid, plan in plans
+                    ],
+                )
+            if poisoned:
+                await self._quarantine(conn, params, poisoned, now_us)
         return writes
+
+    async def _tick_each(self, params: FireTickParams) -> list[FireWrite]:
+        """The fallback of a failed batch: each due schedule in its own transaction."""
+        statement = (
+            select(s.uid, s.namespace, s.job_id, s.schedule_id)
+            .where(s.paused.is_(False), s.next_fire_at <= to_micros(params.now))
+            .order_by(s.next_fire_at)
+            .limit(params.limit)
+        )
+        async with self._engine.connect() as conn:
+            due = list(await conn.execute(statement))
+        written: list[FireWrite] = []
+        for row in due:
+            try:
+                written += await self._tick(params, only=row.uid)
+            except FencingTokenStale:
+                raise
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                async with self._engine.begin() as conn:
+                    poisoned = {row.uid: (_row_name(row._mapping), error)}
+                    await self._quarantine(conn, params, poisoned, to_micros(params.now))
+        return written
+
+    async def _quarantine(
+        self,
+        conn: AsyncConnection,
+        params: FireTickParams,
+        poisoned: dict[uuid.UUID, tuple[str, BaseException]],
+        now_us: int,
+    ) -> None:
+        """Pause poisoned schedules, each with a "quarantined" decision giving the cause."""
+        for name, error in poisoned.values():
+            params.poisoned(name, error)
+        await conn.execute(
+            update(schedules)
+            .where(s.uid.in_(list(poisoned)))
+            .values(paused=True, updated_at=now_us)
+        )
+        await conn.execute(
+            insert(policy_decisions),
+            [
+                {
+                    "schedule_uid": uid,
+                    "fire_id": None,
+                    "policy": QUARANTINED,
+                    "next_fire_at": None,
+                    "backoff_level": 0,
+                    "reason": f"paused: the schedule could not be fired ({describe(error)})",
+                    "details": {},
+                    "created_at": now_us,
+                }
+                for uid, (_, error) in poisoned.items()
+            ],
+        )
 
     async def _check_fencing(self, conn: AsyncConnection, name: str, token: int) -> None:
         dialect = postgresql if self._postgres else sqlite
@@ -434,6 +526,10 @@ class FiringQueries:
             )
             if submits:
                 await conn.execute(MARK_SUBMITTED, [_submitted(d, now_us) for d in submits])
+
+
+def _row_name(row: Any) -> str:
+    return f"namespaces/{row['namespace']}/jobs/{row['job_id']}/schedules/{row['schedule_id']}"
 
 
 def _submitted(delivery: Delivery, now_us: int) -> dict[str, Any]:

@@ -1,0 +1,156 @@
+"""One bad schedule never stops the firing tick: it is refused at the edge, and a bad row
+planted in the database (bypassing validation) is paused with its cause while the others fire."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import grpc
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from sqlalchemy import text
+
+from conveyor.scheduler.v1 import messages_pb2 as pb
+from conveyor.scheduler.v1 import service_pb2 as rpc
+from conveyor_core.grpc import rich_error_details
+from tests.helpers.journal import eventually
+from tests.helpers.metrics import metric_value
+from tests.helpers.scheduler import SchedulerEnv, http_job, interval
+
+POISONED = "conveyor.scheduler.poisoned_items"
+ALLOW_ALL = pb.OVERLAP_POLICY_ALLOW_ALL
+
+
+async def test_an_interval_past_the_maximum_is_refused_naming_field_value_and_limit(
+    env: SchedulerEnv,
+) -> None:
+    await env.create_job()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.create_schedule(interval(10**12, paused=True))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    violations = dict(rich_error_details(info.value).field_violations)
+    description = violations["schedule.interval.every"]
+    assert "1e+12s" in description and "CONVEYOR_SCHEDULER_MAX_INTERVAL_SECONDS" in description
+
+
+@pytest.mark.parametrize("field", ["backoff_coefficient", "jitter"])
+async def test_a_job_retry_policy_with_nan_is_refused(env: SchedulerEnv, field: str) -> None:
+    job = http_job()
+    setattr(job.retry_policy, field, float("nan"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await env.create_job(job=job)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    violations = dict(rich_error_details(info.value).field_violations)
+    assert f"job.retry_policy.{field}" in violations
+
+
+async def _fired(env: SchedulerEnv, schedule: str, count: int) -> bool:
+    return len([f for f in await env.fires(schedule) if f.kind == pb.FIRE_KIND_SCHEDULED]) >= count
+
+
+async def _two_schedules(env: SchedulerEnv) -> tuple[pb.Schedule, pb.Schedule]:
+    await env.create_job()
+    good = await env.create_schedule(interval(60, overlap_policy=ALLOW_ALL), "good")
+    bad = await env.create_schedule(interval(60, overlap_policy=ALLOW_ALL), "bad")
+    await eventually(lambda: _fired(env, good.name, 1))
+    await eventually(lambda: _fired(env, bad.name, 1))
+    return good, bad
+
+
+async def _execute(env: SchedulerEnv, sql: str, **params: object) -> None:
+    async with env.service.engine_db.begin() as conn:
+        await conn.execute(text(sql), params)
+
+
+async def test_a_stored_interval_of_a_trillion_seconds_ends_and_the_others_fire(
+    env: SchedulerEnv,
+) -> None:
+    good, bad = await _two_schedules(env)
+    spec = (
+        '{"every_us": 1000000000000000000, "anchor_us": 1893456000000000, "cron": "", '
+        '"time_zone": "", "fire_at_us": null, "topic": "", "debounce_us": 0}'
+    )
+    await _execute(
+        env,
+        "UPDATE scheduler_schedules SET spec = :spec WHERE schedule_id = 'bad'",
+        spec=spec,
+    )
+    for n in (2, 3):
+        env.clock.advance(timedelta(seconds=60))
+        await eventually(lambda n=n: _fired(env, good.name, n))
+    got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=bad.name))
+    assert not got.schedule.HasField("next_fire_time")  # its next slot is past year 9999
+
+
+async def test_a_schedule_that_cannot_be_planned_is_paused_with_its_cause(
+    env: SchedulerEnv, metric_reader: InMemoryMetricReader
+) -> None:
+    before = metric_value(metric_reader, POISONED, {"loop": "fire_tick"})
+    good, bad = await _two_schedules(env)
+    # An interval of zero (validation refuses it): dividing by it raises in planning.
+    await _execute(
+        env,
+        "UPDATE scheduler_schedules SET spec = :spec WHERE schedule_id = 'bad'",
+        spec='{"every_us": 0, "anchor_us": 1893456000000000, "cron": "", "time_zone": "", '
+        '"fire_at_us": null, "topic": "", "debounce_us": 0}',
+    )
+    for n in (2, 3):
+        env.clock.advance(timedelta(seconds=60))
+        await eventually(lambda n=n: _fired(env, good.name, n))
+    got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=bad.name))
+    assert got.schedule.paused
+    decisions = await env.stub.ListPolicyDecisions(rpc.ListPolicyDecisionsRequest(parent=bad.name))
+    quarantined = [d for d in decisions.decisions if d.policy == "quarantined"]
+    assert len(quarantined) == 1 and "ZeroDivisionError" in quarantined[0].reason
+    assert metric_value(metric_reader, POISONED, {"loop": "fire_tick"}) == before + 1
+
+
+async def test_an_unreadable_schedule_row_is_paused_and_the_others_fire(env: SchedulerEnv) -> None:
+    good, _bad = await _two_schedules(env)
+    await _execute(env, "UPDATE scheduler_schedules SET kind = 'bogus' WHERE schedule_id = 'bad'")
+    env.clock.advance(timedelta(seconds=60))
+    await eventually(lambda: _fired(env, good.name, 2))
+    await eventually(lambda: _paused(env, "bad"))
+
+
+async def _paused(env: SchedulerEnv, schedule_id: str) -> bool:
+    async with env.service.engine_db.connect() as conn:
+        statement = "SELECT paused FROM scheduler_schedules WHERE schedule_id = :id"
+        return bool((await conn.execute(text(statement), {"id": schedule_id})).scalar_one())
+
+
+async def test_a_schedule_whose_fire_the_database_refuses_is_paused_and_the_others_fire(
+    env: SchedulerEnv,
+) -> None:
+    """The batch's writes fail: the tick falls back to one transaction per schedule."""
+    good, bad = await _two_schedules(env)
+    await _refuse_fires_of(env, bad)
+    for n in (2, 3):
+        env.clock.advance(timedelta(seconds=60))
+        await eventually(lambda n=n: _fired(env, good.name, n))
+    await eventually(lambda: _paused(env, "bad"))
+    assert not await _paused(env, "good")
+
+
+async def _refuse_fires_of(env: SchedulerEnv, schedule: pb.Schedule) -> None:
+    """A trigger that refuses every new fire row of `schedule` (as a broken row would)."""
+    uid = uuid.UUID(schedule.uid)
+    if env.service.engine_db.dialect.name == "postgresql":
+        await _execute(
+            env,
+            "CREATE FUNCTION refuse_fire() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.schedule_uid = '{uid}' THEN RAISE EXCEPTION 'poisoned' "
+            "USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        )
+        await _execute(
+            env,
+            "CREATE TRIGGER refuse_fire BEFORE INSERT ON scheduler_fires "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_fire()",
+        )
+    else:
+        await _execute(
+            env,
+            "CREATE TRIGGER refuse_fire BEFORE INSERT ON scheduler_fires "
+            f"WHEN NEW.schedule_uid = '{uid.hex}' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
