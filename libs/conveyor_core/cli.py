@@ -156,7 +156,7 @@ def _hosting(args: argparse.Namespace) -> dict[str, Any] | None:
 def _worker_settings(core: CoreSettings, address: str, listen: str) -> CoreSettings:
     """A worker calls the platform at `address` unless its peers are configured."""
     update: dict[str, Any] = {"listen_address": listen}
-    for field in ("queue_address", "events_address", "journal_address"):
+    for field in ("queue_address", "events_address", "journal_address", "scheduler_address"):
         if not getattr(core, field):
             update[field] = address
     return core.model_copy(update=update)

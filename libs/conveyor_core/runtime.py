@@ -62,7 +62,11 @@ SERVICES: dict[str, str] = {
 
 
 # Peer service name -> the CoreSettings field holding its address.
-PEERS: dict[str, str] = {"queue": "queue_address", "events": "events_address"}
+PEERS: dict[str, str] = {
+    "queue": "queue_address",
+    "events": "events_address",
+    "scheduler": "scheduler_address",
+}
 
 
 class HostedService(Protocol):
@@ -116,9 +120,7 @@ class Platform:
             core = core.model_copy(update={"peer_token": SecretStr(self._internal_token)})
         self.core = core
         self.coordination = coordination or coordination_from(core)
-        self.services = [
-            build_service(n, core, self.coordination, clock, hosting) for n in names
-        ]
+        self.services = [build_service(n, core, self.coordination, clock, hosting) for n in names]
         self.server: GrpcServer | None = None
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None

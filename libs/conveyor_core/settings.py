@@ -84,6 +84,12 @@ class CoreSettings(BaseSettings):
         description="host:port of the event store (topics, pending counts) for the scheduler "
         "and executor. Empty: the event store hosted in the same process.",
     )
+    scheduler_address: str = Field(
+        "",
+        description="host:port of the scheduler, where executors hosting workflows register "
+        "their producer schedules and consumer triggers. Empty: the scheduler hosted in the "
+        "same process.",
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
@@ -138,7 +144,13 @@ class CoreSettings(BaseSettings):
     def _host_port(cls, value: str) -> str:
         return _check_host_port(value)
 
-    @field_validator("journal_address", "queue_address", "events_address", "health_listen_address")
+    @field_validator(
+        "journal_address",
+        "queue_address",
+        "events_address",
+        "scheduler_address",
+        "health_listen_address",
+    )
     @classmethod
     def _optional_host_port(cls, value: str) -> str:
         return _check_host_port(value) if value else value

@@ -18,7 +18,7 @@ and protobuf. See docs/sdk.md.
 
 from conveyor_sdk._app import App, AppError, Task, TaskOptions, load_app
 from conveyor_sdk._client import Client, TaskHandle, TaskState, TaskStatus
-from conveyor_sdk._context import TaskContext, Usage
+from conveyor_sdk._context import HandlerContext, TaskContext, Usage
 from conveyor_sdk._errors import (
     AlreadyExists,
     Cancelled,
@@ -42,8 +42,28 @@ from conveyor_sdk._errors import (
 from conveyor_sdk._options import Retry
 from conveyor_sdk._sync import SyncClient, SyncTaskHandle
 from conveyor_sdk._wire import RESULT_CONTENT_TYPE, TASK_CONTENT_TYPE
+from conveyor_sdk._workflow import (
+    KEEP_STATE,
+    NO_MUTATION,
+    Consumer,
+    Event,
+    MutationFailed,
+    MutationInfo,
+    MutationResult,
+    Produce,
+    Producer,
+    Reconciled,
+    ReservedEvent,
+    Schedule,
+    Workflow,
+    cron,
+    every,
+    once,
+)
 
 __all__ = [
+    "KEEP_STATE",
+    "NO_MUTATION",
     "RESULT_CONTENT_TYPE",
     "TASK_CONTENT_TYPE",
     "AlreadyExists",
@@ -51,18 +71,29 @@ __all__ = [
     "AppError",
     "Cancelled",
     "Client",
+    "Consumer",
     "ConveyorError",
     "DeadlineExceeded",
+    "Event",
     "FailedPrecondition",
     "FieldViolation",
+    "HandlerContext",
     "Internal",
     "InvalidArgument",
+    "MutationFailed",
+    "MutationInfo",
+    "MutationResult",
     "NonRetryable",
     "NotFound",
     "PermissionDenied",
+    "Produce",
+    "Producer",
+    "Reconciled",
+    "ReservedEvent",
     "ResourceExhausted",
     "ResultTimeout",
     "Retry",
+    "Schedule",
     "SyncClient",
     "SyncTaskHandle",
     "Task",
@@ -77,5 +108,9 @@ __all__ = [
     "Unavailable",
     "Usage",
     "VersionConflict",
+    "Workflow",
+    "cron",
+    "every",
     "load_app",
+    "once",
 ]

@@ -1,4 +1,4 @@
-"""An app: a namespace and the tasks its code defines.
+"""An app: a namespace and the tasks and workflows its code defines.
 
 Decorators only register: nothing runs at import time. A worker loads the app
 (`load_app("billing.app:app")`), validates it, and leases only its queues.
@@ -16,6 +16,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from conveyor_sdk._context import TaskContext
 from conveyor_sdk._options import DurationLike, Retry, seconds_of
+from conveyor_sdk._workflow import Workflow
 
 __all__ = ["App", "AppError", "Task", "TaskOptions", "load_app"]
 
@@ -23,6 +24,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 _NAMES = {
     "namespace": re.compile(r"[a-z][a-z0-9-]{0,62}", re.ASCII),
+    "workflow": re.compile(r"[a-z][a-z0-9_-]{0,62}", re.ASCII),
     "queue": re.compile(r"[a-z][a-z0-9._-]{0,127}", re.ASCII),
 }
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}", re.ASCII)
@@ -91,6 +93,35 @@ class App:
         self.default_queue = queue
         self.version = version
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.workflows: dict[str, Workflow] = {}
+
+    def workflow(
+        self,
+        name: str,
+        *,
+        queue: str = "workflows",
+        iteration_budget: int = 20,
+        cost_budget_usd: float | None = None,
+    ) -> Workflow:
+        """A workflow of this app: register producers and consumers on what it returns.
+
+        Args:
+            name: its id in the namespace.
+            queue: the queue its sessions run on.
+            iteration_budget: consumer runs per session; more work continues in a new session.
+            cost_budget_usd: a session stops once its handlers recorded this much cost.
+        """
+        _check_name("workflow", name)
+        _check_name("queue", queue)
+        if name in self.workflows:
+            raise AppError(f"app {self.namespace!r} already has a workflow named {name!r}")
+        if not isinstance(iteration_budget, int) or not 1 <= iteration_budget <= 10_000:
+            raise AppError(f"iteration_budget must be 1..10000, got {iteration_budget!r}")
+        if cost_budget_usd is not None and not 0 < cost_budget_usd < float("inf"):
+            raise AppError(f"cost_budget_usd must be positive, got {cost_budget_usd!r}")
+        workflow = Workflow(self, name, queue, iteration_budget, cost_budget_usd)
+        self.workflows[name] = workflow
+        return workflow
 
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
@@ -160,13 +191,17 @@ class App:
 
     @property
     def queues(self) -> tuple[str, ...]:
-        """The queues of this app's tasks, in order of first use."""
-        return tuple(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+        """The queues of this app's tasks and workflows, in order of first use."""
+        queues = [t.options.queue for t in self.tasks.values()]
+        queues += [w.queue for w in self.workflows.values()]
+        return tuple(dict.fromkeys(queues))
 
     def validate(self) -> None:
         """Raise AppError when the app cannot be hosted (a worker calls it before leasing)."""
-        if not self.tasks:
-            raise AppError(f"app {self.namespace!r} defines no tasks: nothing to run")
+        if not self.tasks and not self.workflows:
+            raise AppError(f"app {self.namespace!r} defines no tasks or workflows: nothing to run")
+        for workflow in self.workflows.values():
+            workflow.validate()
 
 
 def _check_name(what: str, value: str) -> None:

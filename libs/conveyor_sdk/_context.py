@@ -12,12 +12,13 @@ import asyncio
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor_sdk._errors import TaskCancelled
 
-__all__ = ["TaskContext", "Usage"]
+__all__ = ["HandlerContext", "TaskContext", "Usage"]
 
 
 @dataclass
@@ -112,3 +113,35 @@ class TaskContext:
 
     def _cancel(self) -> None:
         self._cancelled.set()
+
+
+class HandlerContext(TaskContext):
+    """What a workflow handler sees (producer, or a consumer's phases).
+
+    Attributes (besides TaskContext's):
+        workflow, handler: the workflow and the handler's name.
+        handler_run: the handler run's resource name, namespaces/{ns}/handlerRuns/{id}.
+        session: the session's resource name.
+        events: a consumer's reserved events (conveyor.ReservedEvent); empty for producers.
+        code_version: the app's version running this phase.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflow: str,
+        handler: str,
+        handler_run_id: str,
+        session_id: str,
+        events: Sequence[Any],
+        code_version: str,
+        **base: Any,
+    ) -> None:
+        super().__init__(task=f"{workflow}.{handler}", **base)
+        self.workflow = workflow
+        self.handler = handler
+        self.handler_run_id = handler_run_id
+        self.handler_run = f"namespaces/{self.namespace}/handlerRuns/{handler_run_id}"
+        self.session = f"namespaces/{self.namespace}/sessions/{session_id}"
+        self.events = tuple(events)
+        self.code_version = code_version

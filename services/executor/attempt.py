@@ -30,7 +30,7 @@ from conveyor_executor.domain.invocation import (
     DecodedOrder,
     decode_order,
 )
-from conveyor_executor.domain.model import AttemptEnd, RunRef, RunState, Usage
+from conveyor_executor.domain.model import AttemptEnd, RunKind, RunRef, RunState, Usage
 from conveyor_executor.queue_client import QueueClient, lease_lost
 from conveyor_executor.recording import RunRecorder
 from conveyor_executor.runners.context import RunContext, RunnerOutcome
@@ -40,6 +40,7 @@ from conveyor_executor.store.base import AttemptFinish, AttemptStart, JournalDra
 from conveyor_executor.tasks import TaskHost
 from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier, mode_of
+from conveyor_executor.workflow.session import SessionRunner
 from conveyor_sdk import RESULT_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class AttemptDeps:
     webhook: WebhookNotifier
     identity: str
     task_host: TaskHost | None = None  # the Python apps this executor hosts
+    sessions: SessionRunner | None = None  # their workflows
 
 
 def failed(error: ClassifiedError, summary: str = "") -> RunnerOutcome:
@@ -169,7 +171,12 @@ class AttemptExecution:
     async def _outcome(self) -> RunnerOutcome:
         if self.decoded.error is not None:
             return failed(self.decoded.error)
-        start = self._start_task() if self.decoded.task_call else self._start_job()
+        if self.decoded.task_call:
+            start = self._start_task()
+        elif self.decoded.origin.kind is RunKind.WORKFLOW:
+            start = self._start_session()
+        else:
+            start = self._start_job()
         if isinstance(start, RunnerOutcome):
             return start
         outcome = await self._run_runner(start)
@@ -205,6 +212,26 @@ class AttemptExecution:
             )
         correlation = self.leased.work_order.correlation_id
         return lambda: host.run(call, self.ctx, correlation, self.deps.clock.now())
+
+    def _start_session(self) -> Callable[[], Coroutine[Any, Any, RunnerOutcome]] | RunnerOutcome:
+        invocation, sessions = self.decoded.invocation, self.deps.sessions
+        assert invocation is not None
+        target = invocation.target.workflow
+        if sessions is None:
+            return failed(
+                ClassifiedError.of(
+                    ErrorType.INVALID_INPUT,
+                    f"workflow {target.workflow[:128]}: this executor hosts no Python app; run "
+                    "the app defining it with `conveyor worker module:app` (docs/workflows.md)",
+                )
+            )
+        found = sessions.preflight(self.ref.namespace, target)
+        if isinstance(found, RunnerOutcome):
+            return found
+        order = self.leased.work_order
+        return lambda: sessions.run(
+            target, self.ctx, order.correlation_id, self.decoded.origin.trace_id
+        )
 
     async def _run_runner(
         self, start: Callable[[], Coroutine[Any, Any, RunnerOutcome]]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from conveyor.common.v1 import job_pb2
-from conveyor.executor.v1 import service_pb2_grpc
+from conveyor.executor.v1 import service_pb2_grpc, workflow_pb2_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
@@ -26,6 +26,11 @@ from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_executor.api.access import ACCESS
 from conveyor_executor.api.servicer import SERVICE_NAME, ExecutorServicer
+from conveyor_executor.api.workflow_servicer import (
+    WORKFLOW_ACCESS,
+    WORKFLOW_SERVICE_NAME,
+    WorkflowServicer,
+)
 from conveyor_executor.attempt import AttemptDeps, Runner
 from conveyor_executor.engine import ExecutorEngine
 from conveyor_executor.migrations import MIGRATIONS
@@ -38,9 +43,14 @@ from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.outbox import OUTBOX_CHANNEL, SqlExecutorOutbox
 from conveyor_executor.store.sql import SqlRunStore
+from conveyor_executor.store.workflow_sql import SqlWorkflowStore
 from conveyor_executor.tasks import TaskHost
 from conveyor_executor.watch import WatchHub
 from conveyor_executor.webhook import WebhookNotifier
+from conveyor_executor.workflow.engine import WorkflowEngine
+from conveyor_executor.workflow.peers import EventsPort, SessionSubmitter
+from conveyor_executor.workflow.registration import Registrar
+from conveyor_executor.workflow.session import SessionRunner
 from conveyor_sdk import App, AppError
 
 log = logging.getLogger(__name__)
@@ -94,15 +104,30 @@ class ExecutorService:
     ) -> None:
         self.core = core
         self.settings = s = hosting(settings or load(ExecutorSettings), apps, only_app_queues)
+        self.apps = list(apps)
         self.task_host = TaskHost(apps, s.concurrency) if apps else None
         self.clock = clock or SystemClock()
         self.coordination = coordination
         self.database_url = core.database_url_for(self.name)
         self.engine_db = db.create_engine(self.database_url, core)
         self.store = SqlRunStore(self.engine_db)
+        self.workflow_store = SqlWorkflowStore(self.engine_db)
         self.outbox = SqlExecutorOutbox(self.engine_db, self.clock)
         self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
         self.hub = WatchHub(s.watch_queue_size)
+        poke = self.outbox_notifier.poke
+        self.sessions = (
+            SessionRunner(apps, self.workflow_store, s, self.clock, poke)
+            if any(app.workflows for app in apps)
+            else None
+        )
+        self.workflow_engine = WorkflowEngine(self.workflow_store, self.clock, poke)
+        self.workflow_servicer = WorkflowServicer(
+            self.workflow_engine, PageTokens(core.page_token_secret), s
+        )
+        self._workflow_peers: list[EventsPort | SessionSubmitter] = []
+        self.registrar: Registrar | None = None
+        self._registering: asyncio.Task[None] | None = None
         self.recorder = RunRecorder(
             self.store, self.hub, self.outbox_notifier.poke, s.max_failure_message_length
         )
@@ -124,6 +149,7 @@ class ExecutorService:
             webhook=WebhookNotifier(s.webhook_timeout_seconds, self.clock),
             identity=s.worker_identity or f"{socket.gethostname()}/{os.getpid()}",
             task_host=self.task_host,
+            sessions=self.sessions,
         )
         self.pool = WorkerPool(deps)
         self.engine = ExecutorEngine(
@@ -143,7 +169,13 @@ class ExecutorService:
                 service_pb2_grpc.add_ExecutorServiceServicer_to_server,
                 self.servicer,
                 ACCESS,
-            )
+            ),
+            ServiceRegistration.of(
+                WORKFLOW_SERVICE_NAME,
+                workflow_pb2_grpc.add_WorkflowServiceServicer_to_server,
+                self.workflow_servicer,
+                WORKFLOW_ACCESS,
+            ),
         ]
 
     async def start(self) -> None:
@@ -177,8 +209,43 @@ class ExecutorService:
             if self.queue is not None:
                 await self.queue.close()
             self.queue = self._queue_client(address)
+        await self._attach_workflows(addresses)
         self.pool.start(self.queue)
         log.info("executor leasing from the queue at %s", address)
+
+    async def _attach_workflows(self, addresses: Mapping[str, str]) -> None:
+        """The workflow runtime's peers: sessions submit follow-ups to the queue, and read
+        and commit through the event store; hosted workflows register (in the background,
+        retried until every peer answered)."""
+        queue, events = addresses.get("queue", ""), addresses.get("events", "")
+        timeout = self.settings.workflow_call_timeout_seconds
+        submitter = SessionSubmitter(queue, self.core, timeout)
+        self._workflow_peers.append(submitter)
+        self.workflow_engine.submitter = submitter
+        if self.sessions is None:
+            return
+        if not events:
+            log.warning(
+                "executor: no event store address (CONVEYOR_EVENTS_ADDRESS); "
+                "workflow sessions fail until it is set"
+            )
+            return
+        port = EventsPort(events, self.core, timeout)
+        self._workflow_peers.append(port)
+        self.sessions.attach(port, submitter)
+        self.registrar = Registrar(
+            self.apps,
+            self.workflow_store,
+            port,
+            queue,
+            addresses.get("scheduler", ""),
+            self.core,
+            self.clock,
+            timeout,
+        )
+        self._registering = asyncio.create_task(
+            self.registrar.run_until_registered(), name="executor:register-workflows"
+        )
 
     @property
     def relay(self) -> OutboxRelay | None:
@@ -203,6 +270,8 @@ class ExecutorService:
         """Stop leasing; finish or hand back in-flight runs (pool.py). Called by the
         Platform before its server stops; `stop()` drains too if it was not called.
         The journal relay then delivers what the drain wrote, once, and stops."""
+        if self._registering is not None:
+            self._registering.cancel()
         await self.pool.stop()
         await self.journal.stop(flush=True)
 
@@ -213,6 +282,9 @@ class ExecutorService:
         await self.http_client.close()
         if self.task_host is not None:
             self.task_host.close()
+        for peer in self._workflow_peers:
+            await peer.close()
+        self._workflow_peers.clear()
         queue, self.queue = self.queue, None
         if queue is not None:
             await queue.close()

@@ -122,6 +122,34 @@ class ExecutorSettings(BaseSettings):
     max_invocation_bytes: int = Field(
         1024 * 1024, ge=1, description="Largest invocation payload (JobInvocation) accepted."
     )
+    # -- workflow runtime (docs/workflows.md) ----------------------------------------
+    max_event_bytes: int = Field(
+        256 * 1024,
+        ge=1,
+        le=1024 * 1024,
+        description="Largest JSON payload of one event a handler publishes.",
+    )
+    max_state_bytes: int = Field(
+        1024 * 1024, ge=1, le=1024 * 1024, description="Largest JSON state a handler stores."
+    )
+    max_prepared_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest JSON value a consumer's prepare returns."
+    )
+    max_mutate_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Calls of mutate in one consumer run (again only after a definite "
+        "failure found by reconcile or a person).",
+    )
+    workflow_call_timeout_seconds: float = Field(
+        10.0, gt=0, description="Deadline of calls to the event store and the queue by sessions."
+    )
+    fault_exit_after_phase: str = Field(
+        "",
+        description="Testing aid: exit the process (as kill -9 would) right after a handler run "
+        "durably enters this phase (e.g. PREPARED). Empty: never.",
+    )
     # -- journal outbox relay ------------------------------------------------------
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")
     relay_poll_seconds: float = Field(1.0, gt=0, description="Relay re-check period.")

@@ -43,6 +43,10 @@ def work_order_spec(job: Job, fire: Fire, fencing_token: int) -> tuple[str, byte
             "fencing_token": str(fencing_token),
         },
     )
+    if definition.target.HasField("workflow"):
+        # One session per workflow at a time: the workflow's queue allows one leased
+        # order per key (the executor's registration sets it; docs/workflows.md).
+        spec.concurrency_key = f"workflow/{definition.target.workflow.workflow}"
     if definition.HasField("retry_policy"):
         spec.retry_policy.CopyFrom(definition.retry_policy)
     if definition.HasField("start_to_close_timeout"):

@@ -4,9 +4,9 @@ A Python task's payload is the SDK's wire format (content type
 `application/vnd.conveyor.task+json`, conveyor_sdk._wire); its run records
 the task as its job, `namespaces/{namespace}/tasks/{task}`.
 
-Anything else (another content type, bytes that do not decode, a workflow
-target this executor cannot run yet) is a definite failure: invalid_input,
-never retried.
+A workflow target runs a session of a hosted app's workflow (conveyor_executor.workflow).
+Anything else (another content type, bytes that do not decode) is a definite
+failure: invalid_input, never retried.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from conveyor_sdk._wire import TASK_CONTENT_TYPE, TaskCall, decode_call
 
 JOB_INVOCATION_CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobInvocation"
 JOB_RESULT_CONTENT_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobResult"
-WORKFLOW_NOT_SUPPORTED = "workflow handlers are not supported by this executor yet"
 
 _KINDS = {"http": RunKind.HTTP, "command": RunKind.COMMAND, "workflow": RunKind.WORKFLOW}
 
@@ -80,8 +79,6 @@ def decode_order(order: queue_pb.WorkOrder, max_bytes: int) -> DecodedOrder:
     except DecodeError as exc:
         return DecodedOrder(base, None, _invalid(f"payload is not a valid JobInvocation: {exc}"))
     origin = origin_of(base, invocation)
-    if origin.kind is RunKind.WORKFLOW:
-        return DecodedOrder(origin, invocation, _invalid(WORKFLOW_NOT_SUPPORTED))
     if origin.kind is RunKind.UNKNOWN:
         return DecodedOrder(
             origin,

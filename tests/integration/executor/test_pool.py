@@ -9,7 +9,7 @@ from conveyor.executor.v1 import messages_pb2 as pb
 from conveyor.executor.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor_core.settings import CoreSettings
-from conveyor_executor.domain.invocation import JOB_RESULT_CONTENT_TYPE, WORKFLOW_NOT_SUPPORTED
+from conveyor_executor.domain.invocation import JOB_RESULT_CONTENT_TYPE
 from tests.helpers.executor import (
     ExecutorEnv,
     ScriptedRunner,
@@ -101,7 +101,9 @@ async def test_a_payload_that_is_not_a_job_invocation_fails_for_good_as_invalid_
     assert "application/json" in (await executor.queue.get(wrong_type.name)).last_failure.message
     run = await executor.wait_run(workflow, [pb.RUN_STATE_FAILED])
     assert run.kind == pb.RUN_KIND_WORKFLOW
-    assert run.failure.message == WORKFLOW_NOT_SUPPORTED
+    # An executor hosting no app cannot run a workflow, and says what to do.
+    assert "hosts no Python app" in run.failure.message
+    assert "conveyor worker" in run.failure.message
 
 
 async def test_concurrency_is_bounded_and_leases_take_only_free_slots(

@@ -1,0 +1,1 @@
+"""The workflow runtime: sessions, handler phases, the mutation ledger, registration."""

@@ -1,0 +1,553 @@
+"""Driving one handler run through its phases, each durable before the next starts.
+
+What may run again after a crash (docs/workflows.md, "Replay rules"):
+* a producer's function, a consumer's `prepare` and `next`: yes, they are
+  re-run from their last checkpoint (the commit is idempotent per run id, events
+  by message id, state by expected version);
+* `mutate`: never, unless reconcile or a person says the call did not happen.
+  IN_FLIGHT is written with MUTATING before the call; a run found MUTATING
+  after a crash has an INDETERMINATE mutation, which goes to reconcile, then
+  to a person (SUSPENDED with a prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+
+from conveyor_core.clock import Clock
+from conveyor_executor.context import AttemptContext
+from conveyor_executor.domain.failure import ClassifiedError, ErrorType
+from conveyor_executor.domain.model import Usage
+from conveyor_executor.domain.workflow import (
+    HandlerKind,
+    HandlerRun,
+    HeldEvent,
+    Mutation,
+    MutationState,
+    Phase,
+    prompt_for,
+    sources_of,
+)
+from conveyor_executor.settings import ExecutorSettings
+from conveyor_executor.store.base import JournalDraft
+from conveyor_executor.store.workflow_base import Advance, WorkflowStore
+from conveyor_executor.workflow.calls import HandlerError, call, emit_of, json_of, user_error
+from conveyor_executor.workflow.peers import EventsPort, state_name
+from conveyor_sdk import (
+    NO_MUTATION,
+    Consumer,
+    HandlerContext,
+    MutationFailed,
+    MutationInfo,
+    MutationResult,
+    NonRetryable,
+    Producer,
+    Reconciled,
+    ReservedEvent,
+)
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("conveyor.executor.workflow")
+_VERSION_RETRIES = 3
+
+
+@dataclass
+class SessionScope:
+    """What every handler run of one session shares."""
+
+    namespace: str
+    session_id: str
+    workflow: str
+    queue: str
+    code_version: str
+    correlation_id: str
+    trace_id: str
+    attempt: AttemptContext
+    usage: Usage = field(default_factory=Usage)
+
+
+class PhaseDriver:
+    def __init__(
+        self,
+        store: WorkflowStore,
+        events: EventsPort,
+        settings: ExecutorSettings,
+        clock: Clock,
+        poke_outbox: Any,
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.settings = settings
+        self.clock = clock
+        self._poke = poke_outbox
+
+    # -- records ------------------------------------------------------------------------
+
+    def _journal(
+        self, scope: SessionScope, run: HandlerRun, type_: str, **attrs: str
+    ) -> JournalDraft:
+        return JournalDraft(
+            type=type_,
+            namespace=run.namespace,
+            at=self.clock.now(),
+            subjects={
+                "workflow": run.workflow,
+                "handler": run.handler,
+                "handler_run": run.handler_run_id,
+                "session": scope.session_id,
+            },
+            correlation_id=scope.correlation_id,
+            trace_id=scope.trace_id,
+            attributes={k: v[:256] for k, v in attrs.items()},
+        )
+
+    async def _advance(
+        self,
+        scope: SessionScope,
+        run: HandlerRun,
+        phase: Phase,
+        mutation: Mutation | None = None,
+        **changes: Any,
+    ) -> HandlerRun:
+        journal = [self._journal(scope, run, f"workflow.handler_run.{phase.value.lower()}")]
+        if mutation is not None:
+            journal.append(
+                self._journal(
+                    scope,
+                    run,
+                    f"workflow.mutation.{mutation.state.value.lower()}",
+                    attempts=str(mutation.attempts),
+                )
+            )
+        changes.setdefault("session_id", scope.session_id)
+        changes.setdefault("code_version", scope.code_version)
+        advanced = await self.store.handler_run_advance(
+            Advance(
+                run.namespace,
+                run.handler_run_id,
+                sources_of(phase),
+                phase,
+                self.clock.now(),
+                changes,
+                mutation,
+                tuple(journal),
+            )
+        )
+        self._poke()
+        if self.settings.fault_exit_after_phase == phase.value:
+            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phase.value)
+            os._exit(137)
+        return advanced
+
+    async def create(
+        self, scope: SessionScope, kind: HandlerKind, handler: str, topic: str = ""
+    ) -> HandlerRun:
+        now = self.clock.now()
+        run = HandlerRun(
+            namespace=scope.namespace,
+            handler_run_id=uuid.uuid4().hex,
+            session_id=scope.session_id,
+            workflow=scope.workflow,
+            handler=handler,
+            kind=kind,
+            phase=Phase.PENDING,
+            queue=scope.queue,
+            code_version=scope.code_version,
+            created_at=now,
+            updated_at=now,
+            topic=topic,
+        )
+        created = await self.store.handler_run_create(
+            run, (self._journal(scope, run, "workflow.handler_run.pending", kind=kind.value),)
+        )
+        self._poke()
+        return created
+
+    def _context(
+        self, scope: SessionScope, run: HandlerRun, events: tuple[HeldEvent, ...] = ()
+    ) -> HandlerContext:
+        return HandlerContext(
+            workflow=run.workflow,
+            handler=run.handler,
+            handler_run_id=run.handler_run_id,
+            session_id=scope.session_id,
+            events=[
+                ReservedEvent(e.topic, e.sequence, e.message_id, e.title, e.payload) for e in events
+            ],
+            code_version=scope.code_version,
+            namespace=run.namespace,
+            work_order_id=scope.session_id,
+            attempt=scope.attempt.attempt,
+            correlation_id=scope.correlation_id,
+            deadline=None,
+            report_progress=scope.attempt.set_progress,
+            loop=asyncio.get_running_loop(),
+        )
+
+    def _usage(self, scope: SessionScope, run: HandlerRun, ctx: HandlerContext) -> Usage:
+        used = ctx.usage
+        scope.usage = Usage(
+            scope.usage.input_tokens + used.input_tokens,
+            scope.usage.output_tokens + used.output_tokens,
+            scope.usage.cost_usd + used.cost_usd,
+        )
+        return Usage(
+            run.usage.input_tokens + used.input_tokens,
+            run.usage.output_tokens + used.output_tokens,
+            run.usage.cost_usd + used.cost_usd,
+        )
+
+    async def _fail(
+        self, scope: SessionScope, run: HandlerRun, error: ClassifiedError, release: bool
+    ) -> HandlerRun:
+        if release and run.topic:
+            await self.events.release(run.namespace, run.topic, run.handler_run_id)
+        log.info("handler run %s (%s) failed: %s", run.name, run.handler, error.message)
+        return await self._advance(scope, run, Phase.FAILED, error=error)
+
+    # -- producers ----------------------------------------------------------------------
+
+    async def producer(
+        self, scope: SessionScope, producer: Producer, run: HandlerRun
+    ) -> HandlerRun:
+        """PENDING or EXECUTING -> COMMITTED | FAILED (the producer may run again)."""
+        with tracer.start_as_current_span(f"workflow.producer {producer.name}") as span:
+            span.set_attribute("conveyor.handler_run", run.name)
+            if run.phase is Phase.PENDING:
+                run = await self._advance(scope, run, Phase.EXECUTING)
+            name = state_name(run.namespace, run.workflow, run.handler)
+            topics = set(producer.workflow.topics)
+            for _ in range(_VERSION_RETRIES):
+                version, state = await self.events.state(name)
+                ctx = self._context(scope, run)
+                try:
+                    result = await call(producer.fn, ctx, state)
+                    emit = emit_of(result, producer.name, self.settings, topics)
+                except HandlerError as failure:
+                    return await self._fail(scope, run, failure.error, release=False)
+                except Exception as exc:
+                    return await self._fail(
+                        scope, run, user_error(exc, producer.name, ()).error, False
+                    )
+                usage = self._usage(scope, run, ctx)
+                data = None if emit.keep_state else (name, version, _json_bytes(emit.state))
+                try:
+                    done = await self.events.commit(
+                        run.namespace, run.handler_run_id, (), emit.events, data
+                    )
+                except grpc.aio.AioRpcError as error:
+                    if error.code() == grpc.StatusCode.ABORTED:
+                        continue  # the state moved: run the producer again on the new state
+                    raise
+                return await self._advance(
+                    scope,
+                    run,
+                    Phase.COMMITTED,
+                    state_version=done.version or version,
+                    events_published=done.published,
+                    usage=usage,
+                )
+            error = ClassifiedError(
+                ErrorType.INTERNAL,
+                f"producer {producer.name}: its state changed {_VERSION_RETRIES} times "
+                "while it ran",
+                True,
+                {},
+            )
+            return await self._fail(scope, run, error, release=False)
+
+    # -- consumers ----------------------------------------------------------------------
+
+    async def consumer(
+        self, scope: SessionScope, consumer: Consumer, run: HandlerRun
+    ) -> HandlerRun:
+        """Drive a consumer run from whatever phase it is in to COMMITTED, FAILED or
+        SUSPENDED; raises HandlerError when `next` fails (the run stays MUTATED)."""
+        with tracer.start_as_current_span(f"workflow.consumer {consumer.name}") as span:
+            span.set_attribute("conveyor.handler_run", run.name)
+            handler = consumer.instance()
+            while True:
+                span.add_event(run.phase.value)
+                if run.phase in (Phase.PENDING, Phase.PREPARING):
+                    run = await self._prepare(scope, consumer, handler, run)
+                elif run.phase is Phase.PREPARED:
+                    run = await self._mutate(scope, consumer, handler, run)
+                elif run.phase is Phase.MUTATING:
+                    run = await self._after_crash(scope, consumer, handler, run)
+                elif run.phase is Phase.MUTATED:
+                    run = await self._next(scope, consumer, handler, run)
+                elif run.phase is Phase.EMITTING:
+                    run = await self._commit(scope, consumer, run)
+                else:
+                    return run
+
+    async def _prepare(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> HandlerRun:
+        if run.phase is Phase.PENDING:
+            run = await self._advance(scope, run, Phase.PREPARING)
+        else:  # a crash during prepare: what it reserved goes back first
+            await self.events.release(run.namespace, run.topic, run.handler_run_id)
+        held = await self.events.reserve(
+            run.namespace, run.topic, run.handler_run_id, consumer.batch
+        )
+        if not held:
+            return await self._advance(scope, run, Phase.COMMITTED, prompt="")
+        version, state = await self.events.state(
+            state_name(run.namespace, run.workflow, run.handler)
+        )
+        ctx = self._context(scope, run, tuple(held))
+        try:
+            prepared = await call(handler.prepare, ctx, state)
+            prepared, _ = json_of(
+                prepared,
+                f"the value prepare of {consumer.name} returned",
+                self.settings.max_prepared_bytes,
+                "MAX_PREPARED_BYTES",
+            )
+        except HandlerError as failure:
+            return await self._fail(scope, run, failure.error, release=True)
+        except Exception as exc:
+            return await self._fail(
+                scope, run, user_error(exc, f"{consumer.name}.prepare", ()).error, True
+            )
+        return await self._advance(
+            scope,
+            run,
+            Phase.PREPARED,
+            events=tuple(held),
+            prepared=prepared,
+            state_version=version,
+            usage=self._usage(scope, run, ctx),
+        )
+
+    async def _mutate(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> HandlerRun:
+        now = self.clock.now()
+        before = await self.store.mutation_get(run.namespace, run.handler_run_id)
+        attempts = (before.attempts if before else 0) + 1
+        if attempts > self.settings.max_mutate_attempts:
+            error = ClassifiedError(
+                ErrorType.HANDLER_LOGIC,
+                f"mutate of {consumer.name} failed {attempts - 1} times, the limit of "
+                f"{self.settings.max_mutate_attempts} (CONVEYOR_EXECUTOR_MAX_MUTATE_ATTEMPTS)",
+                True,
+                {},
+            )
+            return await self._fail(scope, run, error, release=True)
+        in_flight = Mutation(
+            run.namespace,
+            run.handler_run_id,
+            run.workflow,
+            run.handler,
+            MutationState.IN_FLIGHT,
+            attempts,
+            before.started_at if before else now,
+            now,
+        )
+        # Durable before the call leaves the process.
+        run = await self._advance(scope, run, Phase.MUTATING, mutation=in_flight)
+        ctx = self._context(scope, run, run.events)
+        definite = (MutationFailed, NonRetryable, *consumer.definite_failures)
+        try:
+            value = await asyncio.wait_for(
+                call(handler.mutate, ctx, run.prepared), consumer.mutate_timeout_seconds
+            )
+        except definite as exc:
+            error = user_error(exc, f"{consumer.name}.mutate", ()).error
+            failed = replace(
+                in_flight, state=MutationState.FAILED, error=error, ended_at=self.clock.now()
+            )
+            run = await self._advance(
+                scope,
+                run,
+                Phase.FAILED,
+                mutation=failed,
+                error=error,
+                usage=self._usage(scope, run, ctx),
+            )
+            await self.events.release(run.namespace, run.topic, run.handler_run_id)
+            return run
+        except Exception as exc:  # a timeout, a cut connection, a bug: did it happen?
+            cause = (
+                "timed out"
+                if isinstance(exc, TimeoutError)
+                else f"raised {type(exc).__name__}: {exc}"
+            )
+            error = ClassifiedError(
+                ErrorType.INTERNAL, f"mutate of {consumer.name} {cause}"[:1000], True, {}
+            )
+            unknown = replace(in_flight, state=MutationState.INDETERMINATE, error=error)
+            return await self._reconcile(
+                scope, consumer, handler, run, unknown, self._usage(scope, run, ctx)
+            )
+        usage = self._usage(scope, run, ctx)
+        if value is NO_MUTATION:
+            done = replace(in_flight, state=MutationState.NONE, ended_at=self.clock.now())
+            result = {"kind": "none", "value": None}
+        else:
+            try:
+                plain, _ = json_of(
+                    value,
+                    f"the result of {consumer.name}.mutate",
+                    self.settings.max_prepared_bytes,
+                    "MAX_PREPARED_BYTES",
+                )
+            except HandlerError as failure:  # it happened; keep what we can say about it
+                plain = {"unserializable_result": repr(value)[:1000], "why": failure.error.message}
+            done = replace(
+                in_flight, state=MutationState.APPLIED, result=plain, ended_at=self.clock.now()
+            )
+            result = {"kind": "applied", "value": plain}
+        return await self._advance(
+            scope, run, Phase.MUTATED, mutation=done, mutation_result=result, usage=usage
+        )
+
+    async def _after_crash(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> HandlerRun:
+        """The run was MUTATING when its executor stopped: the call's outcome is unknown."""
+        mutation = await self.store.mutation_get(run.namespace, run.handler_run_id)
+        assert mutation is not None, "MUTATING is written with the IN_FLIGHT mutation"
+        error = ClassifiedError(
+            ErrorType.INTERNAL,
+            f"the executor stopped while mutate of {consumer.name} was in flight "
+            f"(attempt {mutation.attempts})",
+            True,
+            {},
+        )
+        unknown = replace(mutation, state=MutationState.INDETERMINATE, error=error)
+        return await self._reconcile(scope, consumer, handler, run, unknown, run.usage)
+
+    async def _reconcile(
+        self,
+        scope: SessionScope,
+        consumer: Consumer,
+        handler: Any,
+        run: HandlerRun,
+        unknown: Mutation,
+        usage: Usage,
+    ) -> HandlerRun:
+        now = self.clock.now()
+        answer: Reconciled = Reconciled.unknown("no reconcile hook")
+        if consumer.has_reconcile:
+            ctx = self._context(scope, run, run.events)
+            info = MutationInfo(
+                run.name,
+                unknown.attempts,
+                unknown.error.message if unknown.error else "",
+                run.prepared,
+                ctx.events,
+            )
+            try:
+                answer = await call(handler.reconcile, ctx, info)
+                if not isinstance(answer, Reconciled):
+                    answer = Reconciled.unknown(f"reconcile returned {type(answer).__name__}")
+            except Exception as exc:
+                answer = Reconciled.unknown(f"reconcile raised {type(exc).__name__}: {exc}")
+            usage = self._usage(scope, replace(run, usage=usage), ctx)
+            unknown = replace(unknown, reconciled=answer.answer)
+        if answer.answer == "applied":
+            try:
+                plain, _ = json_of(
+                    answer.value,
+                    f"the result reconcile of {consumer.name} gave",
+                    self.settings.max_prepared_bytes,
+                    "MAX_PREPARED_BYTES",
+                )
+            except HandlerError:
+                plain = repr(answer.value)[:1000]
+            done = replace(unknown, state=MutationState.APPLIED, result=plain, ended_at=now)
+            return await self._advance(
+                scope,
+                run,
+                Phase.MUTATED,
+                mutation=done,
+                mutation_result={"kind": "applied", "value": plain},
+                usage=usage,
+            )
+        if answer.answer == "failed":
+            done = replace(unknown, state=MutationState.FAILED, ended_at=now)
+            return await self._advance(scope, run, Phase.PREPARED, mutation=done, usage=usage)
+        # Unknown: a person decides. The run keeps its events reserved.
+        call_text = f"{consumer.name}.mutate"
+        prompt = prompt_for(run, unknown, call_text)
+        log.warning(
+            "handler run %s suspended: %s", run.name, unknown.error.message if unknown.error else ""
+        )
+        return await self._advance(
+            scope,
+            run,
+            Phase.SUSPENDED,
+            mutation=unknown,
+            prompt=prompt,
+            error=unknown.error,
+            usage=usage,
+        )
+
+    async def _next(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> HandlerRun:
+        result_doc: Mapping[str, Any] = run.mutation_result or {"kind": "none", "value": None}
+        result = MutationResult(result_doc["kind"], result_doc.get("value"))
+        ctx = self._context(scope, run, run.events)
+        try:
+            out = await call(handler.next, ctx, run.prepared, result)
+            emit = emit_of(
+                out, f"{consumer.name}.next", self.settings, set(consumer.workflow.topics)
+            )
+        except HandlerError:
+            raise
+        except Exception as exc:
+            raise user_error(exc, f"{consumer.name}.next", ()) from exc
+        return await self._advance(
+            scope, run, Phase.EMITTING, emit=emit, usage=self._usage(scope, run, ctx)
+        )
+
+    async def _commit(self, scope: SessionScope, consumer: Consumer, run: HandlerRun) -> HandlerRun:
+        assert run.emit is not None
+        name = state_name(run.namespace, run.workflow, run.handler)
+        version = run.state_version
+        for _ in range(_VERSION_RETRIES):
+            data = None if run.emit.keep_state else (name, version, _json_bytes(run.emit.state))
+            try:
+                done = await self.events.commit(
+                    run.namespace, run.handler_run_id, (run.topic,), run.emit.events, data
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ABORTED:
+                    raise
+                # Someone wrote the state since prepare read it (CommitState by hand):
+                # the mutation happened, so next's state is written over it, logged.
+                version, _ = await self.events.state(name)
+                log.warning(
+                    "handler run %s: state moved to version %d; committing over it",
+                    run.name,
+                    version,
+                )
+                continue
+            return await self._advance(
+                scope,
+                run,
+                Phase.COMMITTED,
+                state_version=done.version or version,
+                events_published=done.published,
+            )
+        raise HandlerError(
+            ClassifiedError(ErrorType.INTERNAL, f"commit of {run.name} kept conflicting", True, {})
+        )
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
