@@ -201,7 +201,7 @@ class SessionSubmitter:
         )
         response = await self._stub.SubmitWorkOrder(
             queue_rpc.SubmitWorkOrderRequest(
-                parent=f"namespaces/{namespace}/queues/{queue}", spec=spec
+                parent=f"namespaces/{namespace}/queues/{queue}", work_order=spec
             ),
             timeout=self._timeout,
         )
