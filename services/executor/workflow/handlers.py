@@ -346,16 +346,27 @@ class PhaseDriver:
                 {},
             )
             return await self._fail(scope, run, error, release=True)
-        in_flight = Mutation(
-            run.namespace,
-            run.handler_run_id,
-            run.workflow,
-            run.handler,
-            MutationState.IN_FLIGHT,
-            attempts,
-            before.started_at if before else now,
-            now,
-        )
+        if before is None:
+            in_flight = Mutation(
+                run.namespace,
+                run.handler_run_id,
+                run.workflow,
+                run.handler,
+                MutationState.IN_FLIGHT,
+                attempts,
+                now,
+                now,
+            )
+        else:  # mutate again: reconcile or a person said the last call did not happen
+            in_flight = replace(
+                before,
+                state=MutationState.IN_FLIGHT,
+                attempts=attempts,
+                updated_at=now,
+                result=None,
+                error=None,
+                ended_at=None,
+            )
         # Durable before the call leaves the process.
         run = await self._advance(scope, run, Phase.MUTATING, mutation=in_flight)
         ctx = self._context(scope, run, run.events)
