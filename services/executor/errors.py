@@ -24,3 +24,19 @@ class RunNotAbortable(FailedPrecondition):
     def __init__(self, ref: RunRef, state: RunState, detail: str = "") -> None:
         description = detail or f"cannot abort a run that is {state.value}"
         super().__init__(PreconditionViolation("STATE", ref.name, description))
+
+
+class PhaseConflict(FailedPrecondition):
+    """The handler run is not in a phase this change may come from (someone else moved it)."""
+
+    reason = "HANDLER_RUN_PHASE"
+
+    def __init__(self, name: str, phase: str, wanted: str, revision: int = 0) -> None:
+        super().__init__(
+            PreconditionViolation(
+                "PHASE",
+                name,
+                f"the run is {phase} (revision {revision}), cannot move it to {wanted}",
+            )
+        )
+        self.phase = phase

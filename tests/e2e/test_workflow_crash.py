@@ -19,7 +19,6 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from conveyor.events.v1 import messages_pb2 as events_pb

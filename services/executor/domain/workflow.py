@@ -192,6 +192,7 @@ class HandlerRun:
     usage: Usage = field(default_factory=Usage)
     events_published: int = 0
     ended_at: datetime | None = None
+    revision: int = 0  # bumped by every change (the store's compare-and-set)
 
     @property
     def name(self) -> str:

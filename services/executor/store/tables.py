@@ -178,6 +178,8 @@ handler_runs = Table(
     Column("handler", String(63), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("phase", String(16), nullable=False),
+    # Bumped by every change: the compare-and-set that keeps two drivers of a run apart.
+    Column("revision", Integer, nullable=False),
     Column("queue", String(128), nullable=False),
     Column("code_version", String(128), nullable=False),
     Column("topic", String(128), nullable=False),

@@ -35,6 +35,7 @@ class Advance:
     changes: Mapping[str, Any] = field(default_factory=dict)  # HandlerRun field -> value
     mutation: Mutation | None = None  # upserted in the same transaction
     journal: tuple[JournalDraft, ...] = ()
+    revision: int | None = None  # the run's revision read; None: any
 
 
 @dataclass(frozen=True, slots=True)

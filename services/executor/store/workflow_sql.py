@@ -17,7 +17,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
-from conveyor_core.errors import FailedPrecondition, NotFound, PreconditionViolation
+from conveyor_core.errors import NotFound
 from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     Emit,
@@ -33,6 +33,7 @@ from conveyor_executor.domain.workflow import (
     SessionState,
     WorkflowRecord,
 )
+from conveyor_executor.errors import PhaseConflict
 from conveyor_executor.store.base import JournalDraft
 from conveyor_executor.store.rows import error_from_json, error_to_json
 from conveyor_executor.store.sql import journal_rows
@@ -46,18 +47,6 @@ from conveyor_executor.store.tables import (
 from conveyor_executor.store.workflow_base import Advance, HandlerRunListParams, MutationListParams
 
 wc, sc, hc, mc = workflows.c, sessions.c, handler_runs.c, mutations.c
-
-
-class PhaseConflict(FailedPrecondition):
-    """The handler run is not in a phase this change may come from (someone else moved it)."""
-
-    reason = "HANDLER_RUN_PHASE"
-
-    def __init__(self, name: str, phase: str, wanted: str) -> None:
-        super().__init__(
-            PreconditionViolation("PHASE", name, f"the run is {phase}, cannot move it to {wanted}")
-        )
-        self.phase = phase
 
 
 def _not_found(kind: str, name: str) -> NotFound:
@@ -197,6 +186,7 @@ def _run_row(r: HandlerRun) -> dict[str, Any]:
         "topic": r.topic,
         "created_at": to_micros(r.created_at),
         "updated_at": to_micros(r.updated_at),
+        "revision": r.revision,
     }
     row.update(
         _run_values({k: getattr(r, k) for k in (*_RUN_COLUMNS, "usage") if k not in ("ended_at",)})
@@ -232,6 +222,7 @@ def _run(row: Mapping[str, Any]) -> HandlerRun:
         usage=Usage(row["input_tokens"], row["output_tokens"], row["cost_usd"]),
         events_published=row["events_published"],
         ended_at=opt_from_micros(row["ended_at"]),
+        revision=row["revision"],
     )
 
 
@@ -404,7 +395,10 @@ class SqlWorkflowStore:
         values["updated_at"] = to_micros(params.now)
         if params.phase.terminal:
             values["ended_at"] = to_micros(params.now)
+        values["revision"] = hc.revision + 1
         guarded = key & hc.phase.in_([p.value for p in params.expect])
+        if params.revision is not None:
+            guarded = guarded & (hc.revision == params.revision)
         async with self._engine.begin() as conn:
             done = await conn.execute(update(handler_runs).where(guarded).values(values))
             row = (await conn.execute(select(handler_runs).where(key))).first()
@@ -415,7 +409,7 @@ class SqlWorkflowStore:
                 )
             if not done.rowcount:
                 run = _run(row._mapping)
-                raise PhaseConflict(run.name, run.phase.value, params.phase.value)
+                raise PhaseConflict(run.name, run.phase.value, params.phase.value, run.revision)
             if params.mutation is not None:
                 await self._upsert_mutation(conn, params.mutation)
             await self._journal(conn, params.journal)

@@ -163,6 +163,7 @@ class WorkflowEngine:
                 {**changes, "prompt": ""},
                 decided,
                 journal,
+                revision=run.revision,
             )
         )
         self._poke()

@@ -141,6 +141,7 @@ class PhaseDriver:
                 changes,
                 mutation,
                 tuple(journal),
+                revision=run.revision,
             )
         )
         self._poke()

@@ -38,6 +38,7 @@ from conveyor_executor.domain.workflow import (
     Session,
     SessionState,
 )
+from conveyor_executor.errors import PhaseConflict
 from conveyor_executor.runners.context import RunnerOutcome
 from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.base import JournalDraft
@@ -195,6 +196,11 @@ class SessionRunner:
             session = await self._loop(workflow, target.handler, session, scope)
         except HandlerError as failure:
             return await self._end_failed(session, scope, failure.error)
+        except PhaseConflict as conflict:  # another executor drives the run: never both
+            error = ClassifiedError(
+                ErrorType.INTERNAL, f"session stopped: {conflict}"[:1000], True, {}
+            )
+            return await self._end_failed(session, scope, error)
         except grpc.aio.AioRpcError as error:
             failure = ClassifiedError(
                 ErrorType.NETWORK,

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("handler", sa.String(length=63), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("phase", sa.String(length=16), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("queue", sa.String(length=128), nullable=False),
         sa.Column("code_version", sa.String(length=128), nullable=False),
         sa.Column("topic", sa.String(length=128), nullable=False),
