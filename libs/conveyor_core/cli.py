@@ -47,6 +47,11 @@ async def _serve(
     example: bool,
     hosting: dict[str, Any] | None = None,
 ) -> None:
+    shop = None
+    if example and hosting and any(a.workflows for a in hosting["apps"]):
+        from conveyor_core import example_workflow
+
+        shop = example_workflow.start_shop()  # before the first session needs it
     platform = Platform(core, names, hosting=hosting)
     port = await platform.start()
     freeze_startup_heap()  # full GC pauses were the latency tail (see its docstring)
@@ -54,17 +59,28 @@ async def _serve(
     platform.install_signal_handlers(asyncio.get_running_loop())
     host = core.listen_address.rpartition(":")[0]
     _print_banner(core, names, f"{host}:{port}", platform)
-    example_task = None
+    example_task = workflow_task = None
     if example:
         from conveyor_core.example import run_example
 
         example_task = asyncio.create_task(run_example(f"{host}:{port}"))
         example_task.add_done_callback(_report_example_failure)
+        if shop is not None:
+            from conveyor_core import example_workflow
+
+            workflow_task = asyncio.create_task(
+                example_workflow.run_workflow_example(f"{host}:{port}", shop)
+            )
+            workflow_task.add_done_callback(_report_example_failure)
     try:
         await platform.server.wait_for_termination()
     finally:
         if example_task is not None:
             example_task.cancel()
+        if workflow_task is not None:
+            workflow_task.cancel()
+        if shop is not None:
+            shop.stop()
         await platform.stop()
 
 
@@ -99,10 +115,13 @@ def _print_banner(
     ]
     if "executor" in names and platform.service("executor").task_host is not None:
         executor = platform.service("executor")
-        tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks))
+        tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks)) or "none"
+        workflows = ", ".join(sorted(w for a in executor.apps for w in a.workflows)) or "none"
         s = executor.settings
         lines.insert(
-            3, f"  hosting tasks {tasks}: namespace {s.namespace}, queues {list(s.queues)}"
+            3,
+            f"  hosting tasks: {tasks}; workflows: {workflows} (docs/workflows.md): "
+            f"namespace {s.namespace}, queues {list(s.queues)}",
         )
     print("\n".join(lines), flush=True)  # the banner is the command's output, not a log
 
@@ -240,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 configure_tracing(process_name, core)
             configure_metrics(process_name, core)
             example = getattr(args, "example", False)
+            if example and hosting is None and "executor" in names:
+                from conveyor_core import example_workflow  # the workflow walkthrough's app
+
+                hosting = {"apps": [example_workflow.app], "only_app_queues": False}
             asyncio.run(_serve(core, names, example=example, hosting=hosting))
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
