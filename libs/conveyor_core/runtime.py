@@ -116,9 +116,7 @@ class Platform:
             core = core.model_copy(update={"peer_token": SecretStr(self._internal_token)})
         self.core = core
         self.coordination = coordination or coordination_from(core)
-        self.services = [
-            build_service(n, core, self.coordination, clock, hosting) for n in names
-        ]
+        self.services = [build_service(n, core, self.coordination, clock, hosting) for n in names]
         self.server: GrpcServer | None = None
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from datetime import timedelta
@@ -165,8 +166,14 @@ def retry_policy_violations(
     out: list[FieldViolation] = []
     if policy.initial_interval < timedelta(0):
         out.append(FieldViolation(f"{prefix}initial_interval", "must not be negative"))
-    if policy.backoff_coefficient < 1:
-        out.append(FieldViolation(f"{prefix}backoff_coefficient", "must be >= 1"))
+    coefficient = policy.backoff_coefficient
+    if not math.isfinite(coefficient) or coefficient < 1:
+        out.append(
+            FieldViolation(
+                f"{prefix}backoff_coefficient",
+                f"must be a finite number >= 1 (0: the default), got {coefficient!r}",
+            )
+        )
     if policy.maximum_interval < policy.initial_interval:
         out.append(FieldViolation(f"{prefix}maximum_interval", "must be >= initial_interval"))
     if policy.maximum_interval.total_seconds() > limits.max_retry_interval_seconds:
@@ -175,8 +182,8 @@ def retry_policy_violations(
                 f"{prefix}maximum_interval", f"must be at most {limits.max_retry_interval_seconds}s"
             )
         )
-    if not 0 <= policy.jitter <= 1:
-        out.append(FieldViolation(f"{prefix}jitter", "must be in [0, 1]"))
+    if not 0 <= policy.jitter <= 1:  # NaN fails both comparisons
+        out.append(FieldViolation(f"{prefix}jitter", f"must be in [0, 1], got {policy.jitter!r}"))
     if not 1 <= policy.maximum_attempts <= limits.max_attempts_limit:
         out.append(
             FieldViolation(
