@@ -21,7 +21,7 @@ from conveyor_core.clock import to_micros
 from conveyor_queue.domain.model import Failure, TimeoutKind, WorkOrder, WorkOrderState
 from conveyor_queue.domain.retry import after_failed_attempt, timeout_failure
 from conveyor_queue.store.history import event_row, insert_events
-from conveyor_queue.store.poison import Poisoned, isolated_pass, quarantine
+from conveyor_queue.store.poison import Poisoned, decoded_orders, isolated_pass, quarantine
 from conveyor_queue.store.rows import failure_to_json, order_from_row
 from conveyor_queue.store.tables import work_orders
 
@@ -65,15 +65,17 @@ async def expire_leases(
     now_us = to_micros(now)
 
     async def body(conn: AsyncConnection, only: int | None, poisoned: Poisoned) -> list[WorkOrder]:
-        stmt = _due([work_orders], WorkOrderState.LEASED, wo.lease_expires_at, now_us, limit, only)
+        stmt = _due([wo.seq], WorkOrderState.LEASED, wo.lease_expires_at, now_us, limit, only)
         if store.postgres:
             stmt = stmt.with_for_update(skip_locked=True)
+        seqs = list((await conn.execute(stmt)).scalars())
         changed = []
-        for row in (await conn.execute(stmt)).all():
+        for row, current in await decoded_orders(conn, seqs, poisoned, now_us):
+            if row.state != WorkOrderState.LEASED.value:  # SQLite: no lock, re-check
+                continue
             try:
                 kind = expiry_kind(row, now_us)
                 failure = timeout_failure(kind)
-                current = order_from_row(row._mapping)
                 outcome = after_failed_attempt(
                     policy=current.spec.retry_policy,
                     attempt=current.attempt,
@@ -112,16 +114,11 @@ async def expire_deadlines(
     now_us = to_micros(now)
 
     async def body(conn: AsyncConnection, only: int | None, poisoned: Poisoned) -> list[WorkOrder]:
-        stmt = _due([work_orders], WorkOrderState.QUEUED, wo.deadline_at, now_us, limit, only)
+        stmt = _due([wo.seq], WorkOrderState.QUEUED, wo.deadline_at, now_us, limit, only)
         if store.postgres:
             stmt = stmt.with_for_update(skip_locked=True)
-        seqs = []
-        for row in (await conn.execute(stmt)).all():
-            try:
-                order_from_row(row._mapping)
-                seqs.append(row.seq)
-            except Exception as error:
-                await quarantine(conn, row.seq, poisoned, error, now_us)
+        locked = list((await conn.execute(stmt)).scalars())
+        seqs = [row.seq for row, _ in await decoded_orders(conn, locked, poisoned, now_us)]
         if not seqs:
             return []
         result = await conn.execute(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.poison import describe, is_transient, record_poisoned
 from conveyor_queue.domain.model import RetryPolicy, WorkOrder, WorkOrderState
-from conveyor_queue.store.rows import policy_from_json, policy_to_json
+from conveyor_queue.store.rows import order_from_row, policy_from_json, policy_to_json
 from conveyor_queue.store.tables import work_order_events, work_orders
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ PLAIN_COLUMNS = (
     cast(wo.retry_policy, Text).label("retry_policy_text"),
     cast(wo.labels, Text).label("labels_text"),
 )
+NOT_TERMINAL = frozenset(s for s in WorkOrderState if not s.terminal)
 #: Longest stored text of an undecodable column kept in a quarantined order's failure.
 MAX_KEPT_TEXT = 1000
 
@@ -86,13 +87,52 @@ def poisoned_failure(loop: str, error: BaseException) -> dict[str, Any]:
     }
 
 
+async def decoded_orders(
+    conn: AsyncConnection,
+    seqs: Sequence[int],
+    poisoned: Poisoned,
+    now_us: int,
+    states: Collection[WorkOrderState] = NOT_TERMINAL,
+) -> list[tuple[Any, WorkOrder]]:
+    """The rows of `seqs` (already locked by the caller), each with its order, in seq order;
+    a row that cannot be fetched or read as an order is quarantined instead."""
+    if not seqs:
+        return []
+    result = await conn.execute(select(work_orders).where(wo.seq.in_(seqs)).order_by(wo.seq))
+    decoded: list[tuple[Any, WorkOrder]] = []
+    unreadable: list[tuple[int, BaseException]] = []
+    fetch_errors: list[BaseException] = []
+    while True:
+        try:
+            row = result.fetchone()
+        except Exception as error:  # a column that does not decode (SQLite JSON text)
+            fetch_errors.append(error)
+            continue
+        if row is None:
+            break
+        try:
+            decoded.append((row, order_from_row(row._mapping)))
+        except Exception as error:
+            unreadable.append((row.seq, error))
+    seen = {row.seq for row, _ in decoded} | {seq for seq, _ in unreadable}
+    # Rows come in seq order: the n-th fetch error is the n-th row that did not come.
+    unreadable += zip([seq for seq in sorted(seqs) if seq not in seen], fetch_errors, strict=False)
+    for seq, error in unreadable:
+        await quarantine(conn, seq, poisoned, error, now_us, states)
+    return decoded
+
+
 async def quarantine(
-    conn: AsyncConnection, seq: int, poisoned: Poisoned, error: BaseException, now_us: int
+    conn: AsyncConnection,
+    seq: int,
+    poisoned: Poisoned,
+    error: BaseException,
+    now_us: int,
+    states: Collection[WorkOrderState] = NOT_TERMINAL,
 ) -> bool:
-    """Fail order `seq` (if it is not terminal yet) with a `poisoned` failure; True if it was."""
+    """Fail order `seq` with a `poisoned` failure if it is in one of `states`; True if it was."""
     row = (await conn.execute(select(*PLAIN_COLUMNS).where(wo.seq == seq))).first()
-    terminal = {s.value for s in WorkOrderState if s.terminal}
-    if row is None or row.state in terminal:
+    if row is None or row.state not in {s.value for s in states}:
         return False
     failure = poisoned_failure(poisoned.loop, error)
     values: dict[str, Any] = {

@@ -212,3 +212,46 @@ async def _refuse_requeue_of(env: QueueEnv, order_id: str) -> None:
             f"WHEN NEW.id = '{_stored_id(env, order_id)}' AND NEW.state = 'QUEUED' "
             "BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
         )
+
+
+async def test_an_undecodable_json_column_is_quarantined_and_the_others_swept(
+    env: QueueEnv, metric_reader: InMemoryMetricReader
+) -> None:
+    """SQLite keeps any text in a JSON column: the row fails as it is fetched."""
+    if _postgres(env):
+        pytest.skip("PostgreSQL's json type refuses text that is not JSON")
+    before = metric_value(metric_reader, POISONED, {"loop": "lease_sweeper"})
+    good, bad = await _leased_pair(env)
+    await _plant_policy(env, bad.work_order, "not json at all")
+    env.clock.advance(6)
+    await env.sweep()
+    assert (await env.get(good.work_order.name)).state == S.WORK_ORDER_STATE_QUEUED
+    got = await env.get(bad.work_order.name)
+    assert got.state == S.WORK_ORDER_STATE_FAILED
+    assert "JSONDecodeError" in got.last_failure.message
+    assert got.last_failure.details["stored_retry_policy"] == "not json at all"
+    assert metric_value(metric_reader, POISONED, {"loop": "lease_sweeper"}) == before + 1
+
+
+async def test_redrive_quarantines_an_unreadable_dead_order_and_redrives_the_others(
+    env: QueueEnv, metric_reader: InMemoryMetricReader
+) -> None:
+    before = metric_value(metric_reader, POISONED, {"loop": "redrive"})
+    policy = types_pb2.RetryPolicy(maximum_attempts=1)
+    await env.submit_many([spec(retry_policy=policy) for _ in range(3)])
+    leased = await env.lease(n=3)
+    dead = [await env.fail(order) for order in leased]
+    assert {o.state for o in dead} == {S.WORK_ORDER_STATE_DEAD}
+    await _plant_policy(env, dead[1], UNREADABLE_POLICY)
+    redrive = await env.stub.RedriveWorkOrders(
+        rpc.RedriveWorkOrdersRequest(parent=queue_name(), reason="test", requested_by="me")
+    )
+    assert redrive.redrive.redriven_count == 2
+    states = [(await env.get(o.name)).state for o in dead]
+    assert states == [
+        S.WORK_ORDER_STATE_QUEUED,
+        S.WORK_ORDER_STATE_FAILED,
+        S.WORK_ORDER_STATE_QUEUED,
+    ]
+    assert (await env.get(dead[1].name)).last_failure.details["loop"] == "redrive"
+    assert metric_value(metric_reader, POISONED, {"loop": "redrive"}) == before + 1
