@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from datetime import timedelta
 
 from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import name_pattern
 from conveyor_queue.domain.model import QueueRef, RetryPolicy, WorkOrderRef, WorkOrderSpec
 from conveyor_queue.settings import QueueSettings
 
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
+QUEUE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
 _ID_RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
 _ID_RULE_QUEUE = "must match [a-z][a-z0-9._-]{0,127}"
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex. A version above 00
 # may append fields (-...); version ff is invalid; all-zero ids are invalid.
-TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?$")
+TRACEPARENT = name_pattern(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
 MAX_TRACEPARENT_LENGTH = 128
 
 
