@@ -131,7 +131,9 @@ class TableOutbox:
         records, unreadable = records_of(rows, self._record_of, self._table.name)
         seqs = [row.seq for row in rows]
         if fetch_errors:  # which rows did not come: their seqs, read alone
-            all_seqs = list((await conn.execute(statement.with_only_columns(self._seq))).scalars())
+            again = (await conn.execute(statement.with_only_columns(self._seq))).scalars()
+            # The same first rows, oldest first (a row written since comes after them).
+            all_seqs = list(again)[: len(rows) + len(fetch_errors)]
             missing = [seq for seq in all_seqs if seq not in set(seqs)]
             unreadable += [
                 (f"{self._table.name} row {seq}", error)
