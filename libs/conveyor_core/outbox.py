@@ -15,8 +15,16 @@ record ids are deterministic (a service derives them from its row, e.g.
 `queue/<seq>`) and the journal appends by id idempotently: readers see each
 record exactly once, at the position its first append got.
 
-When an append fails, the relay logs, backs off exponentially with jitter
-(`Backoff`) and retries the same rows; nothing is skipped. It waits for work
+When an append fails for a reason that may pass (the journal unreachable, a
+timeout, ...), the relay logs, backs off exponentially with jitter (`Backoff`)
+and retries the same rows; nothing is skipped. One bad row never stops the
+relay (conveyor_core.poison): a row the source cannot turn into a record
+(`OutboxBatch.unreadable`), and a record the journal refuses (INVALID_ARGUMENT
+and the other codes in `REFUSALS`, or a value that cannot be encoded), are
+quarantined: logged at ERROR with the cause, counted in
+`conveyor.<service>.poisoned_items` (label `loop`: "outbox"), marked as
+handled with the batch and never retried. A refused batch is split in halves
+until the refused records are found, so the rest are delivered, in order. It waits for work
 on the coordination channel the source names, notified by `OutboxNotifier`
 after writes (in this process or any replica), with a poll as the safety net.
 Several replicas may run relays over one database: the source decides how
@@ -44,6 +52,7 @@ from conveyor_core.clock import to_micros
 from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
+from conveyor_core.poison import record_poisoned
 from conveyor_core.settings import CoreSettings
 from conveyor_core.tasks import cancel_and_wait
 
@@ -55,6 +64,17 @@ JOURNAL_SERVICE = service_pb2.DESCRIPTOR.services_by_name["JournalService"].full
 _APPEND_METHOD = f"{JOURNAL_SERVICE}/AppendJournalRecords"
 #: Seconds before a relay looks again at rows it held back (see `OutboxBatch.claimed`).
 HELD_BACK_RECHECK = 0.02
+#: Codes by which the journal refuses what was sent: retrying the same records cannot help.
+REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # e.g. a message past the journal's size limit
+    }
+)
+#: The `loop` label of a relay in conveyor.<service>.poisoned_items.
+OUTBOX_LOOP = "outbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +98,8 @@ class OutboxBatch(Protocol):
         records: what to deliver now, in order.
         claimed: how many rows the claim took (`records` may hold fewer, when
             some must wait for earlier rows another relay is delivering).
+        unreadable: rows the claim could not turn into records (a name for
+            each, and why); not in `records`, and marked with them.
     """
 
     @property
@@ -86,8 +108,12 @@ class OutboxBatch(Protocol):
     @property
     def claimed(self) -> int: ...
 
+    @property
+    def unreadable(self) -> Sequence[tuple[str, BaseException]]: ...
+
     async def mark_delivered(self) -> None:
-        """Record `records` as delivered; called only after the append succeeded."""
+        """Record `records` and `unreadable` as handled; called only after the append
+        succeeded (or its refused records were quarantined)."""
         ...
 
 
@@ -236,6 +262,7 @@ class RelayStats:
     delivered: int = 0
     batches: int = 0
     failures: int = 0
+    poisoned: int = 0  # rows or records quarantined (unreadable, or refused by the journal)
 
 
 class OutboxRelay:
@@ -256,10 +283,13 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         backoff: Backoff | None = None,
         name: str = "outbox",
+        service: str = "",
     ) -> None:
         self.source = source
         self.sink = sink
         self.name = name
+        #: Names the poisoned-items metric, conveyor.<service>.poisoned_items (default: name).
+        self.service = service or name
         self.stats = RelayStats()
         self._coordination = coordination
         self._batch_size = batch_size
@@ -285,6 +315,8 @@ class OutboxRelay:
         """Claim, append and mark one batch; return how many rows the claim took."""
         async with self.source.claim(self._batch_size) as batch:
             records = batch.records
+            for item, error in batch.unreadable:
+                self._poisoned(item, error)
             if records:
                 with (
                     correlation_scope(),
@@ -293,14 +325,36 @@ class OutboxRelay:
                         attributes={"conveyor.outbox": self.name, "conveyor.records": len(records)},
                     ),
                 ):
-                    await self.sink.append(records)
+                    refused = await self._append(records)
                 await batch.mark_delivered()
-                self.stats.delivered += len(records)
+                self.stats.delivered += len(records) - refused
                 self.stats.batches += 1
+            elif batch.unreadable:
+                await batch.mark_delivered()
             claimed = batch.claimed
             self._held_back = claimed - len(records)
         self.stats.passes += 1
         return claimed
+
+    async def _append(self, records: Sequence[OutboxRecord]) -> int:
+        """Append `records`; a refused batch is split until each refused record is found and
+        quarantined (appends are idempotent by id: re-sending a half is harmless). Returns how
+        many were refused; raises on failures that may pass."""
+        try:
+            await self.sink.append(records)
+            return 0
+        except Exception as error:
+            if not _is_refusal(error):
+                raise
+            if len(records) == 1:
+                self._poisoned(f"journal record {records[0].id}", error)
+                return 1
+            half = len(records) // 2
+            return await self._append(records[:half]) + await self._append(records[half:])
+
+    def _poisoned(self, item: str, error: BaseException) -> None:
+        self.stats.poisoned += 1
+        record_poisoned(self.service, OUTBOX_LOOP, item, error, "skipped")
 
     async def _run(self) -> None:
         # Registered before the first claim: a notify landing after an empty
@@ -332,6 +386,14 @@ class OutboxRelay:
             exc_info=self._backoff.failures == 1,
         )
         await asyncio.sleep(delay)
+
+
+def _is_refusal(error: Exception) -> bool:
+    """Whether the journal refused what was sent (or it could not be encoded)."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code() in REFUSALS
+    # Building the request: a string that is not UTF-8, a time past year 9999, ...
+    return isinstance(error, (ValueError, TypeError, OverflowError, UnicodeError))
 
 
 def _describe(error: Exception) -> str:

@@ -32,9 +32,41 @@ class ClaimedBatch:
     records: Sequence[OutboxRecord]
     claimed: int
     _mark: Callable[[], Awaitable[None]]
+    unreadable: Sequence[tuple[str, BaseException]] = ()
 
     async def mark_delivered(self) -> None:
         await self._mark()
+
+
+def fetch_each(result: Any) -> tuple[list[Any], list[BaseException]]:
+    """The rows of `result` that could be fetched, and why the others could not (a column
+    that does not decode, as SQLite's JSON text may not): one bad row costs only itself."""
+    rows: list[Any] = []
+    errors: list[BaseException] = []
+    while True:
+        try:
+            row = result.fetchone()
+        except Exception as error:
+            errors.append(error)
+            continue
+        if row is None:
+            return rows, errors
+        rows.append(row)
+
+
+def records_of(
+    rows: Sequence[Any], record_of: Callable[[Any], OutboxRecord], what: str
+) -> tuple[list[OutboxRecord], list[tuple[str, BaseException]]]:
+    """Each row's record; a row whose record cannot be built is named (`what` row <seq>)
+    among the unreadable, with why."""
+    records: list[OutboxRecord] = []
+    unreadable: list[tuple[str, BaseException]] = []
+    for row in rows:
+        try:
+            records.append(record_of(row))
+        except Exception as error:
+            unreadable.append((f"{what} row {row.seq}", error))
+    return records, unreadable
 
 
 class TableOutbox:
@@ -73,27 +105,42 @@ class TableOutbox:
 
     @asynccontextmanager
     async def _claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
-        statement = (
-            select(self._table).where(self._delivered.is_(None)).order_by(self._seq).limit(limit)
-        )
         if self._postgres:
             async with self._engine.begin() as conn:  # row locks held until the batch is done
-                rows = (await conn.execute(statement.with_for_update(skip_locked=True))).all()
-                seqs = [row.seq for row in rows]
-                yield ClaimedBatch(self._records(rows), len(rows), lambda: self._mark(conn, seqs))
+                seqs, batch = await self._read(conn, limit, lambda: self._mark(conn, seqs))
+                yield batch
             return
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        seqs = [row.seq for row in rows]
+            seqs, batch = await self._read(conn, limit, lambda: mark())
 
         async def mark() -> None:
             async with self._engine.begin() as conn:
                 await self._mark(conn, seqs)
 
-        yield ClaimedBatch(self._records(rows), len(rows), mark)
+        yield batch
 
-    def _records(self, rows: Sequence[Any]) -> list[OutboxRecord]:
-        return [self._record_of(row) for row in rows]
+    async def _read(
+        self, conn: AsyncConnection, limit: int, mark: Callable[[], Awaitable[None]]
+    ) -> tuple[list[int], ClaimedBatch]:
+        """The claimed seqs (every row, readable or not) and the batch of their records."""
+        statement = select(self._table).where(self._delivered.is_(None))
+        statement = statement.order_by(self._seq).limit(limit)
+        if self._postgres:
+            statement = statement.with_for_update(skip_locked=True)
+        rows, fetch_errors = fetch_each(await conn.execute(statement))
+        records, unreadable = records_of(rows, self._record_of, self._table.name)
+        seqs = [row.seq for row in rows]
+        if fetch_errors:  # which rows did not come: their seqs, read alone
+            again = (await conn.execute(statement.with_only_columns(self._seq))).scalars()
+            # The same first rows, oldest first (a row written since comes after them).
+            all_seqs = list(again)[: len(rows) + len(fetch_errors)]
+            missing = [seq for seq in all_seqs if seq not in set(seqs)]
+            unreadable += [
+                (f"{self._table.name} row {seq}", error)
+                for seq, error in zip(missing, fetch_errors, strict=False)
+            ]
+            seqs = all_seqs
+        return seqs, ClaimedBatch(records, len(seqs), mark, unreadable)
 
     async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
         if seqs:

@@ -12,8 +12,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from conveyor_core.validators import name_pattern
+
 log = logging.getLogger(__name__)
-_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_SECRET_NAME = name_pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 
 
 class SecretSource:

@@ -41,4 +41,23 @@ class InvalidState(FailedPrecondition):
         )
 
 
-__all__ = ["DatabaseUnavailable", "InvalidState", "StaleLease", "WorkOrderNotFound"]
+class WorkOrderQuarantined(FailedPrecondition):
+    """The order's stored row cannot be processed: it was failed (failure type `poisoned`)."""
+
+    reason = "WORK_ORDER_QUARANTINED"
+
+    def __init__(self, ref: WorkOrderRef, cause: str) -> None:
+        super().__init__(
+            PreconditionViolation(
+                "STATE", ref.name, f"the order was quarantined and failed: {cause}"
+            )
+        )
+
+
+__all__ = [
+    "DatabaseUnavailable",
+    "InvalidState",
+    "StaleLease",
+    "WorkOrderNotFound",
+    "WorkOrderQuarantined",
+]

@@ -43,6 +43,7 @@ from grpc_reflection.v1alpha import reflection
 
 from conveyor_core.auth import Access, Authenticator, PrincipalsFileError
 from conveyor_core.grpc.auth import AuthInterceptor, server_credentials
+from conveyor_core.grpc.decoding import DecodeInterceptor
 from conveyor_core.grpc.interceptors import server_interceptors
 from conveyor_core.settings import ConfigurationError, CoreSettings
 
@@ -240,7 +241,9 @@ async def create_server(
             for service in services
             for method, rule in service.access.items()
         }
-        interceptors.append(AuthInterceptor(authenticator, rules))  # innermost
+        interceptors.append(AuthInterceptor(authenticator, rules))
+    # Innermost: undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN (decoding.py).
+    interceptors.append(DecodeInterceptor())
     if credentials is None:
         credentials = server_credentials(settings)
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(settings))

@@ -6,21 +6,21 @@ come from `EventStoreSettings`; column sizes of `events_journal` bound the rest.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from conveyor_core.errors import FieldViolation
+from conveyor_core.validators import name_pattern
 from conveyor_events.settings import EventStoreSettings
 
 #: Coordination channel notified after every append that added records.
 JOURNAL_CHANNEL = "journal"
 
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-RECORD_TYPE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
-SUBJECT_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
+RECORD_TYPE = name_pattern(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*")
+SUBJECT_KIND = name_pattern(r"[a-z][a-z0-9_]{0,63}")
+TRACE_ID = name_pattern(r"[0-9a-f]{32}")
 
 MAX_ID_LENGTH = 256
 MAX_TYPE_LENGTH = 128

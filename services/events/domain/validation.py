@@ -9,19 +9,19 @@ Names follow AIP-122:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import name_pattern
 from conveyor_events.domain.model import EventDraft, EventRef, HandlerRef, Payload, TopicRef
 from conveyor_events.settings import EventStoreSettings
 
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
 # Topics, handlers and workflows share one rule.
-RESOURCE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+RESOURCE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
 # Run ids and actors are opaque to the store but end up in logs: plain printable tokens only.
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]*$")
+RUN_ID = name_pattern(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]*")
 _RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
 _RULE_ID = "must match [a-z][a-z0-9._-]{0,127}"
 

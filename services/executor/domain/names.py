@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-import re
-
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import name_pattern
 from conveyor_executor.domain.model import OutputRef, RunRef
 
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-OUTPUT_ID = re.compile(r"^[a-f0-9]{32}$")
-JOB_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
+RUN_ID = name_pattern(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+OUTPUT_ID = name_pattern(r"[a-f0-9]{32}")
+JOB_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
 
 
 def bad(field: str, description: str) -> InvalidArgument:

@@ -58,11 +58,11 @@ def payload_to_pb(payload: Payload | None) -> types_pb2.Payload | None:
     )
 
 
-def retry_policy_from_pb(message: types_pb2.RetryPolicy) -> RetryPolicy:
+def retry_policy_from_pb(message: types_pb2.RetryPolicy, path: str = "") -> RetryPolicy:
     default = RetryPolicy()
-    initial = opt_dur(message, "initial_interval")
+    initial = opt_dur(message, "initial_interval", f"{path}initial_interval")
     initial = default.initial_interval if initial is None else initial
-    maximum = opt_dur(message, "maximum_interval")
+    maximum = opt_dur(message, "maximum_interval", f"{path}maximum_interval")
     return RetryPolicy(
         initial_interval=initial,
         backoff_coefficient=message.backoff_coefficient or default.backoff_coefficient,
@@ -84,9 +84,10 @@ def retry_policy_to_pb(policy: RetryPolicy) -> types_pb2.RetryPolicy:
     )
 
 
-def spec_from_pb(message: pb.WorkOrderSpec) -> WorkOrderSpec:
+def spec_from_pb(message: pb.WorkOrderSpec, path: str = "work_order.") -> WorkOrderSpec:
+    """The spec of a request's `work_order` (`path`: its field path, for violations)."""
     policy = (
-        retry_policy_from_pb(message.retry_policy)
+        retry_policy_from_pb(message.retry_policy, f"{path}retry_policy.")
         if message.HasField("retry_policy")
         else RetryPolicy(maximum_attempts=0)
     )
@@ -95,10 +96,12 @@ def spec_from_pb(message: pb.WorkOrderSpec) -> WorkOrderSpec:
         payload=payload_from_pb(message.payload),
         idempotency_key=message.idempotency_key or None,
         concurrency_key=message.concurrency_key,
-        not_before=opt_ts(message, "not_before"),
-        deadline=opt_ts(message, "deadline"),
-        start_to_close_timeout=opt_dur(message, "start_to_close_timeout"),
-        heartbeat_timeout=opt_dur(message, "heartbeat_timeout"),
+        not_before=opt_ts(message, "not_before", f"{path}not_before"),
+        deadline=opt_ts(message, "deadline", f"{path}deadline"),
+        start_to_close_timeout=opt_dur(
+            message, "start_to_close_timeout", f"{path}start_to_close_timeout"
+        ),
+        heartbeat_timeout=opt_dur(message, "heartbeat_timeout", f"{path}heartbeat_timeout"),
         retry_policy=policy,
         labels=dict(message.labels),
     )

@@ -78,7 +78,7 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             items.append(
                 SubmitItem(
                     queue,
-                    convert.spec_from_pb(item.work_order),
+                    convert.spec_from_pb(item.work_order, f"requests[{i}].work_order."),
                     f"requests[{i}].",
                     item.traceparent,
                     item.correlation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,13 +15,27 @@ def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None =
 
     initial * coefficient^(attempt-1), capped at maximum_interval, then spread
     uniformly by +/- jitter.
+
+    Never raises, whatever the stored policy holds: a row written before
+    validation refused such values (a NaN or infinite coefficient, NaN jitter, a
+    coefficient whose powers overflow) gets the longest delay its policy allows,
+    maximum_interval, where the arithmetic has no answer.
     """
-    base = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (attempt - 1)
-    base = min(base, policy.maximum_interval.total_seconds())
-    if policy.jitter:
-        spread = base * policy.jitter
+    cap = max(policy.maximum_interval.total_seconds(), 0.0)
+    try:
+        base = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (attempt - 1)
+    except (OverflowError, ZeroDivisionError, ValueError):
+        base = cap
+    if not math.isfinite(base) or base > cap:  # NaN, inf, or past the cap
+        base = cap
+    jitter = policy.jitter if 0 <= policy.jitter <= 1 else 0.0  # NaN: no jitter
+    if jitter:
+        spread = base * jitter
         base += (rng or random).uniform(-spread, spread)
-    return timedelta(seconds=max(base, 0.0))
+    try:
+        return timedelta(seconds=max(base, 0.0))
+    except OverflowError:  # a cap near timedelta.max, plus jitter
+        return timedelta.max
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +65,14 @@ def after_failed_attempt(
             WorkOrderState.DEAD, None, f"attempts exhausted ({attempt}/{policy.maximum_attempts})"
         )
     delay = retry_delay if retry_delay is not None else backoff_delay(policy, attempt, rng)
+    try:
+        available_at = now + delay
+    except OverflowError:  # a stored policy's maximum_interval past year 9999
+        return AttemptOutcome(
+            WorkOrderState.DEAD, None, f"retry delay {delay} ends past the last instant"
+        )
     return AttemptOutcome(
-        WorkOrderState.QUEUED, now + delay, f"retry in {delay.total_seconds():.3f}s"
+        WorkOrderState.QUEUED, available_at, f"retry in {delay.total_seconds():.3f}s"
     )
 
 

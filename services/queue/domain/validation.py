@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import re
+import math
 import uuid
 from datetime import timedelta
 
 from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import name_pattern
 from conveyor_queue.domain.model import QueueRef, RetryPolicy, WorkOrderRef, WorkOrderSpec
 from conveyor_queue.settings import QueueSettings
 
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
+QUEUE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
 _ID_RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
 _ID_RULE_QUEUE = "must match [a-z][a-z0-9._-]{0,127}"
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex. A version above 00
 # may append fields (-...); version ff is invalid; all-zero ids are invalid.
-TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?$")
+TRACEPARENT = name_pattern(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?")
 MAX_TRACEPARENT_LENGTH = 128
 
 
@@ -165,8 +166,14 @@ def retry_policy_violations(
     out: list[FieldViolation] = []
     if policy.initial_interval < timedelta(0):
         out.append(FieldViolation(f"{prefix}initial_interval", "must not be negative"))
-    if policy.backoff_coefficient < 1:
-        out.append(FieldViolation(f"{prefix}backoff_coefficient", "must be >= 1"))
+    coefficient = policy.backoff_coefficient
+    if not math.isfinite(coefficient) or coefficient < 1:
+        out.append(
+            FieldViolation(
+                f"{prefix}backoff_coefficient",
+                f"must be a finite number >= 1 (0: the default), got {coefficient!r}",
+            )
+        )
     if policy.maximum_interval < policy.initial_interval:
         out.append(FieldViolation(f"{prefix}maximum_interval", "must be >= initial_interval"))
     if policy.maximum_interval.total_seconds() > limits.max_retry_interval_seconds:
@@ -175,8 +182,8 @@ def retry_policy_violations(
                 f"{prefix}maximum_interval", f"must be at most {limits.max_retry_interval_seconds}s"
             )
         )
-    if not 0 <= policy.jitter <= 1:
-        out.append(FieldViolation(f"{prefix}jitter", "must be in [0, 1]"))
+    if not 0 <= policy.jitter <= 1:  # NaN fails both comparisons
+        out.append(FieldViolation(f"{prefix}jitter", f"must be in [0, 1], got {policy.jitter!r}"))
     if not 1 <= policy.maximum_attempts <= limits.max_attempts_limit:
         out.append(
             FieldViolation(

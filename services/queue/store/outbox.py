@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxNotifier, OutboxRecord, trace_id_of
-from conveyor_core.outbox_table import ClaimedBatch
+from conveyor_core.outbox_table import ClaimedBatch, fetch_each, records_of
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
@@ -178,8 +178,8 @@ class SqlQueueOutbox:
     @asynccontextmanager
     async def _claim_locked(self, limit: int) -> AsyncIterator[OutboxBatch]:
         async with self._engine.begin() as conn:  # row locks held until the batch is done
-            rows = (await conn.execute(claim_statement(limit, postgres=True))).all()
-            claimed = len(rows)
+            rows, unreadable = await self._claimed_rows(conn, limit)
+            claimed = len(rows) + len(unreadable)
             if rows:
                 undelivered = await conn.execute(
                     UNDELIVERED_OF_ORDERS,
@@ -189,25 +189,47 @@ class SqlQueueOutbox:
                     },
                 )
                 rows = in_order(rows, [(r.work_order_id, r.seq) for r in undelivered])
-            seqs = [row.seq for row in rows]
-            yield self._batch(rows, claimed, lambda: self._mark(conn, seqs))
+            seqs = [row.seq for row in rows] + [seq for seq, _ in unreadable]
+            yield self._batch(rows, claimed, lambda: self._mark(conn, seqs), unreadable)
 
     @asynccontextmanager
     async def _claim_single_writer(self, limit: int) -> AsyncIterator[OutboxBatch]:
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(claim_statement(limit, postgres=False))).all()
-        seqs = [row.seq for row in rows]
+            rows, unreadable = await self._claimed_rows(conn, limit)
+        seqs = [row.seq for row in rows] + [seq for seq, _ in unreadable]
 
         async def mark() -> None:
             async with self._engine.begin() as conn:
                 await self._mark(conn, seqs)
 
-        yield self._batch(rows, len(rows), mark)
+        yield self._batch(rows, len(seqs), mark, unreadable)
+
+    async def _claimed_rows(
+        self, conn: AsyncConnection, limit: int
+    ) -> tuple[list[Any], list[tuple[int, BaseException]]]:
+        """The claimed rows that could be fetched, and the seq and error of those that could
+        not (a column that does not decode): one bad row never stops the relay."""
+        statement = claim_statement(limit, self._postgres)
+        rows, errors = fetch_each(await conn.execute(statement))
+        if not errors:
+            return rows, []
+        fetched = {row.seq for row in rows}
+        every = (await conn.execute(statement.with_only_columns(ev.seq))).scalars()
+        missing = [seq for seq in every if seq not in fetched]
+        return rows, list(zip(missing, errors, strict=False))
 
     def _batch(
-        self, rows: Sequence[Any], claimed: int, mark: Callable[[], Awaitable[None]]
+        self,
+        rows: Sequence[Any],
+        claimed: int,
+        mark: Callable[[], Awaitable[None]],
+        unfetched: Sequence[tuple[int, BaseException]] = (),
     ) -> ClaimedBatch:
-        return ClaimedBatch([journal_record(row._mapping) for row in rows], claimed, mark)
+        records, unreadable = records_of(
+            rows, lambda row: journal_record(row._mapping), work_order_events.name
+        )
+        unreadable += [(f"{work_order_events.name} row {seq}", e) for seq, e in unfetched]
+        return ClaimedBatch(records, claimed, mark, unreadable)
 
     async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
         if not seqs:

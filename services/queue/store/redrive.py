@@ -5,6 +5,9 @@ cursor). Each chunk is its own transaction that moves the cursor forward, so
 an order that dies again during the same redrive is never picked twice, and a
 redrive interrupted by a crash resumes where it stopped when the same
 request_id is sent again.
+
+A DEAD order whose row cannot be read is not redriven: it is quarantined
+(FAILED, failure type `poisoned`, store/poison.py) and the redrive goes on.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ from conveyor_core.clock import opt_to_micros, to_micros
 from conveyor_queue.domain.model import Redrive, WorkOrderState
 from conveyor_queue.store.base import RedriveParams
 from conveyor_queue.store.history import event_row, insert_events
+from conveyor_queue.store.poison import Poisoned, decoded_orders
 from conveyor_queue.store.rows import order_from_row, redrive_from_row
 from conveyor_queue.store.tables import redrives, work_orders
 
 wo = work_orders.c
 rd = redrives.c
+#: The `loop` label of redrive in conveyor.queue.poisoned_items.
+REDRIVE = "redrive"
 
 
 async def run_redrive(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParams) -> Redrive:
     redrive_id = await _open(engine, insert, p)
     while True:
         async with engine.begin() as conn:
-            finished = await _chunk(conn, redrive_id, p)
+            finished, poisoned = await _chunk(conn, redrive_id, p)
+        if poisoned is not None:
+            poisoned.report()  # committed
         if finished:
             break
     async with engine.connect() as conn:
@@ -72,14 +80,16 @@ async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParam
         ).scalar_one()
 
 
-async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams) -> bool:
-    """Redrive one chunk; True when the redrive is complete."""
+async def _chunk(
+    conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams
+) -> tuple[bool, Poisoned | None]:
+    """Redrive one chunk; True when the redrive is complete, and the orders it quarantined."""
     stmt = select(redrives).where(rd.id == redrive_id)
     if conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     redrive = (await conn.execute(stmt)).one()
     if redrive.done:
-        return True
+        return True, None
     size = p.chunk_size
     if redrive.max_work_orders:
         size = min(size, redrive.max_work_orders - redrive.redriven_count)
@@ -93,15 +103,21 @@ async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams)
         conditions.append(wo.failure["type"].as_string() == redrive.error_type)
     if redrive.dead_after is not None:
         conditions.append(wo.completed_at >= redrive.dead_after)
-    picked = select(work_orders).where(*conditions).order_by(wo.seq).limit(max(size, 0))
+    picked = select(wo.seq).where(*conditions).order_by(wo.seq).limit(max(size, 0))
     if conn.dialect.name == "postgresql":
         picked = picked.with_for_update()
-    rows = list(await conn.execute(picked)) if size > 0 else []
+    seqs = list((await conn.execute(picked)).scalars()) if size > 0 else []
     now_us = to_micros(p.now)
-    if rows:
+    poisoned = Poisoned(REDRIVE)
+    # An order that cannot be read is not redriven but quarantined (DEAD -> FAILED, poisoned).
+    readable = await decoded_orders(conn, seqs, poisoned, now_us, [WorkOrderState.DEAD])
+    if readable:
         result = await conn.execute(
             update(work_orders)
-            .where(wo.seq.in_([r.seq for r in rows]), wo.state == WorkOrderState.DEAD.value)
+            .where(
+                wo.seq.in_([row.seq for row, _ in readable]),
+                wo.state == WorkOrderState.DEAD.value,
+            )
             .values(
                 state=WorkOrderState.QUEUED.value,
                 attempt=0,
@@ -128,10 +144,10 @@ async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams)
                 for o in orders
             ],
         )
-    total = redrive.redriven_count + len(rows)
+    total = redrive.redriven_count + len(readable)
     finished = (
         size <= 0
-        or len(rows) < size
+        or len(seqs) < size
         or (bool(redrive.max_work_orders) and total >= redrive.max_work_orders)
     )
     await conn.execute(
@@ -139,9 +155,9 @@ async def _chunk(conn: AsyncConnection, redrive_id: uuid.UUID, p: RedriveParams)
         .where(rd.id == redrive_id)
         .values(
             redriven_count=total,
-            cursor_seq=rows[-1].seq if rows else redrive.cursor_seq,
+            cursor_seq=seqs[-1] if seqs else redrive.cursor_seq,
             done=finished,
             updated_at=now_us,
         )
     )
-    return finished
+    return finished, poisoned

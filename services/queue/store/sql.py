@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_to_micros, to_micros
+from conveyor_core.poison import describe
 from conveyor_queue.domain import flow
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
@@ -27,7 +28,7 @@ from conveyor_queue.domain.model import (
     WorkOrderState,
 )
 from conveyor_queue.domain.retry import after_failed_attempt
-from conveyor_queue.errors import InvalidState, StaleLease, WorkOrderNotFound
+from conveyor_queue.errors import InvalidState, StaleLease, WorkOrderNotFound, WorkOrderQuarantined
 from conveyor_queue.store import queries
 from conveyor_queue.store.base import (
     CancelParams,
@@ -44,6 +45,7 @@ from conveyor_queue.store.base import (
 )
 from conveyor_queue.store.expiry import expire_deadlines, expire_leases
 from conveyor_queue.store.history import event_row, insert_events
+from conveyor_queue.store.poison import Poisoned, quarantine
 from conveyor_queue.store.raw import RawStatements
 from conveyor_queue.store.redrive import run_redrive
 from conveyor_queue.store.rows import (
@@ -582,25 +584,33 @@ class SqlWorkOrderStore:
         now_us = to_micros(params.now)
         async with self._engine.begin() as conn:
             row = await self._locked_leased(conn, params.ref, params.lease_token, now_us)
-            current = order_from_row(row._mapping)
-            outcome = after_failed_attempt(
-                policy=current.spec.retry_policy,
-                attempt=current.attempt,
-                failure=params.failure,
-                cancel_requested=current.cancel_requested,
-                now=params.now,
-                retry_delay=params.retry_delay,
-            )
-            return await self.end_attempt(
-                conn,
-                row,
-                outcome.state,
-                outcome.available_at,
-                outcome.reason,
-                now_us,
-                failure=params.failure,
-                actor=row.leased_by,
-            )
+            try:
+                current = order_from_row(row._mapping)
+                outcome = after_failed_attempt(
+                    policy=current.spec.retry_policy,
+                    attempt=current.attempt,
+                    failure=params.failure,
+                    cancel_requested=current.cancel_requested,
+                    now=params.now,
+                    retry_delay=params.retry_delay,
+                )
+            except Exception as error:  # a row no submit stores today (store/poison.py)
+                poisoned = Poisoned("fail")
+                await quarantine(conn, row.seq, poisoned, error, now_us)
+                cause = describe(error)
+            else:
+                return await self.end_attempt(
+                    conn,
+                    row,
+                    outcome.state,
+                    outcome.available_at,
+                    outcome.reason,
+                    now_us,
+                    failure=params.failure,
+                    actor=row.leased_by,
+                )
+        poisoned.report()
+        raise WorkOrderQuarantined(params.ref, cause)
 
     async def end_attempt(
         self,
@@ -789,12 +799,10 @@ class SqlWorkOrderStore:
     # -- sweeper ----------------------------------------------------------------
 
     async def work_order_expire_leases(self, now: datetime, limit: int) -> list[WorkOrder]:
-        async with self._engine.begin() as conn:
-            return await expire_leases(self, conn, now, limit)
+        return await expire_leases(self, self._engine, now, limit)
 
     async def work_order_expire_deadlines(self, now: datetime, limit: int) -> list[WorkOrder]:
-        async with self._engine.begin() as conn:
-            return await expire_deadlines(self, conn, now, limit)
+        return await expire_deadlines(self, self._engine, now, limit)
 
     @property
     def postgres(self) -> bool:

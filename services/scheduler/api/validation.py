@@ -7,7 +7,6 @@ violations of a request are reported together.
 from __future__ import annotations
 
 import math
-import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -16,15 +15,16 @@ from google.protobuf import duration_pb2
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import name_pattern
 from conveyor_scheduler.domain import timing
 from conveyor_scheduler.domain.model import JobRef, ScheduleRef
 from conveyor_scheduler.settings import SchedulerSettings
 
-ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-NAMESPACE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-ENDPOINT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-QUEUE_ID = re.compile(r"^[a-z][a-z0-9._-]{0,127}$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}$")
+ID = name_pattern(r"[a-z0-9][a-z0-9-]{0,62}")
+NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
+ENDPOINT_NAME = name_pattern(r"[a-z0-9][a-z0-9_-]{0,62}")
+QUEUE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
+HEADER_NAME = name_pattern(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 #: Header names whose values must be secret references, never literals.
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "cookie"})

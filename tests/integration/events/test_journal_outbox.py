@@ -72,6 +72,10 @@ class _Unmarkable:
     def claimed(self) -> int:
         return self.batch.claimed
 
+    @property
+    def unreadable(self) -> Sequence[tuple[str, BaseException]]:
+        return self.batch.unreadable
+
     async def mark_delivered(self) -> None:
         self.source.crashes += 1
         raise RuntimeError("simulated crash between append and mark-delivered")

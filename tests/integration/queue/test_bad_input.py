@@ -23,6 +23,23 @@ BAD_SUBMITS = {
         "parent",
     ),
     "missing namespace": (rpc.SubmitWorkOrderRequest(parent="namespaces//queues/jobs"), "parent"),
+    "namespace with a trailing newline": (
+        rpc.SubmitWorkOrderRequest(parent="namespaces/test\n/queues/jobs"),
+        "parent",
+    ),
+    "queue with a trailing newline": (
+        rpc.SubmitWorkOrderRequest(parent="namespaces/test/queues/jobs\n"),
+        "parent",
+    ),
+    "infinite backoff coefficient": (
+        rpc.SubmitWorkOrderRequest(
+            parent=queue_name(),
+            work_order=m.WorkOrderSpec(
+                retry_policy=types_pb2.RetryPolicy(backoff_coefficient=float("inf"))
+            ),
+        ),
+        "work_order.retry_policy.backoff_coefficient",
+    ),
     "missing parent": (rpc.SubmitWorkOrderRequest(), "parent"),
     "not a queue name": (rpc.SubmitWorkOrderRequest(parent="queues/jobs"), "parent"),
     "negative priority": (

@@ -9,14 +9,15 @@ from datetime import timedelta
 import grpc
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor.scheduler.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
+from conveyor_scheduler.store.tables import journal_outbox
 from tests.helpers.journal import eventually
 from tests.helpers.metrics import metric_value
-from tests.helpers.scheduler import SchedulerEnv, http_job, interval
+from tests.helpers.scheduler import NAMESPACE, SchedulerEnv, http_job, interval
 
 POISONED = "conveyor.scheduler.poisoned_items"
 ALLOW_ALL = pb.OVERLAP_POLICY_ALLOW_ALL
@@ -154,3 +155,53 @@ async def _refuse_fires_of(env: SchedulerEnv, schedule: pb.Schedule) -> None:
             "CREATE TRIGGER refuse_fire BEFORE INSERT ON scheduler_fires "
             f"WHEN NEW.schedule_uid = '{uid.hex}' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
         )
+
+
+async def _plant_journal_rows(env: SchedulerEnv) -> list[int]:
+    """Outbox rows no writer makes: a namespace the journal refuses, and (SQLite only, whose
+    JSON column keeps any text) subjects that are not JSON."""
+    engine = env.service.engine_db
+    sqlite = engine.dialect.name == "sqlite"
+    row = {
+        "type": "scheduler.schedule.fired",
+        "namespace": "Not A Namespace",
+        "subjects": {},
+        "attributes": {},
+        "correlation_id": "",
+        "traceparent": "",
+        "at": 1_900_000_000_000_000,
+    }
+    rows = [row, {**row, "namespace": NAMESPACE}] if sqlite else [row]
+    async with engine.begin() as conn:
+        result = await conn.execute(insert(journal_outbox).returning(journal_outbox.c.seq), rows)
+        seqs = list(result.scalars())
+        if sqlite:
+            await conn.execute(
+                text("UPDATE scheduler_journal_outbox SET subjects = 'not json' WHERE seq = :s"),
+                {"s": seqs[-1]},
+            )
+    return seqs
+
+
+async def _marked(env: SchedulerEnv, seqs: list[int]) -> bool:
+    async with env.service.engine_db.connect() as conn:
+        statement = select(journal_outbox.c.seq).where(
+            journal_outbox.c.seq.in_(seqs), journal_outbox.c.journaled_at.is_(None)
+        )
+        return list((await conn.execute(statement)).scalars()) == []
+
+
+async def test_poisoned_journal_outbox_rows_are_skipped_and_fires_still_journaled(
+    env: SchedulerEnv, metric_reader: InMemoryMetricReader
+) -> None:
+    before = metric_value(metric_reader, POISONED, {"loop": "outbox"})
+    planted = await _plant_journal_rows(env)
+    good, _bad = await _two_schedules(env)
+
+    async def journaled() -> bool:
+        records = await env.journal_records(type_prefix="scheduler.schedule.fired")
+        return any(r.subjects.get("schedule") == good.name for r in records)
+
+    await eventually(journaled)
+    await eventually(lambda: _marked(env, planted))
+    assert metric_value(metric_reader, POISONED, {"loop": "outbox"}) == before + len(planted)
