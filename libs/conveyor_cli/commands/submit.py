@@ -201,33 +201,38 @@ async def _submit_task(session: Session, call: _TaskCall) -> int | None:
             raise CommandFailed(str(error), Exit.USAGE) from None
         request = queue_rpc.GetWorkOrderRequest(name=handle.name)
         order = (await session.call(session.queue.GetWorkOrder, request)).work_order
-        _report(session, order, handle.already_submitted, stream=call.watch)
+        if not (call.wait and options.json):  # --wait -o json: one document, at the end
+            _report(session, order, handle.already_submitted, stream=call.watch)
         if call.watch:
             return await _follow(session, handle.name)
         if not call.wait:
             return None
+        document = {
+            "work_order": render.message_json(order),
+            "already_exists": handle.already_submitted,
+        }
         try:
             result = await handle.result(timeout=call.wait_timeout)
         except (conveyor_sdk.TaskFailed, conveyor_sdk.TaskCancelled) as failed:
-            _report_task_failure(session, failed)
+            _report_task_failure(session, failed, document)
             return int(Exit.RUN_FAILED)
         except conveyor_sdk.ResultTimeout as late:
             render.report_failure(options, str(late), Exit.UNAVAILABLE)
             return int(Exit.UNAVAILABLE)
     if options.json:
-        render.print_json({"result": to_json_value(result)})
+        render.print_json({**document, "result": to_json_value(result)})
     else:
         render.console().print_json(json.dumps(to_json_value(result)))
     return None
 
 
-def _report_task_failure(session: Session, failed: Exception) -> None:
+def _report_task_failure(session: Session, failed: Exception, document: dict[str, Any]) -> None:
     if session.options.json:
         data: dict[str, Any] = {"message": str(failed)}
         if isinstance(failed, conveyor_sdk.TaskFailed):
             data.update(
                 error_type=failed.error_type, retryable=failed.retryable, details=failed.details
             )
-        render.print_json({"failure": data})
+        render.print_json({**document, "failure": data})
     else:
         render.console(stderr=True).print(render.Text(f"task failed: {failed}", style="red"))
