@@ -289,6 +289,8 @@ def report_error(options: Options, error: ConveyorError, hint: str = "") -> None
     err = console(stderr=True)
     err.print(f"[bold red]error[/]: {escape(error.code)}: {escape(error.message)}")
     for violation in error.field_violations:
+        if f"{violation.field}: {violation.description}" == error.message:
+            continue  # the message is this one violation
         err.print(f"  [bold]{escape(violation.field)}[/]: {escape(violation.description)}")
     if error.reason:
         err.print(f"  reason: {escape(error.reason)}")
