@@ -48,7 +48,8 @@ class ConveyorGroup(click.Group):
         return list(self.commands)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        operator, platform = [], []
+        operator: list[tuple[str, str]] = []
+        platform: list[tuple[str, str]] = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)
             if command is None or command.hidden:

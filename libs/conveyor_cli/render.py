@@ -87,7 +87,7 @@ def message_json(message: Message) -> Any:
     return out
 
 
-def _value_json(field: FieldDescriptor, value: Any) -> Any:
+def _value_json(field: Any, value: Any) -> Any:  # a FieldDescriptor (upb or Python)
     if field.message_type is not None:
         return message_json(value)
     if field.enum_type is not None:
@@ -154,7 +154,7 @@ def print_json(data: Any, *, lines: bool = False) -> None:
 
 def short_enum(message: Message, field: str) -> str:
     """An enum field's value name without its prefix, lower case: "succeeded"."""
-    descriptor = message.DESCRIPTOR.fields_by_name[field].enum_type
+    descriptor: Any = message.DESCRIPTOR.fields_by_name[field].enum_type
     value = descriptor.values_by_number.get(getattr(message, field))
     if value is None or value.number == 0:
         return "-"

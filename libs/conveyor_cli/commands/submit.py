@@ -186,7 +186,7 @@ async def _submit_task(session: Session, call: _TaskCall) -> int | None:
         root_certificates=session.root_certificates,
     ) as client:
         try:
-            handle = await client.submit(
+            handle: conveyor_sdk.TaskHandle[Any] = await client.submit(
                 call.task,
                 *call.args,
                 queue=call.queue,
