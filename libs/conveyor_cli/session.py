@@ -157,7 +157,9 @@ def execute(body: Callable[[Session], Awaitable[int | None]]) -> None:
     except CommandFailed as failure:
         render.report_failure(options, failure.message, failure.code)
         code = failure.code
-    except OSError as error:  # a --ca-file that cannot be read, a broken pipe
+    except BrokenPipeError:  # `conveyor ... | head`: main() ends quietly
+        raise
+    except OSError as error:  # a --ca-file that cannot be read
         render.report_failure(options, str(error), Exit.ERROR)
         code = Exit.ERROR
     except KeyboardInterrupt:
