@@ -1,0 +1,5 @@
+import sys
+
+from conveyor_cli.main import main
+
+sys.exit(main())
