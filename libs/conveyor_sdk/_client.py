@@ -35,6 +35,7 @@ from conveyor_sdk._errors import (
 )
 from conveyor_sdk._options import Retry, seconds_of
 from conveyor_sdk._wire import RESULT_CONTENT_TYPE, TASK_CONTENT_TYPE, encode_call, from_json
+from conveyor_sdk._workflows import Workflows
 
 __all__ = ["Client", "TaskHandle", "TaskState", "TaskStatus"]
 
@@ -207,6 +208,8 @@ class Client:
             self.address, token=token, tls=tls, root_certificates=root_certificates
         )
         self._queue = queue_grpc.WorkOrderQueueServiceStub(self._channel)
+        #: Workflows: trigger handlers, sessions, blocked runs, resolve mutations.
+        self.workflows = Workflows(self._channel, self.namespace)
 
     async def __aenter__(self) -> Client:
         return self

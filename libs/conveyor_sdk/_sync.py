@@ -69,6 +69,20 @@ class SyncTaskHandle(Generic[T]):
             yield status
 
 
+class _Blocking:
+    """Each coroutine method of the wrapped object, run to completion on the loop thread."""
+
+    def __init__(self, runner: _LoopThread, target: Any) -> None:
+        self._runner = runner
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+        if not callable(method):
+            return method
+        return lambda *args, **kwargs: self._runner.run(method(*args, **kwargs))
+
+
 class SyncClient:
     """`Client` with blocking methods; the same arguments. Use `with`, or call `close()`."""
 
@@ -79,6 +93,8 @@ class SyncClient:
             return Client(address, **options)
 
         self._client = self._runner.run(make())
+        #: `client.workflows` with blocking methods (the same names and arguments).
+        self.workflows = _Blocking(self._runner, self._client.workflows)
 
     def __enter__(self) -> SyncClient:
         return self

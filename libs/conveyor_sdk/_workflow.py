@@ -54,6 +54,11 @@ HANDLER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}", re.ASCII)
 TOPIC_NAME = re.compile(r"[a-z][a-z0-9._-]{0,127}", re.ASCII)
 
 
+def handler_job_id(workflow: str, handler: str) -> str:
+    """The scheduler's job and schedule id of a handler (registration creates them)."""
+    return f"wf-{workflow}-{handler}".replace("_", "-")[:63].rstrip("-")
+
+
 def _error(message: str) -> Exception:
     from conveyor_sdk._app import AppError
 
@@ -296,6 +301,7 @@ class Workflow:
             if len(inspect.signature(fn).parameters) != 2:
                 raise _error(f"producer {handler} must take (ctx, state)")
             self.producers[handler] = Producer(self, handler, fn, schedule)
+            fn.__conveyor_handler__ = self.producers[handler]  # type: ignore[attr-defined]
             return fn
 
         return register
@@ -334,6 +340,7 @@ class Workflow:
             self.consumers[handler] = Consumer(
                 self, handler, cls, topic, batch, wait, tuple(definite_failures), timeout
             )
+            cls.__conveyor_handler__ = self.consumers[handler]  # type: ignore[attr-defined]
             return cls
 
         return register

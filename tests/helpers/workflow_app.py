@@ -158,3 +158,17 @@ class Sink:
         self, ctx: conveyor.HandlerContext, prepared: Any, result: conveyor.MutationResult
     ) -> None:
         return None
+
+
+# Two producers of one workflow keep their own timing (and a consumer for their events).
+timing = app.workflow("timing", queue="timing-sessions")
+
+
+@timing.producer(schedule=conveyor.every(minutes=5))
+async def every_five_minutes(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    return conveyor.Produce()
+
+
+@timing.producer(schedule=conveyor.cron("0 * * * *", tz="Europe/Berlin"))
+async def hourly(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    return conveyor.Produce()

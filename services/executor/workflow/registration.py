@@ -36,13 +36,12 @@ from conveyor_executor.domain.workflow import HandlerDef, HandlerKind, WorkflowR
 from conveyor_executor.store.workflow_base import WorkflowStore
 from conveyor_executor.workflow.peers import EventsPort, topic_name
 from conveyor_sdk import App, Consumer, Producer, Schedule, Workflow
+from conveyor_sdk._workflow import handler_job_id
 
 log = logging.getLogger(__name__)
 
 
-def job_id(workflow: str, handler: str) -> str:
-    """The scheduler's job (and schedule) id of a handler: [a-z0-9][a-z0-9-]{0,62}."""
-    return f"wf-{workflow}-{handler}".replace("_", "-")[:63].rstrip("-")
+job_id = handler_job_id  # [a-z0-9][a-z0-9-]{0,62}, as the scheduler wants
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

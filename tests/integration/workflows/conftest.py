@@ -57,6 +57,18 @@ class Env:
             return False
         return True
 
+    async def registered(self, workflow: str) -> None:
+        async def found() -> bool:
+            try:
+                await self.workflows.GetWorkflow(
+                    wf_pb.GetWorkflowRequest(name=f"namespaces/wf/workflows/{workflow}")
+                )
+            except Exception:
+                return False
+            return True
+
+        await eventually(found, f"workflow {workflow} registered", 30)
+
     async def runs(self, workflow: str, *phases: int) -> list[wf_pb.HandlerRun]:
         reply = await self.workflows.ListHandlerRuns(
             wf_pb.ListHandlerRunsRequest(
