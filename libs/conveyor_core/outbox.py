@@ -201,7 +201,8 @@ class Backoff:
     def next_delay(self) -> float:
         """The delay before the next retry; each call counts one more failure."""
         self.failures += 1
-        base = min(self.initial * self.multiplier ** (self.failures - 1), self.maximum)
+        exponent = min(self.failures - 1, 64)  # past the cap long before; never overflows
+        base = min(self.initial * self.multiplier**exponent, self.maximum)
         spread = base * self.jitter
         return max(0.0, base + self.rng.uniform(-spread, spread))
 

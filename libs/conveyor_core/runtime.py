@@ -66,6 +66,7 @@ PEERS: dict[str, str] = {
     "queue": "queue_address",
     "events": "events_address",
     "scheduler": "scheduler_address",
+    "executor": "executor_address",
 }
 
 

@@ -90,6 +90,12 @@ class CoreSettings(BaseSettings):
         "their producer schedules and consumer triggers. Empty: the scheduler hosted in the "
         "same process.",
     )
+    executor_address: str = Field(
+        "",
+        description="host:port of an executor, which the scheduler asks whether a deployed "
+        "app defines a job's workflow target. Empty: the executor hosted in the same "
+        "process, if any; else such targets are accepted with a warning.",
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
@@ -149,6 +155,7 @@ class CoreSettings(BaseSettings):
         "queue_address",
         "events_address",
         "scheduler_address",
+        "executor_address",
         "health_listen_address",
     )
     @classmethod

@@ -34,6 +34,7 @@ from conveyor_scheduler.settings import SchedulerSettings
 from conveyor_scheduler.store.base import Delivery, FencingTokenStale, OutboxSubmit
 from conveyor_scheduler.store.outbox import SqlJournalOutbox
 from conveyor_scheduler.store.sql import SqlSchedulerStore
+from conveyor_scheduler.workflows import WorkflowRegistry
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ class SchedulerService:
         self.engine_db = db.create_engine(self.database_url, core)
         self.store = SqlSchedulerStore(self.engine_db)
         self.engine = SchedulerEngine(self.store, coordination, self.settings, self.clock)
-        self.servicer = SchedulerServicer(self.engine, PageTokens(core.page_token_secret))
+        self.workflows = WorkflowRegistry()
+        self.servicer = SchedulerServicer(
+            self.engine, PageTokens(core.page_token_secret), self.workflows
+        )
         self.journal_outbox = SqlJournalOutbox(self.engine_db, self.clock)
         s = self.settings
         self.election = LeaderElection(
@@ -122,6 +126,8 @@ class SchedulerService:
             log.warning("no queue address (CONVEYOR_QUEUE_ADDRESS): this scheduler never fires")
             return
         timeout = self.settings.submit_timeout_seconds
+        if "executor" in addresses:  # workflow targets are checked against deployed apps
+            self.workflows.attach(addresses["executor"], self.core, timeout)
         self.queue = QueueClient(addresses["queue"], self.core, timeout)
         if "events" in addresses:
             self.events = EventsClient(addresses["events"], self.core, timeout)
@@ -229,6 +235,7 @@ class SchedulerService:
             if client is not None:
                 await client.close()
         self.queue = self.events = None
+        await self.workflows.close()
         if self.advisor is not None:
             await self.advisor.close()
             self.advisor = None

@@ -41,6 +41,10 @@ class MemoryBatch:
     def claimed(self) -> int:
         return len(self.records)
 
+    @property
+    def unreadable(self) -> Sequence[tuple[str, BaseException]]:
+        return ()
+
     async def mark_delivered(self) -> None:
         self.outbox.delivered.update(r.id for r in self.records)
 

@@ -14,4 +14,4 @@ def test_a_configured_address_wins_over_a_hosted_peer() -> None:
 
 def test_a_peer_neither_configured_nor_hosted_is_absent() -> None:
     core = load(CoreSettings)
-    assert peer_addresses(core, {"executor"}, "127.0.0.1:7000") == {}
+    assert peer_addresses(core, set(), "127.0.0.1:7000") == {}

@@ -19,6 +19,7 @@ from conveyor_scheduler.domain import timing
 from conveyor_scheduler.domain.model import JobRef, ScheduleRef
 from conveyor_scheduler.engine import SchedulerEngine
 from conveyor_scheduler.settings import SchedulerSettings
+from conveyor_scheduler.workflows import WorkflowRegistry
 
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["SchedulerService"].full_name
 
@@ -28,9 +29,15 @@ def _scope(*parts: object) -> str:
 
 
 class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, engine: SchedulerEngine, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        engine: SchedulerEngine,
+        page_tokens: PageTokens,
+        workflows: WorkflowRegistry | None = None,
+    ) -> None:
         self._engine = engine
         self._tokens = page_tokens
+        self._workflows = workflows or WorkflowRegistry()
 
     @property
     def _settings(self) -> SchedulerSettings:
@@ -45,6 +52,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
         namespace = check.parse_namespace(request.parent, "parent")
         job_id = check.check_id(request.job_id, "job_id")
         check.check_job(request.job, self._settings)
+        await self._workflows.check(namespace, request.job.target)
         definition = convert.definition_from_pb(request.job, self._settings.default_queue)
         job = await self._engine.create_job(JobRef(namespace, job_id), definition)
         return rpc.CreateJobResponse(job=convert.job_to_pb(job))
@@ -71,6 +79,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
     async def UpdateJob(self, request, context):  # type: ignore[no-untyped-def]
         ref = check.parse_job(request.job.name, "job.name")
         check.check_job(request.job, self._settings)
+        await self._workflows.check(ref.namespace, request.job.target)
         definition = convert.definition_from_pb(request.job, self._settings.default_queue)
         job = await self._engine.update_job(ref, definition, request.expected_version)
         return rpc.UpdateJobResponse(job=convert.job_to_pb(job))

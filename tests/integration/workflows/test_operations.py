@@ -274,3 +274,36 @@ async def _fire(client: conveyor.Client, handler: object = "shop.poll_orders") -
 
 
 _ = wf_grpc
+
+
+async def test_the_scheduler_refuses_a_workflow_target_no_deployed_app_defines(env: Env) -> None:
+    from conveyor.scheduler.v1 import messages_pb2 as sched_pb
+
+    await env.registered("shop")
+
+    def job(workflow: str, handler: str) -> sched_pb.Job:
+        return sched_pb.Job(
+            target=job_pb2.JobTarget(
+                workflow=job_pb2.WorkflowTarget(workflow=workflow, handler=handler)
+            ),
+            queue="shop-sessions",
+        )
+
+    for workflow, handler, words in (
+        ("nowhere", "poll", "no deployed app defines workflow nowhere"),
+        ("shop", "refund", "handler not found: refund (workflow shop defines: charge_order"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await env.scheduler.CreateJob(
+                sched_rpc.CreateJobRequest(
+                    parent="namespaces/wf", job_id=f"by-hand-{workflow}", job=job(workflow, handler)
+                )
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert words in (refused.value.details() or "")
+    created = await env.scheduler.CreateJob(
+        sched_rpc.CreateJobRequest(
+            parent="namespaces/wf", job_id="by-hand-ok", job=job("shop", "poll_orders")
+        )
+    )
+    assert created.job.target.workflow.handler == "poll_orders"
