@@ -19,6 +19,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from conveyor.events.v1 import messages_pb2 as events_pb
@@ -26,6 +27,8 @@ from conveyor.events.v1 import service_pb2 as events_rpc
 from conveyor.events.v1 import service_pb2_grpc as events_grpc
 from conveyor.executor.v1 import workflow_pb2 as P
 from conveyor.executor.v1 import workflow_pb2_grpc as wf_grpc
+from conveyor.scheduler.v1 import service_pb2 as sched_rpc
+from conveyor.scheduler.v1 import service_pb2_grpc as sched_grpc
 from conveyor_core.fake_shop import FakeShop
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
@@ -118,13 +121,15 @@ async def _check_ledger(worker: str, phase: str) -> None:
 
         async def committed() -> list[P.HandlerRun] | None:
             # The receipt is out once the commit answered; COMMITTED is written right after.
-            runs = (
-                await stub.ListHandlerRuns(
+            try:
+                reply = await stub.ListHandlerRuns(
                     P.ListHandlerRunsRequest(
                         parent="namespaces/wf", workflow="shop", page_size=1000
                     )
                 )
-            ).handler_runs
+            except grpc.aio.AioRpcError:  # the worker may still be starting
+                return None
+            runs = reply.handler_runs
             charges = [r for r in runs if r.handler == "charge_order" and r.events]
             done = [r.phase for r in charges] == [P.HANDLER_PHASE_COMMITTED]
             return charges if done else None
@@ -182,3 +187,64 @@ async def _check(platform: str, shop: FakeShop, order: dict[str, object], phase:
         )
         assert len(receipts.events) == 1
     assert len(shop.charges_of(order["id"])) == 1, f"charged once after a kill at {phase}"
+
+
+async def test_two_executors_and_many_triggers_never_run_two_sessions_at_once(
+    core: CoreSettings, platform: str, shop: FakeShop
+) -> None:
+    for index in range(6):
+        shop.add_order(f"customer-{index}", index + 1)
+    ports = [free_port() for _ in range(2)]
+    workers = [
+        await conveyor_cli(
+            "worker",
+            APP,
+            "--address",
+            platform,
+            "--listen",
+            f"127.0.0.1:{port}",
+            env=_worker_env(core, shop),
+        )
+        for port in ports
+    ]
+    try:
+        async with create_channel(platform) as channel:
+            scheduler = sched_grpc.SchedulerServiceStub(channel)
+            name = "namespaces/wf/jobs/wf-shop-poll-orders/schedules/wf-shop-poll-orders"
+
+            async def fired() -> bool:
+                try:
+                    await scheduler.TriggerSchedule(sched_rpc.TriggerScheduleRequest(name=name))
+                except grpc.aio.AioRpcError:
+                    return False
+                return True
+
+            for _ in range(8):  # triggers pile up behind the running session
+                await eventually(fired, "a trigger of the producer", 30)
+        await eventually(lambda: _all_charged(shop, 6), "six orders charged", 90)
+        async with create_channel(f"127.0.0.1:{ports[0]}") as channel:
+            stub = wf_grpc.WorkflowServiceStub(channel)
+
+            async def settled() -> list[P.Session] | None:
+                sessions = (
+                    await stub.ListSessions(
+                        P.ListSessionsRequest(parent="namespaces/wf/workflows/shop", page_size=1000)
+                    )
+                ).sessions
+                done = len(sessions) >= 2 and all(
+                    s.state != P.SESSION_STATE_RUNNING for s in sessions
+                )
+                return list(sessions) if done else None
+
+            sessions = await eventually(settled, "the sessions ended", 90)
+        spans = sorted((s.start_time.ToNanoseconds(), s.end_time.ToNanoseconds()) for s in sessions)
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            assert end <= start, "two sessions of one workflow overlapped"
+        assert all(len(shop.charges_of(i)) == 1 for i in range(1, 7)), "each order charged once"
+    finally:
+        for process in workers:
+            await _stop(process)
+
+
+async def _all_charged(shop: FakeShop, count: int) -> bool:
+    return len(shop.charges) >= count
