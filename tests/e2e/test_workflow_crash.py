@@ -226,11 +226,13 @@ async def test_two_executors_and_many_triggers_never_run_two_sessions_at_once(
             stub = wf_grpc.WorkflowServiceStub(channel)
 
             async def settled() -> list[P.Session] | None:
-                sessions = (
-                    await stub.ListSessions(
+                try:
+                    reply = await stub.ListSessions(
                         P.ListSessionsRequest(parent="namespaces/wf/workflows/shop", page_size=1000)
                     )
-                ).sessions
+                except grpc.aio.AioRpcError:  # the worker may still be starting
+                    return None
+                sessions = reply.sessions
                 done = len(sessions) >= 2 and all(
                     s.state != P.SESSION_STATE_RUNNING for s in sessions
                 )
