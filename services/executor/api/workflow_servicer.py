@@ -227,8 +227,10 @@ class WorkflowServicer(workflow_pb2_grpc.WorkflowServiceServicer):
         return pb.ListWorkflowsResponse(workflows=[workflow_to_pb(r) for r in records])
 
     async def GetWorkflow(self, request, context):  # type: ignore[no-untyped-def]
-        record = await self._engine.workflow_get(*_workflow_name(request.name, "name"))
-        return pb.GetWorkflowResponse(workflow=workflow_to_pb(record))
+        record, usage = await self._engine.workflow_get(*_workflow_name(request.name, "name"))
+        out = workflow_to_pb(record)
+        out.usage.CopyFrom(usage_to_pb(usage))
+        return pb.GetWorkflowResponse(workflow=out)
 
     async def PauseWorkflow(self, request, context):  # type: ignore[no-untyped-def]
         ns, workflow = _workflow_name(request.name, "name")

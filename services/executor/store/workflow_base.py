@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     HandlerRun,
     Mutation,
@@ -83,6 +84,10 @@ class WorkflowStore(Protocol):
         self, session: Session, journal: tuple[JournalDraft, ...]
     ) -> Session: ...
     async def session_get(self, namespace: str, session_id: str) -> Session: ...
+    async def workflow_usage(self, namespace: str, workflow: str) -> Usage:
+        """Usage summed over the workflow's sessions."""
+        ...
+
     async def session_list(
         self, namespace: str, workflow: str, after: tuple[int, str] | None, limit: int
     ) -> list[Session]: ...

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
@@ -367,6 +367,16 @@ class SqlWorkflowStore:
         if row is None:
             raise _not_found("Session", f"namespaces/{namespace}/sessions/{session_id}")
         return _session(row._mapping)
+
+    async def workflow_usage(self, namespace: str, workflow: str) -> Usage:
+        stmt = select(
+            func.coalesce(func.sum(sc.input_tokens), 0),
+            func.coalesce(func.sum(sc.output_tokens), 0),
+            func.coalesce(func.sum(sc.cost_usd), 0.0),
+        ).where(sc.namespace == namespace, sc.workflow == workflow)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).one()
+        return Usage(int(row[0]), int(row[1]), float(row[2]))
 
     async def session_list(
         self, namespace: str, workflow: str, after: tuple[int, str] | None, limit: int

@@ -8,6 +8,7 @@ from typing import Any
 
 from conveyor_core.clock import Clock
 from conveyor_core.errors import FailedPrecondition, PreconditionViolation
+from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     HandlerRun,
     Mutation,
@@ -57,8 +58,9 @@ class WorkflowEngine:
     async def workflow_list(self, namespace: str) -> list[WorkflowRecord]:
         return await self.store.workflow_list(namespace)
 
-    async def workflow_get(self, namespace: str, workflow: str) -> WorkflowRecord:
-        return await self.store.workflow_get(namespace, workflow)
+    async def workflow_get(self, namespace: str, workflow: str) -> tuple[WorkflowRecord, Usage]:
+        record = await self.store.workflow_get(namespace, workflow)
+        return record, await self.store.workflow_usage(namespace, workflow)
 
     async def set_paused(
         self, namespace: str, workflow: str, paused: bool, by: str, reason: str

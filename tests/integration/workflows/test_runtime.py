@@ -166,6 +166,14 @@ async def test_a_budget_stop_ends_with_remaining_work_and_a_follow_up_session(en
         == sum(r.handler == "work" for r in works)
     )
     assert all(s.iterations <= 2 for s in all_sessions), "the budget bounds every session"
+    # Usage is summed per handler run, per session and per workflow.
+    work_runs = [r for r in works if r.handler == "work"]
+    assert all(r.usage.cost_usd == pytest.approx(0.01) for r in work_runs)
+    workflow = (
+        await env.workflows.GetWorkflow(P.GetWorkflowRequest(name="namespaces/wf/workflows/tight"))
+    ).workflow
+    assert workflow.usage.cost_usd == pytest.approx(0.01 * len(work_runs))
+    assert workflow.usage.input_tokens == 10 * len(work_runs)
 
 
 async def test_a_producer_returning_a_wrong_type_or_an_oversize_event_fails_clearly(

@@ -221,6 +221,7 @@ class Workflow(_message.Message):
     COST_BUDGET_USD_FIELD_NUMBER: _builtins.int
     REGISTER_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """namespaces/{namespace}/workflows/{workflow}"""
     code_version: _builtins.str
@@ -239,6 +240,10 @@ class Workflow(_message.Message):
     def register_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def usage(self) -> _messages_pb2.Usage:
+        """Token usage and cost summed over the workflow's sessions (GetWorkflow only)."""
+
     def __init__(
         self,
         *,
@@ -253,10 +258,11 @@ class Workflow(_message.Message):
         cost_budget_usd: _builtins.float = ...,
         register_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        usage: _messages_pb2.Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["register_time", b"register_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["register_time", b"register_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_version", b"code_version", "cost_budget_usd", b"cost_budget_usd", "handlers", b"handlers", "iteration_budget", b"iteration_budget", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "paused_by", b"paused_by", "queue", b"queue", "register_time", b"register_time", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_version", b"code_version", "cost_budget_usd", b"cost_budget_usd", "handlers", b"handlers", "iteration_budget", b"iteration_budget", "name", b"name", "pause_reason", b"pause_reason", "paused", b"paused", "paused_by", b"paused_by", "queue", b"queue", "register_time", b"register_time", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
