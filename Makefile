@@ -47,6 +47,7 @@ lint: venv $(BUF)
 bench: venv
 	$(PY) -m tests.bench.run
 	$(PY) -m tests.bench.sdk_tasks
+	$(PY) -m tests.bench.workflow_consumer
 
 clean:
 	rm -rf $(VENV) .tools data .bench
