@@ -99,7 +99,8 @@ class OutboxBatch(Protocol):
         claimed: how many rows the claim took (`records` may hold fewer, when
             some must wait for earlier rows another relay is delivering).
         unreadable: rows the claim could not turn into records (a name for
-            each, and why); not in `records`, and marked with them.
+            each, and why); not in `records`, and marked with them. Optional:
+            a batch without it has none.
     """
 
     @property
@@ -107,9 +108,6 @@ class OutboxBatch(Protocol):
 
     @property
     def claimed(self) -> int: ...
-
-    @property
-    def unreadable(self) -> Sequence[tuple[str, BaseException]]: ...
 
     async def mark_delivered(self) -> None:
         """Record `records` and `unreadable` as handled; called only after the append
@@ -316,7 +314,9 @@ class OutboxRelay:
         """Claim, append and mark one batch; return how many rows the claim took."""
         async with self.source.claim(self._batch_size) as batch:
             records = batch.records
-            for item, error in batch.unreadable:
+            # Optional: a source that never fails to read its rows need not say so.
+            unreadable: Sequence[tuple[str, BaseException]] = getattr(batch, "unreadable", ())
+            for item, error in unreadable:
                 self._poisoned(item, error)
             if records:
                 with (
@@ -330,7 +330,7 @@ class OutboxRelay:
                 await batch.mark_delivered()
                 self.stats.delivered += len(records) - refused
                 self.stats.batches += 1
-            elif batch.unreadable:
+            elif unreadable:
                 await batch.mark_delivered()
             claimed = batch.claimed
             self._held_back = claimed - len(records)
