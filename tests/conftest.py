@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -43,6 +44,7 @@ from conveyor_core.metrics import configure_metrics
 from conveyor_core.migrations import MigrationSet
 from conveyor_core.runtime import SERVICES
 from conveyor_core.settings import CoreSettings
+from conveyor_core.telemetry import configure_tracing
 from tests.helpers import leftovers, services
 from tests.helpers.tcp_proxy import BlackholeProxy
 
@@ -281,7 +283,13 @@ async def postgres_core(
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        # Marked so that `-m "not postgres"` (or "not redis") deselects this variant.
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
 def core(request: pytest.FixtureRequest, tmp_path: Path) -> CoreSettings:
     """Every test using it runs twice: on the embedded default (SQLite files +
     in-process coordination) and on PostgreSQL + Redis, as in production."""
@@ -302,6 +310,17 @@ def metric_reader() -> InMemoryMetricReader:
     reader = InMemoryMetricReader()
     configure_metrics("conveyor-test", CoreSettings(), extra_reader=reader)
     return reader
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """The spans this module's tests finished (an exporter added to the process's tracing).
+
+    One per test module; clear it (`spans.clear()`) where a test needs only its own.
+    """
+    exporter = InMemorySpanExporter()
+    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
+    return exporter
 
 
 @pytest.fixture
