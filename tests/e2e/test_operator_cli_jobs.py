@@ -111,12 +111,28 @@ async def test_jobs_run_now_then_its_run_and_logs(address: str, tmp_path: Path) 
     steps = (await conveyor(address, "-o", "json", "runs", "steps", run_id)).json()
     assert steps[0]["kind"] == "iteration"
 
-    # The same key runs once: the second call answers with the first order.
+    # One RunJob call: journaled by the scheduler, with the order's correlation id.
+    async def journaled() -> list[dict[str, object]] | None:
+        tail = await conveyor(
+            address, "-o", "json", "journal", "tail", "--type", "scheduler.job.run",
+            "--subject", run_id,
+        )  # fmt: skip
+        return tail.json_lines() or None
+
+    [record] = await eventually(journaled, "the scheduler's scheduler.job.run record", 60)
+    assert record["subjects"]["job"] == f"namespaces/{NAMESPACE}/jobs/greet"
+    assert record["correlation_id"] == lines[0]["correlation_id"]
+
+    # The same request id runs once: the second call answers with the first order.
     key = f"cli-{uuid.uuid4()}"
-    first = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--idempotency-key", key)
-    second = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--idempotency-key", key)
-    assert first.json()["work_order"]["name"] == second.json()["work_order"]["name"]
+    first = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--request-id", key)
+    second = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--request-id", key)
+    assert first.json()["work_order"] == second.json()["work_order"]
     assert second.json()["already_exists"] is True
+    pinned = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--version", "9")
+    assert pinned.code == 3 and "NOT_FOUND" in pinned.stderr
+    unknown = await conveyor(address, "jobs", "run", "greet", "--endpoint", "nope")
+    assert unknown.code == 1 and "endpoints" in unknown.stderr
 
 
 async def test_schedules_pause_resume_trigger_backfill_preview_and_fires(
