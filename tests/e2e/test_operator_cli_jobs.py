@@ -108,6 +108,15 @@ async def test_jobs_run_now_then_its_run_and_logs(address: str, tmp_path: Path) 
         "hello from the cli\n"
     )
 
+    listed = (await conveyor(address, "-o", "json", "runs", "outputs", run_id)).json()
+    assert {o["display_name"]: o["size_bytes"] for o in listed} == {
+        "iteration 1 stdout": len("hello from the cli\n"),
+        "iteration 1 stderr": len("a warning\n"),
+    }
+    assert "text" not in listed[0]
+    only = await conveyor(address, "runs", "logs", run_id, "--name", "iteration 1 stderr")
+    assert "a warning" in only.stdout and "hello from the cli" not in only.stdout
+
     steps = (await conveyor(address, "-o", "json", "runs", "steps", run_id)).json()
     assert steps[0]["kind"] == "iteration"
 
