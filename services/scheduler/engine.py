@@ -8,6 +8,7 @@ on-event arming are in outcomes.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -129,9 +130,12 @@ class SchedulerEngine:
     # -- schedules -------------------------------------------------------------------
 
     async def create_schedule(
-        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy, paused: bool = False
     ) -> Schedule:
+        """A new schedule; `paused`: created paused, it fires once resumed (from then)."""
         new = self._new_schedule(uuid.uuid4(), ref, spec, policy)
+        if paused:
+            new = dataclasses.replace(new, paused=True)
         schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
         await self._wake()
         return schedule
