@@ -155,6 +155,11 @@ async def test_schedules_pause_resume_trigger_backfill_preview_and_fires(
     listed = (await conveyor(address, "-o", "json", "schedules", "list")).json()
     assert [s["name"].rsplit("/", 1)[-1] for s in listed] == ["hourly"]
     assert (await conveyor(address, "schedules", "get", schedule)).stdout.count("every 1h") == 1
+    held = tmp_path / "held.yaml"
+    held.write_text("job: greet\nname: held\ninterval: {every: 60s}\npaused: true\n")
+    created = (await conveyor(address, "-o", "json", "schedules", "apply", "-f", str(held))).json()
+    assert created[0]["schedule"]["paused"] is True, "a new schedule is created paused"
+    assert (await conveyor(address, "schedules", "delete", "greet/held", "--yes")).code == 0
 
     paused = (await conveyor(address, "-o", "json", "schedules", "pause", schedule)).json()
     assert paused["paused"] is True
