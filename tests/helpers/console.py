@@ -9,6 +9,7 @@ what the pages show (a queued order, a dead letter, a pending event).
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+import conveyor
 from conveyor.common.v1 import types_pb2 as common
 from conveyor.events.v1 import messages_pb2 as em
 from conveyor.events.v1 import service_pb2 as ev
@@ -33,6 +35,22 @@ from tests.helpers import workflow_app
 from tests.helpers.e2e import eventually
 from tests.helpers.security import Principals
 
+#: Tasks in the workflows' namespace (one executor hosts one namespace): `stepped` reports
+#: progress in steps, each after the test opens the step's gate.
+tasks = conveyor.App("wf", queue="console-tasks")
+GATES: dict[str, list[threading.Event]] = {}
+
+
+@tasks.task(retry=conveyor.Retry(max_attempts=1))
+def stepped(ctx: conveyor.TaskContext, key: str) -> str:
+    gates = GATES.setdefault(key, [threading.Event(), threading.Event()])
+    for percent, gate in zip((10, 70), gates, strict=True):
+        ctx.progress(percent, f"step at {percent}%")
+        while not gate.wait(0.02):
+            ctx.raise_if_cancelled()
+    return "done"
+
+
 EXECUTOR_ENV = {
     "LEASE_WAIT_SECONDS": "0.2",
     "HEARTBEAT_INTERVAL_SECONDS": "0.2",
@@ -47,6 +65,7 @@ class ConsolePlatform:
     address: str
     url: str
     tokens: dict[str, str] = field(default_factory=dict)
+    shop: Any = None
 
     def headers(self, who: str | None = "operator") -> dict[str, str]:
         token = self.tokens.get(who or "")
@@ -81,7 +100,7 @@ class ConsolePlatform:
                 q.LeaseWorkOrdersRequest(
                     parent=f"namespaces/{NS}",
                     queues=[queue],
-                    max_work_orders=1,
+                    max_work_orders=100,  # ours among any others queued there
                     worker_identity="test",
                 )
             )
@@ -150,7 +169,7 @@ async def start_console_platform(
         tokens["viewer"] = principals.add("auditor", [NS], ["viewer"])
         tokens["foreign"] = principals.add("other-team", ["other"], ["admin"])
         core = core.model_copy(update={"auth_tokens_file": str(principals.path)})
-    hosting = {"apps": [workflow_app.app], "only_app_queues": True}
+    hosting = {"apps": [workflow_app.app, tasks], "only_app_queues": True}
     platform = Platform(
         core, ["queue", "events", "scheduler", "executor", "console"], hosting=hosting
     )

@@ -13,11 +13,12 @@ window.ConveyorCharts = (function () {
     const svg = el("svg", { viewBox: `0 0 ${w} ${h + 16}`, width: w, height: h + 16, role: "img",
       class: "chart", "aria-label": (opts && opts.title) || "chart" });
     let max = 0, n = 0;
-    for (const s of series) { for (const v of s.values) max = Math.max(max, v); n = Math.max(n, s.values.length); }
+    for (const s of series) { for (const v of s.values) max = Math.max(max, v); n = Math.max(n, s.values.length, 2); }
     max = max || 1;
     svg.appendChild(el("rect", { x: 0, y: 0, width: w, height: h, class: "chart-bg" }));
     series.forEach((s, i) => {
       if (!s.values.length) return;
+      if (s.values.length === 1) s = { ...s, values: [s.values[0], s.values[0]] };  // a level line
       const step = n > 1 ? (w - 2 * pad) / (n - 1) : 0;
       const points = s.values.map((v, j) => {
         const x = pad + (j + n - s.values.length) * step;

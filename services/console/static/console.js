@@ -18,7 +18,7 @@
       if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else node.setAttribute(k, v === true ? "" : v);
     }
-    for (const c of children.flat()) {
+    for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       node.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
     }
@@ -123,7 +123,7 @@
   async function live(render, every, keep) {
     try {
       const node = await render();
-      if (node) content.replaceChildren(node);
+      if (node) content.replaceChildren(Array.isArray(node) ? h("div", {}, node) : node);
       if (statusBox.querySelector(".error.load")) say(null);
     } catch (err) {
       const box = errorBox(err); box.classList.add("load");
@@ -175,7 +175,8 @@
     live(async () => {
       const data = await api("/runs?" + query);
       return table(["run", "state", "job", "progress", "created", "work order"], data.runs.map(r => [
-        h("a", { href: base + "/runs/" + enc(r.id) }, r.id), state(r.state), link(r.job),
+        h("a", { href: base + "/runs/" + enc(r.id) }, r.id), state(r.state),
+        r.job ? h("a", { href: base + "/runs?job=" + enc(leaf(r.job)) }, leaf(r.job)) : "—",
         r.progress ? Math.round(r.progress.percent) + "% " + (r.progress.message || "") : "",
         time(r.create_time), link(r.work_order, "order")]), "No runs match.");
     }, true);
@@ -193,7 +194,7 @@
         kv([["state", h("span", { id: "run-state" }, state(run.state))],
           ["progress", [h("span", { class: "progress" }, h("span", { style: "width:" + Math.min(100, pct) + "%" })), " ",
             h("span", { id: "run-progress" }, Math.round(pct) + "%"), " ", h("span", { id: "run-progress-message" }, run.progress ? run.progress.message : "")]],
-          ["kind", run.kind], ["job", link(run.job)], ["schedule", link(run.schedule)],
+          ["kind", run.kind], ["job", run.job ? h("a", { href: base + "/runs?job=" + enc(leaf(run.job)) }, leaf(run.job)) : "—"], ["schedule", link(run.schedule)],
           ["work order", link(run.work_order)],
           ["created / started / ended", [time(run.create_time), " / ", time(run.start_time), " / ", time(run.end_time)]],
           ["summary", run.summary || "—"],
@@ -235,7 +236,6 @@
   }, true);
 
   function deadLetters(queue) {
-    const section = h("div", {});
     const draw = () => live(async () => {
       const data = await api("/queues/" + enc(queue) + "/dead-letters");
       return h("div", {},
@@ -248,14 +248,14 @@
           time(r.create_time), r.requested_by, r.reason, r.error_type || "any", String(r.redriven_count)]), "None."));
     });
     const errorType = h("input", { type: "text", name: "error_type", placeholder: "only this error type (optional)" });
-    return [section, actionForm("Redrive dead letters", async (reason) => {
+    return [actionForm("Redrive dead letters", async (reason) => {
       const data = await api("/queues/" + enc(queue) + "/redrive", { reason, error_type: errorType.value });
       return "Redrove " + data.redrive.redriven_count + " work order(s) of " + queue + ".";
     }, { fields: [h("label", {}, "Error type", errorType)], after: draw }), draw];
   }
 
   pages["queue-dead-letters"] = () => {
-    const [, form, draw] = deadLetters(A.queue);
+    const [form, draw] = deadLetters(A.queue);
     root.appendChild(h("h2", {}, "Redrive"));
     root.appendChild(form);
     draw();
@@ -341,11 +341,13 @@
     draw();
   };
 
-  pages["handler-run"] = () => live(async () => {
+  /* Refreshes until the run ends or waits for a person (then its forms must stay put). */
+  pages["handler-run"] = () => { let phase = ""; live(async () => {
     const data = await api("/handler-runs/" + enc(A.run));
     const r = data.handler_run, m = data.mutation;
+    phase = r.phase;
     return h("div", {},
-      kv([["workflow", wfLink(r.workflow)], ["handler", r.handler], ["phase", state(r.phase)], ["session", link(r.session)],
+      kv([["workflow", wfLink(r.workflow)], ["handler", r.handler], ["phase", h("span", { id: "handler-phase" }, state(r.phase))], ["session", link(r.session)],
         ["events", r.events.map(e => [link(e.name, e.title || e.message_id), " "])], ["updated", time(r.update_time)]]),
       r.failure ? failure(r.failure) : null,
       r.prompt ? [h("h2", {}, "What a person must decide"), h("pre", { class: "prompt" }, r.prompt)] : null,
@@ -353,7 +355,7 @@
         ["resolved by", m.resolved_by || "—"], ["reason", m.resolution_reason || "—"], ["result", m.result_json || "—"]])] : null,
       r.phase === "SUSPENDED" ? resolveForms(r, () => location.reload()) : null,
       h("h2", {}, "Prepared"), h("pre", {}, r.prepared_json || "—"));
-  });
+  }, true, () => !["COMMITTED", "FAILED", "SUSPENDED"].includes(phase)); };
 
   pages.topics = () => live(async () => {
     const data = await api("/topics");
