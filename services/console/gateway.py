@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -19,7 +18,7 @@ from conveyor.executor.v1 import service_pb2_grpc as executor_grpc
 from conveyor.executor.v1 import workflow_pb2_grpc as workflow_grpc
 from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
-from conveyor_sdk._channel import open_channel
+from conveyor_core.grpc import create_channel
 from conveyor_sdk._errors import ConveyorError, Unavailable, error_from_rpc
 
 T = TypeVar("T")
@@ -43,17 +42,13 @@ class Gateway:
     """Channels to the services (one per peer address) and the console's calls over them."""
 
     def __init__(
-        self,
-        timeout: float,
-        *,
-        tls_ca_file: str = "",
-        tls_server_name: str = "",
+        self, timeout: float, *, credentials: grpc.ChannelCredentials | None = None
     ) -> None:
+        """`credentials`: TLS to the services (CONVEYOR_TLS_CA_FILE, and this process's
+        certificate for mutual TLS); None: plaintext. The channels carry no token of their
+        own: never the process's CONVEYOR_PEER_TOKEN, only each caller's."""
         self.timeout = timeout
-        self._root = Path(tls_ca_file).read_bytes() if tls_ca_file else None
-        self._options = (
-            [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
-        )
+        self._credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, Any] = {}
         self.addresses: dict[str, str] = {}
@@ -66,7 +61,7 @@ class Gateway:
                 continue
             channel = by_address.get(address) or self._channels.get(address)
             if channel is None:
-                channel = open_channel(address, root_certificates=self._root, options=self._options)
+                channel = create_channel(address, credentials=self._credentials, token=None)
                 self._channels[address] = channel
             by_address[address] = channel
             self.addresses[peer] = address

@@ -101,7 +101,15 @@ authentication, no token is needed: <a href="/">go to the overview</a>.</p>
 
 
 def page(settings: ConsoleSettings, kind: str, title: str, ns: str, args: dict[str, Any]) -> str:
-    data = json.dumps({"page": kind, "ns": ns, "args": args, "refresh": settings.refresh_seconds})
+    data = json.dumps(
+        {
+            "page": kind,
+            "ns": ns,
+            "args": args,
+            "refresh": settings.refresh_seconds,
+            "trace_url": settings.trace_url,
+        }
+    )
     nav = (
         kind
         if kind in {k for k, _, _ in NAV}

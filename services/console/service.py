@@ -24,6 +24,7 @@ from conveyor_console.settings import ConsoleSettings
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import ServiceRegistration
+from conveyor_core.grpc.auth import channel_credentials
 from conveyor_core.settings import CoreSettings, load
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,7 @@ class ConsoleService:
         self.core = core
         self.settings = settings or load(ConsoleSettings)
         self.gateway = Gateway(
-            self.settings.call_timeout_seconds,
-            tls_ca_file=core.tls_ca_file,
-            tls_server_name=core.tls_server_name,
+            self.settings.call_timeout_seconds, credentials=channel_credentials(core)
         )
         self.app = create_app(self.settings, self.gateway)
         self.port = 0

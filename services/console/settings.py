@@ -22,7 +22,11 @@ class ConsoleSettings(BaseSettings):
         2.0, gt=0, le=3600, description="How often pages refresh their figures and charts."
     )
     default_namespace: str = Field("default", description="Namespace shown before one is chosen.")
-    page_size: int = Field(50, ge=1, le=1000, description="Rows one list request asks for.")
+    trace_url: str = Field(
+        "",
+        description="Link of a trace id, {trace_id} replaced (e.g. Jaeger's "
+        "http://localhost:16686/trace/{trace_id}); empty: trace ids are shown as text.",
+    )
     cookie_secure: bool = Field(
         False, description="Mark the sign-in cookie Secure (set it when served over HTTPS)."
     )

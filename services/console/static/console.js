@@ -93,6 +93,11 @@
       Object.keys(f.details || {}).length ? h("pre", {}, JSON.stringify(f.details, null, 2)) : null);
   }
   function wfLink(workflow) { return workflow ? h("a", { href: base + "/workflows/" + enc(leaf(workflow)) }, leaf(workflow)) : "—"; }
+  function traceLink(id) {
+    if (!id) return h("span", { class: "muted" }, "—");
+    if (!cfg.trace_url) return h("code", {}, id);
+    return h("a", { href: cfg.trace_url.replace("{trace_id}", enc(id)), class: "trace" }, h("code", {}, id));
+  }
   function journalLink(correlation) {
     return correlation ? h("a", { href: base + "/journal?correlation_id=" + enc(correlation) }, "journal trail") : null;
   }
@@ -200,7 +205,7 @@
           ["summary", run.summary || "—"],
           ["usage", run.usage ? `${run.usage.input_tokens} in / ${run.usage.output_tokens} out tokens, $${run.usage.cost_usd.toFixed(4)}` : "—"],
           ["correlation id", [run.correlation_id || "—", " ", journalLink(run.correlation_id)]],
-          ["trace id", h("code", {}, run.trace_id || "—")]]),
+          ["trace id", traceLink(run.trace_id)]]),
         run.failure ? [h("h2", {}, "Error"), failure(run.failure)] : null,
         h("h2", {}, "Attempts"),
         table(["#", "state", "executor", "started", "ended", "failure"], run.attempts.map(a => [
@@ -227,7 +232,7 @@
         ["created", time(o.create_time)], ["leased by", o.leased_by || "—"],
         ["runs", data.runs.length ? data.runs.map(r => [h("a", { href: base + "/runs/" + enc(leaf(r.name)) }, leaf(r.name)), " ", state(r.state), " "]) : "—"],
         ["correlation id", [o.correlation_id || "—", " ", journalLink(o.correlation_id)]],
-        ["traceparent", h("code", {}, o.traceparent || "—")]]),
+        ["trace id", traceLink((o.traceparent || "").split("-")[1] || "")]]),
       o.last_failure ? [h("h2", {}, "Last failure"), failure(o.last_failure)] : null,
       h("h2", {}, "Payload"), payload(o.spec && o.spec.payload),
       h("h2", {}, "History"),
@@ -432,7 +437,7 @@
       return table(["#", "time", "type", "subjects", "trace id"], data.records.map(r => [
         String(r.position), time(r.time), r.type,
         Object.entries(r.subjects).map(([k, v]) => [k + ": ", v.startsWith("namespaces/") ? link(v, v) : v, " "]),
-        h("code", {}, r.trace_id || "—")]), "No journal records match.");
+        traceLink(r.trace_id)]), "No journal records match.");
     }, true);
   };
 
