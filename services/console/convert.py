@@ -69,7 +69,7 @@ def payload(value: Any) -> dict[str, Any]:
     return out
 
 
-def _scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar(field: Any, value: Any) -> Any:  # a FieldDescriptor (upb or Python)
     if field.type == _TYPE.TYPE_ENUM:
         return enum_name(field.enum_type, value)
     if field.type == _TYPE.TYPE_BYTES:
@@ -80,7 +80,7 @@ def _scalar(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def _value(field: FieldDescriptor, value: Any) -> Any:
+def _value(field: Any, value: Any) -> Any:
     if field.type != _TYPE.TYPE_MESSAGE:
         return _scalar(field, value)
     name = field.message_type.full_name
