@@ -53,7 +53,14 @@ PAGES: list[tuple[str, str, str]] = [
 ]
 
 
-def _layout(settings: ConsoleSettings, title: str, body: str, ns: str = "", nav: str = "") -> str:
+def _layout(
+    settings: ConsoleSettings,
+    title: str,
+    body: str,
+    ns: str = "",
+    nav: str = "",
+    signed_in: bool = False,
+) -> str:
     active = ' class="active"'
     links = (
         "".join(
@@ -70,6 +77,12 @@ def _layout(settings: ConsoleSettings, title: str, body: str, ns: str = "", nav:
         if ns
         else ""
     )
+    account = (
+        '<form method="post" action="/signout" class="signout"><button type="submit">'
+        "Sign out</button></form>"
+        if signed_in
+        else '<a class="signout" href="/signin">Sign in</a>'
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -78,7 +91,7 @@ def _layout(settings: ConsoleSettings, title: str, body: str, ns: str = "", nav:
 <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 </head><body>
 <header><a class="brand" href="/">Conveyor</a><nav>{links}</nav>{switch}
-<form method="post" action="/signout" class="signout"><button type="submit">Sign out</button></form>
+{account}
 </header>
 {body}
 </body></html>"""
@@ -100,7 +113,14 @@ authentication, no token is needed: <a href="/">go to the overview</a>.</p>
     return _layout(settings, "Sign in", body)
 
 
-def page(settings: ConsoleSettings, kind: str, title: str, ns: str, args: dict[str, Any]) -> str:
+def page(
+    settings: ConsoleSettings,
+    kind: str,
+    title: str,
+    ns: str,
+    args: dict[str, Any],
+    signed_in: bool = False,
+) -> str:
     data = json.dumps(
         {
             "page": kind,
@@ -131,7 +151,7 @@ def page(settings: ConsoleSettings, kind: str, title: str, ns: str, args: dict[s
         '<div id="status" role="status"></div><div id="content">Loading…</div></main>'
         '<script src="/static/charts.js"></script><script src="/static/console.js"></script>'
     )
-    return _layout(settings, title, body, ns, nav)
+    return _layout(settings, title, body, ns, nav, signed_in)
 
 
 def _add(path: str, kind: str, title: str) -> None:
@@ -139,7 +159,8 @@ def _add(path: str, kind: str, title: str) -> None:
         params = dict(request.path_params)
         ns = params.pop("ns")
         args = {**params, **dict(request.query_params)}
-        return HTMLResponse(page(request.app.state.settings, kind, title, ns, args))
+        settings = request.app.state.settings
+        return HTMLResponse(page(settings, kind, title, ns, args, signed_in(request)))
 
     view.__name__ = f"page_{kind.replace('-', '_')}"
     router.add_api_route(

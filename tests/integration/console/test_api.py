@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 
+import conveyor
 from conveyor_core.fake_shop import FakeShop
+from tests.helpers import console as helpers
 from tests.helpers.console import NS, ConsolePlatform
 from tests.helpers.e2e import eventually
 
@@ -180,6 +182,15 @@ async def test_a_blocked_run_is_resolved_once_with_a_reason_then_the_workflow_go
     assert {h["kind"] for h in shop["handlers"]} == {"PRODUCER", "CONSUMER"}
     detail = (await http.get(f"{API}/workflows/shop", headers=console.headers("viewer"))).json()
     assert detail["sessions"] and {s["workflow"] for s in detail["sessions"]} == {"shop"}
+    session_id = detail["sessions"][-1]["id"]
+    session = (await http.get(f"{API}/sessions/{session_id}", headers=console.headers())).json()
+    assert session["session"]["iterations"] >= 1 and session["handler_runs"]
+    phases = await http.get(
+        f"{API}/handler-runs",
+        params={"workflow": "shop", "phase": "committed"},
+        headers=console.headers(),
+    )
+    assert run["id"] in {r["id"] for r in phases.json()["handler_runs"]}
     topics = (await http.get(f"{API}/topics", headers=console.headers("viewer"))).json()["topics"]
     assert {"orders", "receipts"} <= {t["id"] for t in topics}
 
@@ -269,6 +280,45 @@ async def test_schedules_runs_and_the_journal_trail(
 
     types = await eventually(trail, "the order's journal trail", 30)
     assert {"queue.work_order.queued", "executor.run.started"} <= set(types)
+
+
+async def test_aborting_a_running_task_needs_a_reason(
+    console: ConsolePlatform, http: httpx.AsyncClient
+) -> None:
+    async with conveyor.Client(
+        console.address, namespace=NS, token=console.tokens["operator"]
+    ) as client:
+        handle = await client.submit(helpers.stepped, key="abort-me")
+    run_id = handle.id
+
+    async def running() -> bool:
+        reply = await http.get(f"{API}/runs/{run_id}", headers=console.headers("viewer"))
+        return reply.status_code == 200 and reply.json()["run"]["state"] == "RUNNING"
+
+    await eventually(running, "the task running", 30)
+    queue = (
+        await http.get(f"{API}/queues/console-tasks", headers=console.headers("viewer"))
+    ).json()
+    assert queue["queue"]["stats"]["in_flight"] == 1
+    path = f"{API}/runs/{run_id}/abort"
+    _error(
+        await http.post(path, json={"reason": ""}, headers=console.headers()),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    _error(
+        await http.post(path, json={"reason": "x"}, headers=console.headers("viewer")),
+        403,
+        "PERMISSION_DENIED",
+    )
+    done = await http.post(path, json={"reason": "wrong input"}, headers=console.headers())
+    assert done.status_code == 200, done.text
+
+    async def aborted() -> bool:
+        reply = await http.get(f"{API}/runs/{run_id}", headers=console.headers("viewer"))
+        return reply.json()["run"]["state"] == "ABORTED"
+
+    await eventually(aborted, "the run aborted", 30)
 
 
 async def test_the_openapi_document_lists_the_api(http: httpx.AsyncClient) -> None:

@@ -71,6 +71,7 @@ async def test_without_authentication_signing_in_is_optional(open_console: Conso
         home = await http.get("/", follow_redirects=True)
         assert home.status_code == 200 and str(home.url).endswith(f"/namespaces/{NS}")
         assert 'src="/static/console.js"' in home.text and "https://" not in home.text
+        assert 'href="/signin">Sign in' in home.text and "Sign out" not in home.text
         queues = (await http.get(f"/api/v1/namespaces/{NS}/queues")).json()["queues"]
         assert [q["stats"]["depth_by_state"]["QUEUED"] for q in queues if q["id"] == "manual"] == [
             1
@@ -104,6 +105,7 @@ async def test_sign_in_sets_a_strict_cookie_and_refuses_a_bad_token_or_a_foreign
             )
             queues = await http.get(f"/api/v1/namespaces/{NS}/queues")  # the cookie is kept
             assert queues.status_code == 200
+            assert "Sign out" in (await http.get(f"/namespaces/{NS}/runs")).text
             out = await http.post("/signout")
             assert out.status_code == 303
             assert (await http.get(f"/api/v1/namespaces/{NS}/queues")).status_code == 401
