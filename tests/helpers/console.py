@@ -134,6 +134,19 @@ class ConsolePlatform:
             )
         return reply.events[0]
 
+    async def create_schedule(self, job_id: str, job: Any, schedule: Any) -> None:
+        """A job and its schedule "every"."""
+        async with self._channel() as channel:
+            stub = sched_grpc.SchedulerServiceStub(channel)
+            await stub.CreateJob(
+                sched_rpc.CreateJobRequest(parent=f"namespaces/{NS}", job_id=job_id, job=job)
+            )
+            await stub.CreateSchedule(
+                sched_rpc.CreateScheduleRequest(
+                    parent=f"namespaces/{NS}/jobs/{job_id}", schedule_id="every", schedule=schedule
+                )
+            )
+
     async def trigger(self, workflow: str, handler: str) -> None:
         ident = job_id(workflow, handler)
         name = f"namespaces/{NS}/jobs/{ident}/schedules/{ident}"

@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 
 import conveyor
+from conveyor.scheduler.v1 import messages_pb2 as sched_pb
 from conveyor_core.fake_shop import FakeShop
 from tests.helpers import console as helpers
+from tests.helpers import scheduler as scheduler_helpers
 from tests.helpers.console import NS, ConsolePlatform
 from tests.helpers.e2e import eventually
 
@@ -280,6 +282,31 @@ async def test_schedules_runs_and_the_journal_trail(
 
     types = await eventually(trail, "the order's journal trail", 30)
     assert {"queue.work_order.queued", "executor.run.started"} <= set(types)
+
+
+async def test_a_schedule_shows_its_skipped_slots_with_the_reason(
+    console: ConsolePlatform, http: httpx.AsyncClient
+) -> None:
+    # Every second into a queue nobody leases, overlap SKIP: the first order stays
+    # queued, so the next slots are skipped and recorded.
+    await console.create_schedule(
+        "parked",
+        scheduler_helpers.http_job(queue="parked"),
+        scheduler_helpers.interval(1, overlap_policy=sched_pb.OVERLAP_POLICY_SKIP),
+    )
+    path = f"{API}/jobs/parked/schedules/every"
+
+    async def skipped() -> list[dict[str, Any]]:
+        body = (await http.get(path, headers=console.headers("viewer"))).json()
+        return [f for f in body["fires"] if f["outcome"] == "SKIPPED"]
+
+    slots = await eventually(skipped, "a skipped slot", 30)
+    assert slots[0]["reason"] and slots[0]["work_order"] == ""
+    body = (await http.get(path, headers=console.headers("viewer"))).json()
+    assert any(f["outcome"] == "SUBMITTED" and f["work_order"] for f in body["fires"])
+    assert body["schedule"]["overlap_policy"] == "SKIP" and len(body["next_fires"]) == 5
+    bad = await http.get(path, params={"next_fires": 1000}, headers=console.headers())
+    assert _error(bad, 400, "INVALID_ARGUMENT")["field_violations"][0]["field"] == "next_fires"
 
 
 async def test_aborting_a_running_task_needs_a_reason(
