@@ -124,6 +124,13 @@ async def test_a_running_task_shows_its_progress_change_until_it_ends(
     second.set()
     await expect(page.locator("#run-state")).to_have_text("SUCCEEDED")
     await expect(page.get_by_role("button", name="Abort run")).to_have_count(0)
+    # The links follow the order's life: run -> work order -> journal trail.
+    await page.get_by_role("link", name=handle.id).click()
+    await expect(page.locator("h1")).to_have_text("Work order")
+    await expect(page.locator("dl.kv dd").first).to_have_text("SUCCEEDED")
+    await page.get_by_role("link", name="journal trail").click()
+    await expect(page.locator("table")).to_contain_text("executor.run.succeeded")  # refreshes
+    await expect(page.locator("table")).to_contain_text("queue.work_order.queued")
 
 
 async def test_resolving_a_blocked_mutation_lets_the_run_continue(

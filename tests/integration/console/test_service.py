@@ -12,6 +12,7 @@ import pytest
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
 from tests.helpers.console import NS, ConsolePlatform, start_console_platform
+from tests.helpers.e2e import eventually
 
 
 async def test_a_console_of_its_own_is_ready_once_it_knows_every_service(
@@ -110,5 +111,40 @@ async def test_sign_in_sets_a_strict_cookie_and_refuses_a_bad_token_or_a_foreign
             out = await http.post("/signout")
             assert out.status_code == 303
             assert (await http.get(f"/api/v1/namespaces/{NS}/queues")).status_code == 401
+    finally:
+        await env.platform.stop(grace=1)
+
+
+async def test_events_pending_past_the_stale_threshold_are_flagged(
+    core: CoreSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_EVENTS_STALE_AFTER_SECONDS", "0.5")
+    env = await start_console_platform(core, tmp_path, monkeypatch, auth=False)
+    try:
+        event = await env.publish("notes", "waits for a consumer")
+        sequence = event.name.rpartition("/")[2]
+        async with httpx.AsyncClient(base_url=env.url, timeout=30) as http:
+
+            async def stale() -> dict[str, object] | None:
+                body = (
+                    await http.get(f"/api/v1/namespaces/{NS}/topics/notes/events/{sequence}")
+                ).json()
+                return body["event"] if body["event"]["stale"] else None  # type: ignore[no-any-return]
+
+            flagged = await eventually(stale, "the event flagged stale", 30)
+            assert flagged is not None and flagged["status"] == "PENDING"
+            listed = (await http.get(f"/api/v1/namespaces/{NS}/topics/notes/events")).json()
+            assert [e["stale"] for e in listed["events"]] == [True]
+            assert listed["stats"]["stale"] == 1
+            topics = (await http.get(f"/api/v1/namespaces/{NS}/topics")).json()["topics"]
+            assert [t["stats"]["stale"] for t in topics if t["id"] == "notes"] == [1]
+            skipped = await http.post(
+                f"/api/v1/namespaces/{NS}/topics/notes/events/{sequence}/skip",
+                json={"reason": "nobody consumes notes"},
+            )
+            assert skipped.json()["event"]["status"] == "SKIPPED"
+            assert skipped.json()["event"]["skipped_by"] == "console"  # no principal: the claim
+            after = (await http.get(f"/api/v1/namespaces/{NS}/topics/notes/events")).json()
+            assert [e["stale"] for e in after["events"]] == [False]  # skipped is not stale
     finally:
         await env.platform.stop(grace=1)
