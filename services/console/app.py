@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.queue.v1 import service_pb2 as q
 from conveyor_console import api_events, api_queues, api_runs, api_schedules, api_workflows, pages
@@ -19,6 +20,7 @@ from conveyor_console.settings import ConsoleSettings
 from conveyor_console.web import (
     TOKEN_COOKIE,
     conveyor_error_handler,
+    http_error_handler,
     token_of,
     validation_error_handler,
 )
@@ -50,6 +52,7 @@ def create_app(settings: ConsoleSettings, gateway: Gateway) -> FastAPI:
     app.state.settings = settings
     app.add_exception_handler(ConveyorError, conveyor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for module in (api_queues, api_runs, api_workflows, api_events, api_schedules):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

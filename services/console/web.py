@@ -10,13 +10,15 @@ Errors are one JSON shape, for the pages and for scripts:
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor_console.gateway import Gateway
 from conveyor_sdk._errors import ConveyorError
@@ -153,6 +155,22 @@ async def validation_error_handler(request: Request, error: Exception) -> JSONRe
         400, "INVALID_ARGUMENT", f"invalid request: {text}; nothing was changed", violations
     )
     return JSONResponse(body, status_code=400)
+
+
+async def http_error_handler(request: Request, error: Exception) -> Response:
+    """Unknown paths and methods: the API's error shape under /api, a short page elsewhere."""
+    assert isinstance(error, StarletteHTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "HTTP_ERROR")
+    if request.url.path.startswith("/api/"):
+        message = f"{request.method} {request.url.path}: {error.detail}"
+        return JSONResponse(
+            error_body(error.status_code, code, message), status_code=error.status_code
+        )
+    text = html.escape(f"{error.status_code} {error.detail}: {request.url.path}")
+    return HTMLResponse(
+        f'<!doctype html><title>{text}</title><p>{text}</p><p><a href="/">Conveyor console</a></p>',
+        status_code=error.status_code,
+    )
 
 
 def bad_request(field: str, description: str) -> ConveyorError:

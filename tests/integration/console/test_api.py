@@ -72,6 +72,12 @@ async def test_unknown_ids_foreign_namespaces_and_missing_tokens_are_clear_error
     ):
         reply = await http.get(f"{API}{path}", headers=console.headers())
         assert _error(reply, 404, "NOT_FOUND")["message"], path
+    nowhere = await http.get(f"{API}/no/such/endpoint", headers=console.headers())
+    assert "no/such/endpoint" in _error(nowhere, 404, "NOT_FOUND")["message"]
+    wrong = await http.delete(f"{API}/queues", headers=console.headers())
+    _error(wrong, 405, "METHOD_NOT_ALLOWED")
+    page = await http.get("/no-such-page")
+    assert page.status_code == 404 and "Conveyor console" in page.text
     malformed = await http.get(
         f"{API}/queues/manual/work-orders/not-a-uuid", headers=console.headers()
     )
