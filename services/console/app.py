@@ -14,7 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.queue.v1 import service_pb2 as q
-from conveyor_console import api_events, api_queues, api_runs, api_schedules, api_workflows, pages
+from conveyor_console import pages
+from conveyor_console.api import events, queues, runs, schedules, workflows
 from conveyor_console.gateway import Gateway
 from conveyor_console.settings import ConsoleSettings
 from conveyor_console.web import (
@@ -53,7 +54,7 @@ def create_app(settings: ConsoleSettings, gateway: Gateway) -> FastAPI:
     app.add_exception_handler(ConveyorError, conveyor_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    for module in (api_queues, api_runs, api_workflows, api_events, api_schedules):
+    for module in (queues, runs, workflows, events, schedules):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_probes(app, gateway)
@@ -80,7 +81,12 @@ def _add_probes(app: FastAPI, gateway: Gateway) -> None:
         if gateway.ready:
             return JSONResponse({"status": "SERVING", "peers": gateway.addresses})
         return JSONResponse(
-            {"status": "NOT_SERVING", "missing_peers": gateway.missing()}, status_code=503
+            {
+                "status": "NOT_SERVING",
+                "missing_peers": gateway.missing(),
+                "draining": gateway.draining,
+            },
+            status_code=503,
         )
 
 

@@ -52,6 +52,8 @@ class Gateway:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, Any] = {}
         self.addresses: dict[str, str] = {}
+        #: Set when the process stops (`ConsoleService.drain`): readiness turns NOT_SERVING.
+        self.draining = False
 
     def attach(self, addresses: Mapping[str, str]) -> None:
         """Dial the peers at `addresses` (peer name -> host:port); unknown peers are ignored."""
@@ -70,7 +72,7 @@ class Gateway:
 
     @property
     def ready(self) -> bool:
-        return all(peer in self.addresses for peer in _STUBS)
+        return not self.draining and all(peer in self.addresses for peer in _STUBS)
 
     def missing(self) -> list[str]:
         return [peer for peer in _STUBS if peer not in self.addresses]

@@ -5,7 +5,7 @@ still answers the standard health service). It serves HTTP on
 CONVEYOR_CONSOLE_LISTEN_ADDRESS with uvicorn, in the process's event loop, and calls
 the four services at the addresses the Platform passes to `attach_peers` (configured
 CONVEYOR_*_ADDRESS, or this process when it hosts them). /healthz is liveness; /readyz
-is ready once every peer's address is known.
+is ready once every peer's address is known, and not ready again once draining.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ class ConsoleService:
         return []
 
     async def start(self) -> None:
+        if self._task is not None:
+            return
         host, _, port = self.settings.listen_address.rpartition(":")
         host = host.strip("[]")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -102,6 +104,11 @@ class ConsoleService:
 
     async def self_check(self) -> None:
         return None
+
+    async def drain(self) -> None:
+        """On SIGTERM: /readyz turns NOT_SERVING so load balancers move on; pages and API
+        calls still answer until the server stops."""
+        self.gateway.draining = True
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:

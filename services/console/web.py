@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor_console.gateway import Gateway
-from conveyor_sdk._errors import ConveyorError
+from conveyor_sdk._errors import ConveyorError, FieldViolation, InvalidArgument
 
 TOKEN_COOKIE = "conveyor_token"
 #: Who the services record for an action when authentication is off (with it on, the
@@ -175,8 +175,6 @@ async def http_error_handler(request: Request, error: Exception) -> Response:
 
 def bad_request(field: str, description: str) -> ConveyorError:
     """A request the console refuses itself, as the services would (INVALID_ARGUMENT)."""
-    from conveyor_sdk._errors import FieldViolation, InvalidArgument
-
     return InvalidArgument(
         message=f"{field}: {description}",
         code="INVALID_ARGUMENT",

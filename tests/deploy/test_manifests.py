@@ -543,7 +543,9 @@ def test_compose_file() -> None:
     console = services["console"]
     assert console["image"] == conveyor["image"] and console["command"] == ["serve", "console"]
     env = console["environment"]
-    assert env["CONVEYOR_CONSOLE_LISTEN_ADDRESS"] == "0.0.0.0:8080" and "8080:8080" in console["ports"]
+    assert (
+        env["CONVEYOR_CONSOLE_LISTEN_ADDRESS"] == "0.0.0.0:8080" and "8080:8080" in console["ports"]
+    )
     for peer in ("QUEUE", "EVENTS", "SCHEDULER", "EXECUTOR"):
         assert env[f"CONVEYOR_{peer}_ADDRESS"] == "conveyor:50051"
     assert console["depends_on"]["conveyor"]["condition"] == "service_healthy"

@@ -53,6 +53,11 @@ async def test_a_console_of_its_own_is_ready_once_it_knows_every_service(
             assert ready.status_code == 200 and ready.json()["peers"]["executor"] == address
             queues = await http.get(f"{url}/api/v1/namespaces/{NS}/queues")
             assert queues.status_code == 200 and queues.json() == {"queues": []}
+            await console.service("console").start()  # again: nothing changes
+            await console.service("console").drain()  # what Platform.stop does first
+            draining = await http.get(f"{url}/readyz")
+            assert draining.status_code == 503 and draining.json()["draining"] is True
+            assert (await http.get(f"{url}/healthz")).status_code == 200  # still answering
     finally:
         for platform in (console, half, alone, services):
             await platform.stop(grace=0)
