@@ -45,11 +45,11 @@ class QueueAdminSql(SqlStoreBase):
             updated_at=now_us,
             **values,
         )
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=["namespace", "queue"], set_={**changed, "updated_at": now_us}
         ).returning(*queues.columns)
         async with self._engine.begin() as conn:
-            row = (await conn.execute(stmt)).one()
+            row = (await conn.execute(upsert)).one()
         self._known_queues.add((config.namespace, config.queue))
         updated = queue_from_row(row._mapping)
         self._configs[(config.namespace, config.queue)] = (

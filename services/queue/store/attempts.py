@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conveyor_core.clock import to_micros
 from conveyor_core.poison import describe
 from conveyor_queue.domain.model import CompletedWorkOrder, WorkOrder, WorkOrderRef, WorkOrderState
-from conveyor_queue.domain.retry import after_failed_attempt
 from conveyor_queue.errors import InvalidState, StaleLease, WorkOrderNotFound, WorkOrderQuarantined
 from conveyor_queue.store import queries
 from conveyor_queue.store.base import CancelParams, CompleteParams, FailParams, HeartbeatParams
@@ -87,14 +86,15 @@ class AttemptSql(SqlStoreBase):
                     states = await self._states(conn, missing)
         else:
             async with self._engine.begin() as conn:
-                done = await self._complete_each(conn, items, now_us)
+                each = await self._complete_each(conn, items, now_us)
                 await insert_events(
                     conn,
                     [
                         event_row(o, WorkOrderState.LEASED, "completed", actor="", at_us=now_us)
-                        for o in done.values()
+                        for o in each.values()
                     ],
                 )
+                done = dict(each)
                 missing = [i.ref for i in items if i.ref.id not in done]
                 states = await self._states(conn, missing)
         out: list[WorkOrder | CompletedWorkOrder | Exception] = []
@@ -190,15 +190,7 @@ class AttemptSql(SqlStoreBase):
         async with self._engine.begin() as conn:
             row = await self._locked_leased(conn, params.ref, params.lease_token, now_us)
             try:
-                current = order_from_row(row._mapping)
-                outcome = after_failed_attempt(
-                    policy=current.spec.retry_policy,
-                    attempt=current.attempt,
-                    failure=params.failure,
-                    cancel_requested=current.cancel_requested,
-                    now=params.now,
-                    retry_delay=params.retry_delay,
-                )
+                outcome = params.plan.outcome(order_from_row(row._mapping))
             except Exception as error:  # a row no submit stores today (store/poison.py)
                 poisoned = Poisoned("fail")
                 await quarantine(conn, row.seq, poisoned, error, now_us)
@@ -211,7 +203,7 @@ class AttemptSql(SqlStoreBase):
                     outcome.available_at,
                     outcome.reason,
                     now_us,
-                    failure=params.failure,
+                    failure=params.plan.failure,
                     actor=row.leased_by,
                 )
         poisoned.report()

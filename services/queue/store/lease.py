@@ -6,7 +6,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import TextClause, select, update
+from asyncpg import Record
+from sqlalchemy import RowMapping, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor_core.clock import to_micros
@@ -85,8 +86,8 @@ class LeaseSql(SqlStoreBase):
         return [LeasedWorkOrder(o, token) for o in leased]
 
     def _lease_plain_statement(
-        self, names: list[str], limit: int, base: dict
-    ) -> tuple[TextClause, dict[str, Any]]:
+        self, names: list[str], limit: int, base: dict[str, Any]
+    ) -> tuple[queries.Statement, dict[str, Any]]:
         """The lease statement of plain queues, and its parameters."""
         sql = (queries.lease_fifo_postgres if self._postgres else queries.lease_fifo_sqlite)(
             len(names)
@@ -98,7 +99,7 @@ class LeaseSql(SqlStoreBase):
         conn: AsyncConnection,
         config: QueueConfig,
         params: LeaseParams,
-        base: dict,
+        base: dict[str, Any],
         gate: TokenGate,
         budget: int,
     ) -> list[Any]:
@@ -134,7 +135,12 @@ class LeaseSql(SqlStoreBase):
         return rows
 
     async def _flow_candidates(
-        self, conn: AsyncConnection, config: QueueConfig, bind: dict, budget: int, scan: int
+        self,
+        conn: AsyncConnection,
+        config: QueueConfig,
+        bind: dict[str, Any],
+        budget: int,
+        scan: int,
     ) -> list[flow.Candidate]:
         if not config.per_key:
             result = await conn.execute(queries.FIFO_CANDIDATES, {**bind, "limit": budget})
@@ -211,6 +217,6 @@ class LeaseSql(SqlStoreBase):
 _PLAIN = QueueConfig("", "")
 
 
-def _by_priority(rows: Sequence[Mapping[str, Any]]) -> list[WorkOrder]:
+def _by_priority(rows: Sequence[RowMapping | Mapping[str, Any] | Record]) -> list[WorkOrder]:
     """Leased rows as orders, highest priority first, then oldest first."""
     return sorted(map(order_from_row, rows), key=lambda o: (-o.spec.priority, o.created_at))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -109,7 +109,10 @@ class SubmitSql(SqlStoreBase):
         }
 
     async def _existing_by_key(
-        self, conn: AsyncConnection, orders: Sequence[NewWorkOrder], inserted: dict
+        self,
+        conn: AsyncConnection,
+        orders: Sequence[NewWorkOrder],
+        inserted: Mapping[uuid.UUID, WorkOrder],
     ) -> dict[tuple[str, str | None], WorkOrder]:
         missing = [o for o in orders if o.id not in inserted]
         if not missing:
