@@ -140,8 +140,8 @@ async def _migrate(core: CoreSettings, names: Sequence[str]) -> None:
             continue
         engine = db.create_engine(service.database_url, core)  # type: ignore[attr-defined]
         try:
-            await migrations.upgrade(engine, service.migrations)  # type: ignore[attr-defined]
-            revision = await migrations.current_revision(engine, service.migrations)  # type: ignore[attr-defined]
+            await migrations.upgrade(engine, service.migrations)
+            revision = await migrations.current_revision(engine, service.migrations)
             log.info("%s schema at revision %s", name, revision)
         finally:
             await engine.dispose()

@@ -100,7 +100,7 @@ class Gateway:
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, ConveyorError):
                 raise result
-            out.append(result)  # type: ignore[arg-type]
+            out.append(result)
         return out
 
     async def close(self) -> None:

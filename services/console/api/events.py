@@ -72,7 +72,7 @@ async def list_events(
     page_token: str = "",
     page_size: int = Query(50, ge=1, le=1000),
 ) -> dict[str, Any]:
-    statuses = []
+    statuses: list[Any] = []  # enum numbers
     for value in status or []:
         number = convert.enum_number(em.EventStatus.DESCRIPTOR, value)
         if number is None:

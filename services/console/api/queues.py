@@ -21,8 +21,8 @@ def _queue(ns: str, queue: str) -> str:
     return f"namespaces/{ns}/queues/{queue}"
 
 
-def _states(values: list[str]) -> list[int]:
-    numbers = []
+def _states(values: list[str]) -> list[Any]:
+    numbers: list[Any] = []  # enum numbers
     for value in values:
         number = convert.enum_number(qm.WorkOrderState.DESCRIPTOR, value)
         if number is None:

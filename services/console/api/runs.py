@@ -42,7 +42,7 @@ async def list_runs(
     page_token: str = "",
     page_size: int = Query(50, ge=1, le=1000),
 ) -> dict[str, Any]:
-    states = []
+    states: list[Any] = []  # enum numbers
     for value in state or []:
         number = convert.enum_number(xm.RunState.DESCRIPTOR, value)
         if number is None:

@@ -73,7 +73,7 @@ async def list_handler_runs(
     ] = None,
     page_token: str = "",
 ) -> dict[str, Any]:
-    phases = []
+    phases: list[Any] = []  # enum numbers
     for value in phase or []:
         number = convert.enum_number(w.HandlerPhase.DESCRIPTOR, value)
         if number is None:
