@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_events import metrics
 from conveyor_events.domain.journal import (
     JOURNAL_CHANNEL,
     JournalDraft,
@@ -153,6 +154,7 @@ class JournalEngine:
         if violations:
             raise InvalidArgument(violations)
         positions = await self.store.journal_append(JournalAppendParams(drafts, self.clock.now()))
+        metrics.appended(drafts)
         if positions:
             await self._coordination.notify(JOURNAL_CHANNEL)
         return positions
@@ -182,6 +184,7 @@ class JournalEngine:
     ) -> AsyncIterator[JournalRecord]:
         page_size = self.settings.subscribe_page
         self.stats.active += 1
+        tracked = metrics.SUBSCRIBERS.open(position)
         try:
             # Registered before the first read, so a notify that lands between
             # an empty read and the wait below is kept for that wait.
@@ -200,10 +203,12 @@ class JournalEngine:
                     finally:
                         self.stats.handed_on(pending)  # records dropped by a closed subscription
                     position = page.next_position
+                    metrics.SUBSCRIBERS.moved(tracked, position)
                     if len(page.records) < page_size:  # caught up with the head
                         await listener.wait(self.settings.subscribe_poll_seconds)
         finally:
             self.stats.active -= 1
+            metrics.SUBSCRIBERS.close(tracked)
 
 
 def _check_query(after_position: int, journal_filter: JournalFilter) -> None:

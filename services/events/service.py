@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
+from conveyor_core.gauges import SnapshotGauges
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
@@ -19,6 +21,7 @@ from conveyor_events.engine import EventStoreEngine
 from conveyor_events.journal_engine import build_journal_engine
 from conveyor_events.migrations import MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
+from conveyor_events.store.gauges import events_snapshot
 from conveyor_events.store.sql import SqlEventStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,16 @@ class EventStoreService:
         self.engine = EventStoreEngine(self.store, coordination, self.settings, self.clock)
         self.servicer = EventStoreServicer(self.engine, self.page_tokens)
         self.journal = build_journal_engine(self.engine_db, coordination, self.settings, self.clock)
+        self.gauges = SnapshotGauges(
+            "events",
+            lambda: events_snapshot(
+                self.engine_db,
+                self.clock.now() - timedelta(seconds=self.settings.stale_after_seconds),
+                self.settings.metrics_max_topics,
+            ),
+            self.settings.metrics_refresh_seconds,
+            self.settings.metrics_query_timeout_seconds,
+        )
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -66,6 +79,7 @@ class EventStoreService:
         if self._started:
             return
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
+        self.gauges.start()
         self._started = True
         log.info("event store started on %s", db.redacted(self.database_url))
 
@@ -74,6 +88,7 @@ class EventStoreService:
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
     async def stop(self) -> None:
+        self.gauges.stop()
         await self.engine_db.dispose()
         self._started = False
 
