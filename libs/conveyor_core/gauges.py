@@ -138,20 +138,28 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def observe(source: str, figure: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+def observe(
+    source: str, figure: str, empty: float | None = None
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
     """A gauge callback reporting `figure` from every live snapshot named `source`.
 
     Module-level instruments are created once per process; the services that
     start (several in tests, one in production) register their snapshots.
+    `empty`: reported without labels when a snapshot is live but has no rows (a
+    gauge whose absence would read as "not exported", such as blocked runs).
     """
 
     def callback(options: CallbackOptions) -> Iterable[Observation]:
         observations: list[Observation] = []
+        live = False
         for snapshot in list(_LIVE):
             if snapshot.name == source:
+                live = True
                 observations.extend(
                     Observation(value, labels) for labels, value in snapshot.rows(figure)
                 )
+        if live and not observations and empty is not None:
+            observations.append(Observation(empty))
         return observations
 
     return callback

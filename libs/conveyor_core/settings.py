@@ -33,7 +33,7 @@ def load(cls: type[S], **overrides: object) -> S:
             if not name:  # a rule across fields: its message names them; the input is
                 # every setting, secrets included, so it is not echoed
                 lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
-            elif "SECRET" in name or "TOKEN" in name or "PASSWORD" in name:
+            elif any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "HEADERS")):
                 lines.append(f"  {prefix}{name}: {error['msg']}")
             else:
                 lines.append(f"  {prefix}{name}: {error['msg']} (got {error.get('input')!r})")
@@ -97,6 +97,35 @@ class CoreSettings(BaseSettings):
         "process, if any; else such targets are accepted with a warning.",
     )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
+    otlp_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Deadline of one span export call (its retries included)."
+    )
+    otlp_shutdown_timeout_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Deadline of each span export while the process stops (the final flush).",
+    )
+    otlp_retry_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest pause between export attempts while the collector is unreachable.",
+    )
+    otlp_headers: SecretStr = Field(
+        SecretStr(""),
+        description="Headers sent with every export, key=value,key2=value2 (e.g. an API key).",
+    )
+    otlp_ca_file: str = Field(
+        "",
+        description="PEM CA bundle to verify the collector (TLS); empty: per the endpoint scheme.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded (parent-based: a caller's decision is kept).",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
     )
@@ -136,6 +165,14 @@ class CoreSettings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("postgresql", "sqlite")):
             raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
+        return value
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _header_pairs(cls, value: SecretStr) -> SecretStr:
+        from conveyor_core.otlp import parse_headers
+
+        parse_headers(value.get_secret_value())
         return value
 
     @field_validator("redis_url")

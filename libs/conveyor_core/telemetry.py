@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -25,14 +26,19 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from conveyor_core.context import get_correlation_id
 from conveyor_core.settings import CoreSettings
 
+if TYPE_CHECKING:
+    from conveyor_core.otlp import QuietSpanExporter
+
 logger = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
+_otlp_exporter: QuietSpanExporter | None = None
 _provider_lock = threading.Lock()
 
 
@@ -81,18 +87,34 @@ def _adopt_or_create_provider(service_name: str, settings: CoreSettings) -> Trac
         # Someone (a test harness, auto-instrumentation) installed an SDK
         # provider first; setting another would be ignored with a warning.
         return existing
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    global _otlp_exporter
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
     if settings.otlp_endpoint:
-        # Imported here: the exporter pulls in its own gRPC channel machinery,
-        # which processes without a collector never need.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from conveyor_core.otlp import otlp_span_exporter
 
+        _otlp_exporter = otlp_span_exporter(settings)
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+            BatchSpanProcessor(
+                _otlp_exporter, export_timeout_millis=settings.otlp_timeout_seconds * 1000
+            )
         )
         logger.info("exporting traces to %s", settings.otlp_endpoint)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop span export at process exit, each export bounded by
+    `CONVEYOR_OTLP_SHUTDOWN_TIMEOUT_SECONDS` (none at all while the collector is down)."""
+    with _provider_lock:
+        provider, exporter = _provider, _otlp_exporter
+    if exporter is not None:
+        exporter.stopping()
+    if provider is not None:
+        provider.shutdown()
 
 
 def tracer(name: str) -> trace.Tracer:

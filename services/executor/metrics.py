@@ -42,13 +42,13 @@ TOKENS = _meter.create_counter(
     description="Model tokens used by attempts, by job and direction (input, output).",
 )
 COST = _meter.create_counter(
-    "conveyor.executor.cost",
-    unit="USD",
+    "conveyor.executor.cost_usd",
+    unit="{USD}",
     description="Model cost of attempts in US dollars, by job.",
 )
 _meter.create_observable_gauge(
     "conveyor.executor.blocked_runs",
-    callbacks=[observe("executor", "blocked")],
+    callbacks=[observe("executor", "blocked", empty=0.0)],
     unit="{run}",
     description="Handler runs suspended until a person resolves their mutation.",
 )

@@ -64,7 +64,7 @@ async def test_failures_by_error_type_and_tokens_and_cost_by_job(
 
     assert value("tokens", job=job, direction="input") == 10
     assert value("tokens", job=job, direction="output") == 5
-    assert value("cost", job=job) == pytest.approx(0.01)
+    assert value("cost_usd", job=job) == pytest.approx(0.01)
     after = value("failures", kind="command", error_type="auth")
     assert after - failures_before == 1
 
