@@ -116,9 +116,14 @@ class QuietSpanExporter(SpanExporter):
         while the collector is known to be down."""
         with self._lock:
             self._stopping = True
-        # The SDK exporter reads its timeout per export; there is no public setter.
+        # The SDK exporter reads its timeout per export and has no public setter; its
+        # shutdown event ends the retry pause of an export in progress, so one started
+        # before the stop does not keep the process for the rest of its timeout.
         if hasattr(self._inner, "_timeout"):
             self._inner._timeout = min(self._timeout, self._shutdown_timeout)
+        shutting_down = getattr(self._inner, "_shutdown_in_progress", None)
+        if isinstance(shutting_down, threading.Event):
+            shutting_down.set()
 
     def shutdown(self) -> None:
         self._inner.shutdown()

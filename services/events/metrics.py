@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from conveyor_core.gauges import _LIVE, observe
+from conveyor_core.metrics import announce as metrics_announce
 from conveyor_core.metrics import meter
 from conveyor_events.domain.journal import JournalDraft
 from conveyor_events.domain.model import Event, TopicRef
@@ -62,6 +63,11 @@ _meter.create_observable_gauge(
     unit="{event}",
     description="Pending events older than CONVEYOR_EVENTS_STALE_AFTER_SECONDS per topic.",
 )
+
+
+def announce() -> None:
+    """Export the rare-event counters from the start (conveyor_core.metrics.announce)."""
+    metrics_announce(RELEASED, SKIPPED)
 
 
 def _labels(topic: TopicRef) -> dict[str, str]:

@@ -13,6 +13,7 @@ from conveyor_core.gauges import SnapshotGauges
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_events import metrics as events_metrics
 from conveyor_events.api.access import EVENT_STORE_ACCESS
 from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.api.servicer import SERVICE_NAME as STORE_SERVICE_NAME
@@ -80,6 +81,7 @@ class EventStoreService:
             return
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         self.gauges.start()
+        events_metrics.announce()
         self._started = True
         log.info("event store started on %s", db.redacted(self.database_url))
 

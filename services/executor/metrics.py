@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from conveyor_core.gauges import observe
+from conveyor_core.metrics import announce as metrics_announce
 from conveyor_core.metrics import meter
 from conveyor_executor.domain.failure import ErrorType
 
@@ -54,12 +55,17 @@ _meter.create_observable_gauge(
 )
 _meter.create_observable_gauge(
     "conveyor.executor.blocked_oldest_age",
-    callbacks=[observe("executor", "blocked_oldest_age")],
+    callbacks=[observe("executor", "blocked_oldest_age", empty=0.0)],
     unit="s",
     description="How long the longest-blocked handler run has waited for a person.",
 )
 
 _POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def announce() -> None:
+    """Export the rare-event counters from the start (conveyor_core.metrics.announce)."""
+    metrics_announce(FAILURES, TOKENS, COST)
 
 
 def attempt_ended(

@@ -197,6 +197,7 @@ class ExecutorService:
         if self.core.queue_address:
             self.queue = self._queue_client(self.core.queue_address)
         self.gauges.start()
+        metrics.announce()
         self._started = True
         log.info("executor service started on %s", db.redacted(self.database_url))
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from conveyor_core.gauges import observe
+from conveyor_core.metrics import announce as metrics_announce
 from conveyor_core.metrics import meter
 from conveyor_queue.domain.model import CompletedWorkOrder, WorkOrder, WorkOrderState
 
@@ -78,6 +79,11 @@ _meter.create_observable_gauge(
 )
 
 AnyOrder = WorkOrder | CompletedWorkOrder
+
+
+def announce() -> None:
+    """Export the rare-event counters from the start (conveyor_core.metrics.announce)."""
+    metrics_announce(FAILED, DEAD_LETTERED, LEASE_EXPIRIES, REDRIVEN)
 
 
 def _labels(order: AnyOrder) -> dict[str, str]:

@@ -13,6 +13,7 @@ from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_queue import metrics as queue_metrics
 from conveyor_queue.api.access import ACCESS
 from conveyor_queue.api.servicer import SERVICE_NAME, WorkOrderQueueServicer
 from conveyor_queue.engine import QueueEngine
@@ -91,6 +92,7 @@ class QueueService:
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         await self.engine.start()
         self.gauges.start()
+        queue_metrics.announce()
         if self.core.journal_address:
             await self.attach_journal(self.core.journal_address)
         self._started = True

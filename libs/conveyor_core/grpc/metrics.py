@@ -34,7 +34,7 @@ from conveyor_core.grpc.interceptors import (
     _ScopedInterceptor,
     split_method,
 )
-from conveyor_core.metrics import meter
+from conveyor_core.metrics import announce, meter
 
 _meter = meter(__name__)
 
@@ -84,6 +84,7 @@ class RpcMetricsInterceptor(_ScopedInterceptor):
     def __init__(self) -> None:
         # One attribute dict per (method, code): no allocation per call.
         self._labels: dict[tuple[str, grpc.StatusCode], _Labels] = {}
+        announce(ERRORS)  # exported before the first error (conveyor_core.metrics.announce)
 
     def _labels_of(self, full_method: str, code: grpc.StatusCode) -> _Labels:
         key = (full_method, code)
