@@ -59,6 +59,25 @@ class CoreSettings(BaseSettings):
         description="host:port serving only the gRPC health service, in plaintext, for probes "
         "when the main port requires TLS. Empty: health on the main port only.",
     )
+    readiness_check_interval_seconds: float = Field(
+        5.0, gt=0, le=600, description="How often readiness re-checks database, Redis and peers."
+    )
+    readiness_check_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Deadline of one service's dependency check."
+    )
+    readiness_failure_threshold: int = Field(
+        3, ge=1, le=100, description="Failed checks in a row before a service turns NOT_SERVING."
+    )
+    readiness_success_threshold: int = Field(
+        2, ge=1, le=100, description="Good checks in a row before it turns SERVING again."
+    )
+    liveness_stall_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="An event loop without a watchdog beat this long fails liveness for good; "
+        "0: no watchdog.",
+    )
     grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
     db_pool_size: int = Field(20, ge=1, le=200)
