@@ -178,6 +178,11 @@ class CoreSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    log_scrub_patterns: tuple[str, ...] = Field(
+        (),
+        description="Regexes (JSON list) masked in every log record, on top of bearer tokens, "
+        "URL passwords and resolved secret values; a group masks only the group.",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -192,6 +197,18 @@ class CoreSettings(BaseSettings):
         from conveyor_core.otlp import parse_headers
 
         parse_headers(value.get_secret_value())
+        return value
+
+    @field_validator("log_scrub_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
         return value
 
     @field_validator("redis_url")

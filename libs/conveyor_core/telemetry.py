@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from conveyor_core import logscrub
 from conveyor_core.context import get_correlation_id
 from conveyor_core.settings import CoreSettings
 
@@ -179,8 +180,10 @@ class JsonFormatter(logging.Formatter):
         document.update(
             (key, value) for key, value in _fields_of(record).items() if value not in ("", None)
         )
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # scrubbed (conveyor_core.logscrub)
+            document["exception"] = record.exc_text
         if record.stack_info:
             document["stack"] = self.formatStack(record.stack_info)
         return json.dumps(document, default=str)
@@ -196,12 +199,26 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+class ScrubbingFilter(logging.Filter):
+    """Scrubs a record again as a handler sees it: `extra=` fields are set after the record
+    factory ran (conveyor_core.logscrub scrubs everything else at creation)."""
+
+    def __init__(self, scrubber: logscrub.LogScrubber) -> None:
+        super().__init__()
+        self._scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._scrubber.scrub_record(record)
+        return True
+
+
 class _ConveyorHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `configure_logging` installed, so a second call replaces it."""
 
 
 def configure_logging(settings: CoreSettings) -> logging.Handler:
-    """Log to stderr at `settings.log_level` in `settings.log_format` ("text" or "json").
+    """Log to stderr at `settings.log_level` in `settings.log_format` ("text" or "json"),
+    every record scrubbed of secrets (conveyor_core.logscrub, `settings.log_scrub_patterns`).
 
     Idempotent: a second call replaces the handler the first one installed and
     leaves other handlers (pytest's, for instance) alone.
@@ -212,8 +229,10 @@ def configure_logging(settings: CoreSettings) -> logging.Handler:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _ConveyorHandler)]:
         root.removeHandler(handler)
+    scrubber = logscrub.install(settings.log_scrub_patterns)
     handler = _ConveyorHandler(sys.stderr)
     handler.addFilter(TelemetryContextFilter())
+    handler.addFilter(ScrubbingFilter(scrubber))
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(settings.log_level)
