@@ -37,7 +37,7 @@ from conveyor_core.runtime import (
     freeze_startup_heap,
 )
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
-from conveyor_core.telemetry import configure_logging, configure_tracing
+from conveyor_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
 from conveyor_sdk import AppError
 
 log = logging.getLogger("conveyor")
@@ -271,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from conveyor_core import example_workflow  # the workflow walkthrough's app
 
                 hosting = {"apps": [example_workflow.app], "only_app_queues": False}
-            asyncio.run(_serve(core, names, example=example, hosting=hosting))
+            try:
+                asyncio.run(_serve(core, names, example=example, hosting=hosting))
+            finally:
+                shutdown_tracing()  # bounded final flush (CONVEYOR_OTLP_SHUTDOWN_TIMEOUT_SECONDS)
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2

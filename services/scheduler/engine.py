@@ -65,7 +65,27 @@ SLOTS_SKIPPED = _meter.create_counter(
     description="Slots not fired (reason: overlap, catch_up_fire_once, missed, ...), per schedule.",
 )
 FIRE_LAG = _meter.create_histogram(
-    "conveyor.scheduler.fire_lag", unit="s", description="Queue accept time minus slot time."
+    "conveyor.scheduler.fire_lag",
+    unit="s",
+    description="Queue accept time minus slot time.",
+    # Seconds (the SDK's default buckets are for milliseconds).
+    explicit_bucket_boundaries_advisory=(
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        300,
+        900,
+        3600,
+    ),
 )
 WAKE_CHANNEL = "scheduler:wake"
 PREVIEW_HORIZON = timedelta(days=366 * 100)

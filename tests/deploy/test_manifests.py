@@ -34,6 +34,8 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 IMAGE_PLACEHOLDER = "conveyor"  # set by the `images:` entry of base/kustomization.yaml
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
 SHUTDOWN_GRACE = "CONVEYOR_SHUTDOWN_GRACE_SECONDS"
+#: Where every Conveyor container serves Prometheus /metrics (CONVEYOR_METRICS_PORT).
+METRICS_PORT = 9464
 
 Doc = dict[str, Any]
 
@@ -413,8 +415,8 @@ def test_console_deployment_serves_http_with_probes_and_calls_the_services() -> 
     spec = pod_spec(doc)
     (container,) = spec["containers"]
     assert container["args"] == ["serve", "console"]
-    (port,) = container["ports"]
-    assert port["name"] == "http" and port["containerPort"] == 8080
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9464}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["CONVEYOR_CONSOLE_LISTEN_ADDRESS"] == "0.0.0.0:8080"
     assert env["CONVEYOR_LISTEN_ADDRESS"].startswith("127.0.0.1:")  # its gRPC: health only
@@ -426,7 +428,20 @@ def test_console_deployment_serves_http_with_probes_and_calls_the_services() -> 
     assert spec["terminationGracePeriodSeconds"] > max(shutdown_graces())
     (service,) = [d for _, d in docs if d["kind"] == "Service"]
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+        {
+            "name": "http",
+            "port": 80,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+        {
+            "name": "metrics",
+            "port": 9464,
+            "targetPort": "metrics",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
     ]
     for component in ("auth", "tls"):  # both mount what their settings point at
         text = (KUSTOMIZE / "components" / component / "kustomization.yaml").read_text()
@@ -442,13 +457,49 @@ def test_console_deployment_serves_http_with_probes_and_calls_the_services() -> 
     ],
     ids=lambda d: d["metadata"]["name"],
 )
-def test_conveyor_service_ports_are_grpc(doc: Doc) -> None:
+def test_conveyor_service_ports_are_grpc_and_metrics(doc: Doc) -> None:
     assert doc["spec"].get("type", "ClusterIP") == "ClusterIP"
-    assert doc["spec"]["ports"]
-    for port in doc["spec"]["ports"]:
-        assert port["name"] == "grpc"
-        assert port.get("appProtocol") == "grpc"
-        assert port["targetPort"] in ("grpc", 50051)
+    ports = {port["name"]: port for port in doc["spec"]["ports"]}
+    assert set(ports) == {"grpc", "metrics"}
+    assert ports["grpc"].get("appProtocol") == "grpc"
+    assert ports["grpc"]["targetPort"] in ("grpc", 50051)
+    assert ports["metrics"]["targetPort"] == "metrics"
+    assert ports["metrics"]["port"] == METRICS_PORT
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for _, d in resource_docs(BASE) if d["kind"] == "Deployment"],
+    ids=lambda d: d["metadata"]["name"],
+)
+def test_every_deployment_serves_metrics_on_a_port_named_metrics(doc: Doc) -> None:
+    [container] = containers(doc)
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env.get("CONVEYOR_METRICS_PORT") == str(METRICS_PORT)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_prometheus_operator_component_scrapes_every_conveyor_service() -> None:
+    folder = KUSTOMIZE / "components" / "prometheus-operator"
+    assert load_all(folder / "kustomization.yaml")[0]["kind"] == "Component"
+    [monitor] = [d for _, d in resource_docs(folder) if d["kind"] == "ServiceMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    base_labels = {
+        key: value
+        for entry in load_all(BASE / "kustomization.yaml")[0]["labels"]
+        for key, value in entry["pairs"].items()
+    }
+    services = [d for _, d in resource_docs(BASE) if d["kind"] == "Service"]
+    assert len(services) == 5  # the four gRPC services and the console
+    for service in services:  # the base's labels transformer puts part-of on each
+        assert selects(selector, {**service["metadata"]["labels"], **base_labels})
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
 @pytest.mark.parametrize(
@@ -530,6 +581,8 @@ def test_compose_file() -> None:
     assert env["CONVEYOR_REDIS_URL"].startswith("redis://redis:6379")
     assert env["CONVEYOR_OTLP_ENDPOINT"] == "http://jaeger:4317"
     assert env["CONVEYOR_LISTEN_ADDRESS"] == "0.0.0.0:50051"
+    assert env["CONVEYOR_METRICS_PORT"] == str(METRICS_PORT)
+    assert f"{METRICS_PORT}:{METRICS_PORT}" in conveyor["ports"]
     assert len(env["CONVEYOR_PAGE_TOKEN_SECRET"]) >= 16
     for dependency in ("postgres", "redis"):
         assert conveyor["depends_on"][dependency]["condition"] == "service_healthy"
