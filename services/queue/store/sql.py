@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,13 @@ from conveyor_queue.store.base import (
 )
 from conveyor_queue.store.expiry import expire_deadlines, expire_leases
 from conveyor_queue.store.history import event_row, insert_events
-from conveyor_queue.store.poison import Poisoned, quarantine
+from conveyor_queue.store.poison import (
+    Poisoned,
+    fetch_tolerant,
+    quarantine,
+    quarantine_leased,
+    readable_orders,
+)
 from conveyor_queue.store.raw import RawStatements
 from conveyor_queue.store.redrive import run_redrive
 from conveyor_queue.store.rows import (
@@ -242,22 +248,36 @@ class SqlWorkOrderStore:
                 rows = await self._raw.fetch(
                     *self._lease_plain_statement(plain, params.limit, base)
                 )
-            return [LeasedWorkOrder(o, token) for o in _by_priority(rows)]
+            read, unreadable = readable_orders(rows)
+            if unreadable:  # leased already (autocommit): quarantine them, hand out the rest
+                async with self._engine.begin() as conn:
+                    poisoned = await quarantine_leased(
+                        conn, token, [s for s, _ in read], unreadable, [], now_us
+                    )
+                poisoned.report()
+            return [LeasedWorkOrder(o, token) for o in _by_priority(read)]
         # Flow control needs a transaction around its lock, counts and update.
         async with self._engine.begin() as conn:
             history_in_sql = self._postgres  # the lease statement writes the history rows
             rows = []
+            fetch_errors: list[BaseException] = []
             if plain:
-                rows += list(
+                rows, fetch_errors = fetch_tolerant(
                     await conn.execute(*self._lease_plain_statement(plain, params.limit, base))
                 )
             for config in flowing:
-                if len(rows) >= params.limit:
+                if len(rows) + len(fetch_errors) >= params.limit:
                     break
                 rows += await self._lease_flow(
-                    conn, config, params, base, gate, params.limit - len(rows)
+                    conn, config, params, base, gate, params.limit - len(rows), fetch_errors
                 )
-            leased = _by_priority([r._mapping for r in rows])
+            read, unreadable = readable_orders(rows)
+            leased = _by_priority(read)
+            poisoned = None
+            if unreadable or fetch_errors:  # quarantine them, hand out the rest
+                poisoned = await quarantine_leased(
+                    conn, token, [s for s, _ in read], unreadable, fetch_errors, now_us
+                )
             if not history_in_sql:
                 await insert_events(
                     conn,
@@ -268,6 +288,8 @@ class SqlWorkOrderStore:
                         for o in leased
                     ],
                 )
+        if poisoned is not None:
+            poisoned.report()
         return [LeasedWorkOrder(o, token) for o in leased]
 
     async def _queue_configs(
@@ -316,6 +338,7 @@ class SqlWorkOrderStore:
         base: dict,
         gate: TokenGate,
         budget: int,
+        fetch_errors: list[BaseException],
     ) -> list[Any]:
         bind = {"ns": config.namespace, "q0": config.queue, "now": base["now"]}
         # Serialise leasers of this queue (counts must stay true) and read its
@@ -341,9 +364,10 @@ class SqlWorkOrderStore:
         if not chosen:
             return []
         sql = queries.lease_chosen(self._postgres, len(chosen))
-        rows = list(
+        rows, errors = fetch_tolerant(
             await conn.execute(sql, {**base, **{f"s{i}": c.seq for i, c in enumerate(chosen)}})
         )
+        fetch_errors += errors
         if config.per_key and rows:
             await self._mark_served(conn, config, chosen, dispatch_seq)
         return rows
@@ -903,9 +927,9 @@ class SqlWorkOrderStore:
 _PLAIN = QueueConfig("", "")
 
 
-def _by_priority(rows: Sequence[Mapping[str, Any]]) -> list[WorkOrder]:
-    """Leased rows as orders, highest priority first, then oldest first."""
-    return sorted(map(order_from_row, rows), key=lambda o: (-o.spec.priority, o.created_at))
+def _by_priority(read: Sequence[tuple[int, WorkOrder]]) -> list[WorkOrder]:
+    """Leased orders, highest priority first, then oldest first."""
+    return sorted((o for _, o in read), key=lambda o: (-o.spec.priority, o.created_at))
 
 
 def _field_of(column: str) -> str:
