@@ -12,6 +12,11 @@ it. The `ErrorInterceptor` around it then answers INVALID_ARGUMENT with a
 field violation (`request`) and logs one DEBUG line. For client-streaming
 calls each message is checked as the servicer reads it.
 
+The same check refuses, for every RPC, a request with an enum field holding
+a number its enum does not define (`conveyor_core.validators.unknown_enum_values`:
+proto3 decodes `order=99` without complaint): INVALID_ARGUMENT naming each
+such field and the known values.
+
 It is installed innermost (after authentication), so an unauthenticated
 caller still gets UNAUTHENTICATED, and the outer interceptors, which keep the
 deserializer of the handler they wrap, hand this one on to the runtime.
@@ -26,6 +31,7 @@ import grpc
 
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.grpc.interceptors import Behavior, rewrap_handler
+from conveyor_core.validators import unknown_enum_values
 
 #: Longest decoder message repeated in the field violation.
 MAX_DECODE_MESSAGE_LENGTH = 200
@@ -58,10 +64,17 @@ def lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+def _check(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise request.invalid_argument()
+    unknown = unknown_enum_values(request)
+    if unknown:
+        raise InvalidArgument(unknown)
+
+
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        if isinstance(request, Undecodable):
-            raise request.invalid_argument()
+        _check(request)
         yield request
 
 
@@ -70,8 +83,7 @@ def _wrap(behavior: Behavior, streamed_requests: bool, streamed_responses: bool)
         return lambda requests, context: behavior(_checked(requests), context)
 
     def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            raise request.invalid_argument()
+        _check(request)
         return behavior(request, context)
 
     return checked
