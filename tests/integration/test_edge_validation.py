@@ -6,17 +6,15 @@ Each case runs against a real Platform of the four services, on both backends.""
 from __future__ import annotations
 
 import itertools
-
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from conveyor.common.v1 import job_pb2, types_pb2
-from conveyor.events.v1 import messages_pb2 as em
 from conveyor.events.v1 import service_pb2 as erpc
 from conveyor.events.v1 import service_pb2_grpc as egrpc
 from conveyor.executor.v1 import service_pb2 as xrpc
@@ -196,9 +194,7 @@ CASES: dict[str, tuple[Call, str]] = {
         "job.target.http.endpoints[0].timeout",
     ),
     "interval 1 s minus 1 ns": (
-        create_schedule(
-            sm.Schedule(interval=sm.IntervalSpec(every=_nanos(999_999_999)))
-        ),
+        create_schedule(sm.Schedule(interval=sm.IntervalSpec(every=_nanos(999_999_999)))),
         "schedule.interval.every",
     ),
     "maximum_attempts -1 (queue)": (
@@ -210,7 +206,11 @@ CASES: dict[str, tuple[Call, str]] = {
         "work_order.retry_policy.initial_interval",
     ),
     "backoff coefficient below 1": (
-        create_job(sm.Job(target=_http().target, retry_policy=types_pb2.RetryPolicy(backoff_coefficient=0.5))),
+        create_job(
+            sm.Job(
+                target=_http().target, retry_policy=types_pb2.RetryPolicy(backoff_coefficient=0.5)
+            )
+        ),
         "job.retry_policy.backoff_coefficient",
     ),
     "jitter above 1": (
@@ -241,7 +241,9 @@ CASES: dict[str, tuple[Call, str]] = {
     ),
     "negative check timeout": (
         create_job(
-            _command(checks=[job_pb2.VerificationCheck(name="c", argv=["true"], timeout=_nanos(-1))])
+            _command(
+                checks=[job_pb2.VerificationCheck(name="c", argv=["true"], timeout=_nanos(-1))]
+            )
         ),
         "job.target.command.checks[0].timeout",
     ),
@@ -274,11 +276,7 @@ CASES: dict[str, tuple[Call, str]] = {
     ),
     "header value with CR/LF": (
         create_job(
-            _http(
-                endpoint=_endpoint(
-                    headers={"X-A": job_pb2.HeaderValue(value="a\r\nX-Evil: 1")}
-                )
-            )
+            _http(endpoint=_endpoint(headers={"X-A": job_pb2.HeaderValue(value="a\r\nX-Evil: 1")}))
         ),
         "job.target.http.endpoints[0].headers[X-A]",
     ),
