@@ -313,3 +313,45 @@ async def test_invalid_input_is_invalid_argument_naming_the_field(stubs: Stubs, 
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
     fields = [f for f, _ in rich_error_details(error).field_violations]
     assert field in fields, fields
+
+
+LONG = "n" * 10_000
+
+LONG_VALUES: dict[str, Call] = {
+    "queue parent": lambda s: s.queue.SubmitWorkOrder(
+        qrpc.SubmitWorkOrderRequest(
+            parent=f"namespaces/{LONG}/queues/q", work_order=qm.WorkOrderSpec()
+        )
+    ),
+    "work order name": lambda s: s.queue.GetWorkOrder(qrpc.GetWorkOrderRequest(name=LONG)),
+    "job id": lambda s: s.scheduler.CreateJob(
+        srpc.CreateJobRequest(parent=NS, job_id=LONG, job=_http())
+    ),
+    "schedule name": lambda s: s.scheduler.GetSchedule(srpc.GetScheduleRequest(name=LONG)),
+    "topic id": lambda s: s.events.CreateTopic(erpc.CreateTopicRequest(parent=NS, topic_id=LONG)),
+    "event name": lambda s: s.events.GetEvent(
+        erpc.GetEventRequest(name=f"{NS}/topics/t/events/{'9' * 10_000}")
+    ),
+    "run name": lambda s: s.executor.GetRun(xrpc.GetRunRequest(name=LONG)),
+    "many bad labels": lambda s: s.queue.SubmitWorkOrder(
+        qrpc.SubmitWorkOrderRequest(
+            parent=QUEUE,
+            work_order=qm.WorkOrderSpec(labels={f"{i}{LONG[:300]}": LONG for i in range(100)}),
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LONG_VALUES))
+async def test_a_very_long_value_is_echoed_cut_short(stubs: Stubs, case: str) -> None:
+    """A 10,000-character value used to come back whole in the field violation: trailers over
+    the 16 KiB a client accepts, so the caller saw RESOURCE_EXHAUSTED instead."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await LONG_VALUES[case](stubs)
+    error = info.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+    violations = rich_error_details(error).field_violations
+    assert violations
+    assert all(len(f) <= 200 and len(d) <= 400 for f, d in violations)
+    assert len(error.details() or "") <= 1000
+    assert "characters)" in (error.details() or "") + "".join(d for _, d in violations)
