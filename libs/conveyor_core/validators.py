@@ -62,17 +62,18 @@ def echo(value: str, limit: int = MAX_ECHO_LENGTH) -> str:
 
 @cache
 def _has_enums(descriptor: Descriptor) -> bool:
-    return _reaches_enum(descriptor, frozenset())
+    return _reaches(descriptor, FieldDescriptor.TYPE_ENUM, frozenset())
 
 
-def _reaches_enum(descriptor: Descriptor, seen: frozenset[str]) -> bool:
+def _reaches(descriptor: Descriptor, kind: int, seen: frozenset[str]) -> bool:
+    """Whether a message of `descriptor` can hold a field of type `kind` at any depth."""
     if descriptor.full_name in seen:
         return False
     seen = seen | {descriptor.full_name}
     for field in descriptor.fields:
-        if field.type == FieldDescriptor.TYPE_ENUM:
+        if field.type == kind:
             return True
-        if field.type == FieldDescriptor.TYPE_MESSAGE and _reaches_enum(field.message_type, seen):
+        if field.type == FieldDescriptor.TYPE_MESSAGE and _reaches(field.message_type, kind, seen):
             return True
     return False
 
@@ -117,6 +118,46 @@ def _enum_problem(field: FieldDescriptor, number: int, path: str) -> list[FieldV
 
 
 # -- strings ------------------------------------------------------------------------
+
+
+@cache
+def _has_strings(descriptor: Descriptor) -> bool:
+    return _reaches(descriptor, FieldDescriptor.TYPE_STRING, frozenset())
+
+
+def nul_strings(message: Any, prefix: str = "") -> list[FieldViolation]:
+    """A violation per string field of `message` (and its sub-messages, map keys and values)
+    holding a NUL character: no string of any contract may (PostgreSQL text cannot)."""
+    if not _has_strings(message.DESCRIPTOR):
+        return []
+    problems: list[FieldViolation] = []
+    description = "must not contain NUL characters"
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = list(value) if field.is_repeated else [value]
+            for i, text in enumerate(values):
+                if "\x00" in text:
+                    where = f"{path}[{i}]" if field.is_repeated else path
+                    problems.append(FieldViolation(where, description))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                entry = field.message_type.fields_by_name["value"]
+                for key, item in value.items():
+                    if isinstance(key, str) and "\x00" in key:
+                        problems.append(FieldViolation(path, f"keys {description}"))
+                        continue
+                    where = f"{path}[{echo(str(key), 40)}]"
+                    if entry.type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                        problems.append(FieldViolation(where, description))
+                    elif entry.type == FieldDescriptor.TYPE_MESSAGE:
+                        problems += nul_strings(item, f"{where}.")
+            elif field.is_repeated:
+                for i, item in enumerate(value):
+                    problems += nul_strings(item, f"{path}[{i}].")
+            else:
+                problems += nul_strings(value, f"{path}.")
+    return problems
 
 
 def string_problem(

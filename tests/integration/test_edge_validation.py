@@ -12,9 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from conveyor.common.v1 import job_pb2, types_pb2
+from conveyor.events.v1 import messages_pb2 as em
 from conveyor.events.v1 import service_pb2 as erpc
 from conveyor.events.v1 import service_pb2_grpc as egrpc
 from conveyor.executor.v1 import service_pb2 as xrpc
@@ -26,6 +27,7 @@ from conveyor.scheduler.v1 import messages_pb2 as sm
 from conveyor.scheduler.v1 import service_pb2 as srpc
 from conveyor.scheduler.v1 import service_pb2_grpc as sgrpc
 from conveyor_core.grpc import create_channel, rich_error_details
+from conveyor_core.protoconv import MAX_TIMESTAMP_SECONDS
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
 from tests.helpers import services
@@ -297,6 +299,33 @@ CASES: dict[str, tuple[Call, str]] = {
         create_schedule(sm.Schedule(on_event=sm.EventSpec(topic="namespaces/other/topics/t"))),
         "schedule.on_event.topic",
     ),
+    # -- requests the database could not store (PostgreSQL answered INTERNAL) -----------
+    "NUL in a label": (submit(labels={"k": "a\x00b"}), "work_order.labels['k']"),
+    "NUL in an idempotency key": (submit(idempotency_key="k\x00"), "work_order.idempotency_key"),
+    "NUL in a job description": (
+        create_job(sm.Job(target=_http().target, description="a\x00")),
+        "job.description",
+    ),
+    "NUL in a topic description": (
+        lambda s: s.events.CreateTopic(
+            erpc.CreateTopicRequest(
+                parent=NS, topic_id=f"t{next(_ids)}", topic=em.Topic(description="a\x00")
+            )
+        ),
+        "topic.description",
+    ),
+    "NUL in an event's message id": (
+        lambda s: s.events.PublishEvents(
+            erpc.PublishEventsRequest(
+                parent=f"{NS}/topics/t", events=[em.EventDraft(message_id="m\x00")]
+            )
+        ),
+        "events[0].message_id",
+    ),
+    "empty batch submit": (
+        lambda s: s.queue.BatchSubmitWorkOrders(qrpc.BatchSubmitWorkOrdersRequest(parent=QUEUE)),
+        "requests",
+    ),
     "non-ASCII digit as an event sequence": (
         lambda s: s.events.GetEvent(erpc.GetEventRequest(name=f"{NS}/topics/t/events/\uff12")),
         "name",
@@ -355,3 +384,19 @@ async def test_a_very_long_value_is_echoed_cut_short(stubs: Stubs, case: str) ->
     assert all(len(f) <= 200 and len(d) <= 400 for f, d in violations)
     assert len(error.details() or "") <= 1000
     assert "characters)" in (error.details() or "") + "".join(d for _, d in violations)
+
+
+async def test_a_preview_at_the_last_representable_instant_answers(stubs: Stubs) -> None:
+    """Its horizon ran past year 9999 (OverflowError: INTERNAL); now it ends there."""
+    schedule = await create_schedule(sm.Schedule(interval=EVERY_MINUTE))(stubs)
+    last = timestamp_pb2.Timestamp(seconds=MAX_TIMESTAMP_SECONDS, nanos=999_999_999)
+    near = timestamp_pb2.Timestamp(seconds=MAX_TIMESTAMP_SECONDS - 600)
+    at_end = await stubs.scheduler.PreviewSchedule(
+        srpc.PreviewScheduleRequest(name=schedule.schedule.name, start_time=last, count=5)
+    )
+    assert list(at_end.fire_times) == []  # no slot is left after it
+    before_end = await stubs.scheduler.PreviewSchedule(
+        srpc.PreviewScheduleRequest(name=schedule.schedule.name, start_time=near, count=20)
+    )
+    times = [t.seconds for t in before_end.fire_times]
+    assert 9 <= len(times) <= 10 and all(t <= MAX_TIMESTAMP_SECONDS for t in times)

@@ -66,6 +66,8 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
 
     async def BatchSubmitWorkOrders(self, request, context):  # type: ignore[no-untyped-def]
         default = names.parse_queue(request.parent, "parent")
+        if not request.requests:
+            raise InvalidArgument(FieldViolation("requests", "at least one submit"))
         items = []
         for i, item in enumerate(request.requests):
             queue = (
