@@ -388,7 +388,10 @@ def _queue_from_pb(ref: QueueRef, message) -> QueueConfig:  # type: ignore[no-un
             violations.append(
                 FieldViolation(f"queue.{field}", "tokens and burst must not be negative")
             )
-        elif rate.tokens and rate.period.ToTimedelta() <= timedelta(0):
+            continue
+        # In protobuf's range first (2^62 s overflowed ToTimedelta: INTERNAL).
+        period = convert.opt_dur(rate, "period", f"queue.{field}.period")
+        if rate.tokens and (period is None or period <= timedelta(0)):
             violations.append(FieldViolation(f"queue.{field}.period", "must be positive"))
     if violations:
         raise InvalidArgument(violations)

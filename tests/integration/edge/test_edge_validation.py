@@ -6,8 +6,7 @@ Each case runs against a real Platform of the four services, on both backends.""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -17,82 +16,14 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.events.v1 import messages_pb2 as em
 from conveyor.events.v1 import service_pb2 as erpc
-from conveyor.events.v1 import service_pb2_grpc as egrpc
 from conveyor.executor.v1 import service_pb2 as xrpc
-from conveyor.executor.v1 import service_pb2_grpc as xgrpc
 from conveyor.queue.v1 import messages_pb2 as qm
 from conveyor.queue.v1 import service_pb2 as qrpc
-from conveyor.queue.v1 import service_pb2_grpc as qgrpc
 from conveyor.scheduler.v1 import messages_pb2 as sm
 from conveyor.scheduler.v1 import service_pb2 as srpc
-from conveyor.scheduler.v1 import service_pb2_grpc as sgrpc
-from conveyor_core.grpc import create_channel, rich_error_details
+from conveyor_core.grpc import rich_error_details
 from conveyor_core.protoconv import MAX_TIMESTAMP_SECONDS
-from conveyor_core.runtime import Platform
-from conveyor_core.settings import CoreSettings
-from tests.helpers import services
-
-NS = "namespaces/test"
-JOB = f"{NS}/jobs/job"
-QUEUE = f"{NS}/queues/jobs"
-
-
-@dataclass
-class Stubs:
-    queue: qgrpc.WorkOrderQueueServiceStub
-    scheduler: sgrpc.SchedulerServiceStub
-    events: egrpc.EventStoreServiceStub
-    executor: xgrpc.ExecutorServiceStub
-
-
-@pytest.fixture(scope="module")
-async def edge_postgres_core(
-    make_postgres_database: Any,
-    platform_template_db: str,
-    redis_url: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> CoreSettings:
-    return CoreSettings(
-        database_url=await make_postgres_database(template=platform_template_db),
-        redis_url=redis_url,
-        redis_key_prefix=f"conveyor-test:{services.RUN_ID}:edge:",
-        data_dir=tmp_path_factory.mktemp("platform"),
-    )
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def module_core(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> CoreSettings:
-    """One backend for the whole module (the cases only read or are refused)."""
-    if request.param == "sqlite":
-        return CoreSettings(data_dir=tmp_path_factory.mktemp("platform"))
-    settings: CoreSettings = request.getfixturevalue("edge_postgres_core")
-    return settings
-
-
-@pytest.fixture(scope="module")
-async def stubs(module_core: CoreSettings) -> AsyncIterator[Stubs]:
-    platform = Platform(module_core, ["queue", "events", "scheduler", "executor"])
-    port = await platform.start("127.0.0.1:0")
-    channel = create_channel(f"127.0.0.1:{port}")
-    try:
-        yield await _prepared(channel)
-    finally:
-        await channel.close()
-        await platform.stop(grace=0)
-
-
-async def _prepared(channel: grpc.aio.Channel) -> Stubs:
-    out = Stubs(
-        qgrpc.WorkOrderQueueServiceStub(channel),
-        sgrpc.SchedulerServiceStub(channel),
-        egrpc.EventStoreServiceStub(channel),
-        xgrpc.ExecutorServiceStub(channel),
-    )
-    await out.scheduler.CreateJob(srpc.CreateJobRequest(parent=NS, job_id="job", job=_http()))
-    await out.events.CreateTopic(erpc.CreateTopicRequest(parent=NS, topic_id="t"))
-    return out
+from tests.integration.edge.conftest import JOB, NS, QUEUE, Stubs
 
 
 def _endpoint(**fields: Any) -> job_pb2.HttpEndpoint:
@@ -400,3 +331,18 @@ async def test_a_preview_at_the_last_representable_instant_answers(stubs: Stubs)
     )
     times = [t.seconds for t in before_end.fire_times]
     assert 9 <= len(times) <= 10 and all(t <= MAX_TIMESTAMP_SECONDS for t in times)
+
+
+async def test_a_rate_limit_period_past_the_duration_range_is_invalid_argument(
+    stubs: Stubs,
+) -> None:
+    """Found by tests/integration/edge/test_malformed_requests.py: a period of 2^62 s
+    overflowed ToTimedelta (INTERNAL)."""
+    rate = qm.RateLimit(tokens=1, period=duration_pb2.Duration(seconds=2**62))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stubs.queue.UpdateQueue(
+            qrpc.UpdateQueueRequest(queue=qm.Queue(name=f"{NS}/queues/r", rate_limit_per_key=rate))
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    fields = [f for f, _ in rich_error_details(info.value).field_violations]
+    assert fields == ["queue.rate_limit_per_key.period"]
