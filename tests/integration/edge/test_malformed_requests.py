@@ -284,6 +284,12 @@ RPCS: dict[str, tuple[type[Message], Rpc, dict[str, st.SearchStrategy[Any]]]] = 
     "executor.GetRun": (xrpc.GetRunRequest, lambda s, r: s.executor.GetRun(r, timeout=T), {}),
 }
 NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+# The servers run in the main thread while Hypothesis draws in another; their use of the
+# global `random` (retry jitter) looks to Hypothesis like a strategy using it.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
 
 
 def _answer(stubs: Stubs, rpc: Rpc, request: Message) -> None:
