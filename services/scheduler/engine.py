@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from opentelemetry import propagate, trace
@@ -114,9 +115,10 @@ class SchedulerEngine:
     # -- schedules -------------------------------------------------------------------
 
     async def create_schedule(
-        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy, paused: bool = False
     ) -> Schedule:
-        new = self._new_schedule(uuid.uuid4(), ref, spec, policy)
+        """A new schedule; `paused` ones are stored paused (never fired until resumed)."""
+        new = replace(self._new_schedule(uuid.uuid4(), ref, spec, policy), paused=paused)
         schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
         await self._wake()
         return schedule

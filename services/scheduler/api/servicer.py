@@ -98,6 +98,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
             ScheduleRef(job.namespace, job.job_id, schedule_id),
             convert.spec_from_pb(request.schedule),
             convert.policy_from_pb(request.schedule, self._settings.catch_up_window_seconds),
+            paused=request.schedule.paused,
         )
         return rpc.CreateScheduleResponse(schedule=convert.schedule_to_pb(schedule))
 

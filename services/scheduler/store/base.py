@@ -34,6 +34,8 @@ class NewSchedule:
     next_slot_at: datetime | None
     next_fire_at: datetime | None
     now: datetime
+    #: Created paused (CreateSchedule with paused set): it never fires until resumed.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,7 @@ class SqlSchedulerStore(FiringQueries):
             "kind": new.spec.kind.value,
             "spec": rows.spec_to_json(new.spec),
             "policy": rows.policy_to_json(new.policy),
-            "paused": False,
+            "paused": new.paused,
             "next_slot_at": opt_to_micros(new.next_slot_at),
             "next_fire_at": opt_to_micros(new.next_fire_at),
             "backoff_level": 0,

@@ -259,3 +259,17 @@ async def test_a_submit_row_that_breaks_the_call_fails_its_fire_and_the_others_a
     fire = next(f for f in await env.fires(bad.name) if f.name == bad_fire.name)
     assert fire.error_type == "poisoned" and "DecodeError" in fire.reason
     assert metric_value(metric_reader, POISONED, {"loop": "submit_relay"}) == before + 1
+
+
+async def test_a_schedule_created_paused_never_fires(env: SchedulerEnv) -> None:
+    """`paused: true` on CreateSchedule was only read on output: the schedule was live."""
+    await env.create_job()
+    paused = await env.create_schedule(interval(60, paused=True), "paused")
+    live = await env.create_schedule(interval(60), "live")
+    assert paused.paused
+    for n in (2, 3):
+        env.clock.advance(timedelta(seconds=60))
+        await eventually(lambda n=n: _fired(env, live.name, n))
+    assert await env.fires(paused.name) == []
+    got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=paused.name))
+    assert got.schedule.paused
