@@ -17,6 +17,7 @@ from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.auth import actor
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.pagination import PageTokens, page_size
+from conveyor_core.validators import string_problem
 from conveyor_queue.api import convert
 from conveyor_queue.domain import validation as names
 from conveyor_queue.domain.model import QueueConfig, QueueRef
@@ -26,6 +27,8 @@ from conveyor_queue.store.base import CompleteParams, FailParams, ListParams, Re
 
 # The redrives table's requested_by column holds 256 characters.
 MAX_ACTOR_LENGTH = 256
+#: The work orders table's leased_by column (the lease's worker_identity) holds 256 characters.
+MAX_WORKER_IDENTITY_LENGTH = 256
 SERVICE_NAME = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
 QUEUE_FIELDS = frozenset(
     {"paused", "max_in_flight", "max_in_flight_per_key", "fair", "rate_limit", "rate_limit_per_key"}
@@ -108,6 +111,11 @@ class WorkOrderQueueServicer(service_pb2_grpc.WorkOrderQueueServiceServicer):
             violations.append(
                 FieldViolation("max_work_orders", f"must be in [1, {s.max_lease_batch}]")
             )
+        worker = string_problem(
+            request.worker_identity, "worker_identity", MAX_WORKER_IDENTITY_LENGTH
+        )
+        if worker is not None:  # stored as leased_by (PostgreSQL refused it: INTERNAL)
+            violations.append(worker)
         if violations:
             raise InvalidArgument(violations)
         queues = tuple(

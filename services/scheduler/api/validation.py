@@ -31,6 +31,9 @@ ID = name_pattern(r"[a-z0-9][a-z0-9-]{0,62}")
 NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
 ENDPOINT_NAME = name_pattern(r"[a-z0-9][a-z0-9_-]{0,62}")
 QUEUE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
+#: Workflow and handler names: the SDK's rule, and the executor's columns (63 characters).
+WORKFLOW_NAME_RULE = r"[a-z][a-z0-9_-]{0,62}"
+WORKFLOW_NAME = name_pattern(WORKFLOW_NAME_RULE)
 HEADER_NAME = name_pattern(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 #: Header names whose values must be secret references, never literals.
@@ -108,6 +111,16 @@ def check_job(job: pb.Job, settings: SchedulerSettings, field: str = "job") -> N
         problems += _command(job.target.command, f"{target}.command")
     elif not job.target.workflow.workflow or not job.target.workflow.handler:
         problems.append(FieldViolation(f"{target}.workflow", "workflow and handler are required"))
+    else:
+        for name in ("workflow", "handler"):
+            value = getattr(job.target.workflow, name)
+            if not WORKFLOW_NAME.match(value):
+                problems.append(
+                    FieldViolation(
+                        f"{target}.workflow.{name}",
+                        f"{echo(value)} must match {WORKFLOW_NAME_RULE} (the SDK's names)",
+                    )
+                )
     if job.HasField("retry_policy"):
         problems += _retry(job.retry_policy, f"{field}.retry_policy")
     problems += _durations([(job.start_to_close_timeout, f"{field}.start_to_close_timeout")])

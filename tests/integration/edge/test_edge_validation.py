@@ -253,6 +253,24 @@ CASES: dict[str, tuple[Call, str]] = {
         ),
         "events[0].message_id",
     ),
+    "worker identity longer than its column": (
+        lambda s: s.queue.LeaseWorkOrders(
+            qrpc.LeaseWorkOrdersRequest(
+                parent=NS, queues=["jobs"], max_work_orders=1, worker_identity="w" * 257
+            )
+        ),
+        "worker_identity",
+    ),
+    "workflow target name longer than the executor's": (
+        create_job(
+            sm.Job(
+                target=job_pb2.JobTarget(
+                    workflow=job_pb2.WorkflowTarget(workflow="w" * 64, handler="h")
+                )
+            )
+        ),
+        "job.target.workflow.workflow",
+    ),
     "empty batch submit": (
         lambda s: s.queue.BatchSubmitWorkOrders(qrpc.BatchSubmitWorkOrdersRequest(parent=QUEUE)),
         "requests",
