@@ -10,7 +10,7 @@ A Duration finer than a microsecond rounds away from zero, so its sign survives.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -23,6 +23,12 @@ MAX_DURATION_SECONDS = 315_576_000_000
 NANOS_PER_SECOND = 1_000_000_000
 
 
+@overload
+def ts(instant: datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def ts(instant: None) -> None: ...
+@overload
+def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None: ...
 def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for `instant` (None stays None, so the field stays unset)."""
     if instant is None:
@@ -32,6 +38,12 @@ def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
+@overload
+def dur(delta: timedelta) -> duration_pb2.Duration: ...
+@overload
+def dur(delta: None) -> None: ...
+@overload
+def dur(delta: timedelta | None) -> duration_pb2.Duration | None: ...
 def dur(delta: timedelta | None) -> duration_pb2.Duration | None:
     """A Duration for `delta` (None stays None, so the field stays unset)."""
     if delta is None:

@@ -33,12 +33,13 @@ from conveyor_scheduler.errors import (
     TooManySchedules,
 )
 from conveyor_scheduler.store import rows
-from conveyor_scheduler.store.base import NewDecision, NewSchedule, ScheduleTiming
+from conveyor_scheduler.store.base import JournalEntry, NewDecision, NewSchedule, ScheduleTiming
 from conveyor_scheduler.store.firing import FiringQueries, decision_row, timing_values
 from conveyor_scheduler.store.tables import (
     fires,
     job_versions,
     jobs,
+    journal_outbox,
     policy_decisions,
     schedules,
 )
@@ -60,7 +61,7 @@ def _version_row(ref: JobRef, version: int, d: JobDefinition, now_us: int) -> di
     }
 
 
-JOB_SELECT = select(v, j.created_at.label("job_created_at"), j.updated_at.label("job_updated_at"))
+JOB_SELECT = select(*v, j.created_at.label("job_created_at"), j.updated_at.label("job_updated_at"))
 
 
 def _job(row: Any) -> Job:
@@ -300,6 +301,23 @@ class SqlSchedulerStore(FiringQueries):
         async with self._engine.begin() as conn:
             result = await conn.execute(statement.values(values))
         return result.rowcount == 1
+
+    # -- journal ---------------------------------------------------------------------
+
+    async def journal_insert(self, entry: JournalEntry, now: datetime) -> None:
+        """A journal record outside a fire (RunJob); the journal relay delivers it."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(journal_outbox).values(
+                    type=entry.type,
+                    namespace=entry.namespace,
+                    subjects=entry.subjects,
+                    attributes=entry.attributes,
+                    correlation_id=entry.correlation_id,
+                    traceparent=entry.traceparent,
+                    at=to_micros(now),
+                )
+            )
 
     # -- decisions -------------------------------------------------------------------
 
