@@ -73,7 +73,12 @@ def _reaches(descriptor: Descriptor, kind: int, seen: frozenset[str]) -> bool:
     for field in descriptor.fields:
         if field.type == kind:
             return True
-        if field.type == FieldDescriptor.TYPE_MESSAGE and _reaches(field.message_type, kind, seen):
+        sub = field.message_type
+        if (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and sub is not None
+            and _reaches(sub, kind, seen)
+        ):
             return True
     return False
 
@@ -111,7 +116,7 @@ def unknown_enum_values(message: Any, prefix: str = "") -> list[FieldViolation]:
 
 def _enum_problem(field: FieldDescriptor, number: int, path: str) -> list[FieldViolation]:
     enum = field.enum_type
-    if number in enum.values_by_number:
+    if enum is None or number in enum.values_by_number:
         return []
     known = ", ".join(f"{v.name} ({v.number})" for v in enum.values)
     return [FieldViolation(path, f"unknown {enum.name} value {number}; known: {known}")]

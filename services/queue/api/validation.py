@@ -107,9 +107,11 @@ def lease_request(
         violations.append(FieldViolation("queues", f"at most {s.max_lease_queues} queues"))
     if not 1 <= request.max_work_orders <= s.max_lease_batch:
         violations.append(FieldViolation("max_work_orders", f"must be in [1, {s.max_lease_batch}]"))
-    worker = string_problem(request.worker_identity, "worker_identity", MAX_WORKER_IDENTITY_LENGTH)
-    if worker is not None:  # stored as leased_by (PostgreSQL refused it: INTERNAL)
-        violations.append(worker)
+    too_long = string_problem(
+        request.worker_identity, "worker_identity", MAX_WORKER_IDENTITY_LENGTH
+    )
+    if too_long is not None:  # stored as leased_by (PostgreSQL refused it: INTERNAL)
+        violations.append(too_long)
     if violations:
         raise InvalidArgument(violations)
     queues = tuple(

@@ -15,7 +15,12 @@ from conveyor_queue.domain.model import LeasedWorkOrder, QueueConfig, WorkOrder,
 from conveyor_queue.store import queries
 from conveyor_queue.store.base import LeaseParams, TokenGate
 from conveyor_queue.store.history import event_row, insert_events
-from conveyor_queue.store.poison import fetch_tolerant, quarantine_leased, readable_orders
+from conveyor_queue.store.poison import (
+    Poisoned,
+    fetch_tolerant,
+    quarantine_leased,
+    readable_orders,
+)
 from conveyor_queue.store.rows import FAR_FUTURE_US, queue_from_row, us
 from conveyor_queue.store.sql_base import SqlStoreBase
 from conveyor_queue.store.tables import queue_keys, queues
@@ -60,10 +65,10 @@ class LeaseSql(SqlStoreBase):
             read, unreadable = readable_orders(rows)
             if unreadable:  # leased already (autocommit): quarantine them, hand out the rest
                 async with self._engine.begin() as conn:
-                    poisoned = await quarantine_leased(
+                    found = await quarantine_leased(
                         conn, token, [s for s, _ in read], unreadable, [], now_us
                     )
-                poisoned.report()
+                found.report()
             return [LeasedWorkOrder(o, token) for o in _by_priority(read)]
         # Flow control needs a transaction around its lock, counts and update.
         async with self._engine.begin() as conn:
@@ -82,7 +87,7 @@ class LeaseSql(SqlStoreBase):
                 )
             read, unreadable = readable_orders(rows)
             leased = _by_priority(read)
-            poisoned = None
+            poisoned: Poisoned | None = None
             if unreadable or fetch_errors:  # quarantine them, hand out the rest
                 poisoned = await quarantine_leased(
                     conn, token, [s for s, _ in read], unreadable, fetch_errors, now_us
