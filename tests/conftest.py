@@ -16,6 +16,10 @@ certainly gone (tests.helpers.leftovers), never those of a live run.
 
 Tests using these fixtures get the `postgres` / `redis` markers, so
 `-m "not postgres and not redis"` selects the tests that need no server.
+
+Hypothesis runs under the `conveyor` profile: a modest number of examples per
+property (CONVEYOR_HYPOTHESIS_EXAMPLES, default 40) and no deadline (a loaded
+2-core machine makes call times vary), so the property tests stay fast.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from hypothesis import HealthCheck, settings
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
@@ -46,6 +51,14 @@ from conveyor_core.settings import CoreSettings
 from conveyor_core.telemetry import configure_tracing
 from tests.helpers import leftovers, services
 from tests.helpers.tcp_proxy import BlackholeProxy
+
+settings.register_profile(
+    "conveyor",
+    max_examples=int(os.environ.get("CONVEYOR_HYPOTHESIS_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("conveyor")
 
 logger = logging.getLogger(__name__)
 

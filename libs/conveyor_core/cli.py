@@ -60,7 +60,7 @@ async def _serve(
     assert platform.server is not None
     platform.install_signal_handlers(asyncio.get_running_loop())
     host = core.listen_address.rpartition(":")[0]
-    _print_banner(core, names, f"{host}:{port}", platform)
+    _print_banner(core, names, f"{host}:{port}", platform, example)
     example_task = workflow_task = None
     if example:
         from conveyor_core.example import run_example
@@ -92,7 +92,11 @@ def _report_example_failure(task: asyncio.Task[None]) -> None:
 
 
 def _print_banner(
-    core: CoreSettings, names: Sequence[str], address: str, platform: Platform
+    core: CoreSettings,
+    names: Sequence[str],
+    address: str,
+    platform: Platform,
+    example: bool = False,
 ) -> None:
     storage = (
         db.redacted(core.database_url) if core.database_url else f"SQLite under {core.data_dir}/"
@@ -108,26 +112,35 @@ def _print_banner(
         f" on {address}",
         f"  storage: {storage}; coordination: {coordination}",
         f"  authentication: {security} (docs/security.md)",
-        "  talk to it with any gRPC client, e.g. (grpcurl uses server reflection):",
-        f"    grpcurl -plaintext {address} list",
-        f'    grpcurl -plaintext -d \'{{"parent": "namespaces/demo/queues/default",'
-        f' "work_order": {{"priority": 5}}}}\' {address}'
-        " conveyor.queue.v1.WorkOrderQueueService/SubmitWorkOrder",
+        "  talk to it with the operator CLI (docs/cli.md) or any gRPC client:",
+        f"    conveyor --address {address} jobs list",
+        f"    grpcurl -plaintext {address} list   # server reflection lists the services",
         "  Python: from conveyor.queue.v1 import service_pb2_grpc (stubs in libs/conveyor_proto)",
         "  stop with Ctrl-C",
     ]
+    if example:
+        lines.insert(4, f"    conveyor --address {address} jobs run hello --watch   # runs now")
     if "console" in names:
         lines.insert(3, f"  web console: {platform.service('console').url} (docs/console.md)")
-    if "executor" in names and platform.service("executor").task_host is not None:
+    if "executor" in names:
         executor = platform.service("executor")
-        tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks)) or "none"
-        workflows = ", ".join(sorted(w for a in executor.apps for w in a.workflows)) or "none"
         s = executor.settings
+        # A submitted order runs only where an executor leases, and only with a payload it
+        # knows (a JobInvocation or a hosted task's arguments): say where that is.
         lines.insert(
-            3,
-            f"  hosting tasks: {tasks}; workflows: {workflows} (docs/workflows.md): "
-            f"namespace {s.namespace}, queues {list(s.queues)}",
+            -2,
+            f"  work orders run when submitted to namespace {s.namespace}, queues "
+            f"{list(s.queues)} (what this executor leases)\n    as a job's invocation or "
+            "a hosted task (conveyor submit, docs/sdk.md); on other queues they stay QUEUED",
         )
+        if executor.task_host is not None:
+            tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks)) or "none"
+            workflows = ", ".join(sorted(w for a in executor.apps for w in a.workflows)) or "none"
+            lines.insert(
+                3,
+                f"  hosting tasks: {tasks}; workflows: {workflows} (docs/workflows.md): "
+                f"namespace {s.namespace}, queues {list(s.queues)}",
+            )
     print("\n".join(lines), flush=True)  # the banner is the command's output, not a log
 
 

@@ -90,6 +90,20 @@ def is_unavailable(error: BaseException) -> bool:
     return False
 
 
+def data_error(error: BaseException) -> str | None:
+    """The database's complaint when `error` is a value it cannot store (SQLSTATE class 22,
+    a data exception: a string longer than its column, NUL in text, text that is not JSON,
+    a number out of range), else None. The request was wrong, not the code."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, asyncpg.exceptions.DataError):
+            return str(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return None
+
+
 def redacted(url: str) -> str:
     """The URL with its password hidden, for logs."""
     return make_url(url).render_as_string(hide_password=True)

@@ -4,6 +4,7 @@ Reading a request's Timestamp or Duration never raises anything but
 InvalidArgument: a Timestamp outside year 0001-9999 or with nanos outside
 [0, 10^9), and a Duration outside the +/-10,000 years protobuf defines (or with
 nanos out of range or of the other sign) name the field in a field violation.
+A Duration finer than a microsecond rounds away from zero, so its sign survives.
 """
 
 from __future__ import annotations
@@ -87,4 +88,13 @@ def opt_dur(message: Any, field: str, path: str | None = None) -> timedelta | No
         raise InvalidArgument(
             FieldViolation(path or field, "nanos must be in (-10^9, 10^9), of the sign of seconds")
         )
-    return value.ToTimedelta()
+    return _timedelta(value.seconds, value.nanos)
+
+
+def _timedelta(seconds: int, nanos: int) -> timedelta:
+    """The Duration as a timedelta, rounded *away* from zero to the microsecond: -1 ns must
+    stay negative (ToTimedelta makes it 0, which every "not negative" check accepts)."""
+    total = seconds * NANOS_PER_SECOND + nanos
+    micros, rest = divmod(abs(total), 1000)
+    micros += 1 if rest else 0
+    return timedelta(microseconds=micros if total >= 0 else -micros)

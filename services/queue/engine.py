@@ -194,7 +194,7 @@ class QueueEngine:
 
     def with_defaults(self, spec: WorkOrderSpec) -> WorkOrderSpec:
         policy = spec.retry_policy
-        if policy.maximum_attempts <= 0:
+        if policy.maximum_attempts == 0:  # unset; a negative one is refused, not defaulted
             policy = replace(policy, maximum_attempts=self.settings.default_max_attempts)
         return replace(spec, retry_policy=policy)
 

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from opentelemetry import propagate, trace
@@ -220,7 +220,9 @@ class SchedulerEngine:
         if schedule.spec.kind is ScheduleKind.EVENT:
             return []
         start = start or self.clock.now()
-        slots = timing.slots_in(schedule.spec, start, start + PREVIEW_HORIZON, count)
+        last = datetime.max.replace(tzinfo=UTC)  # a start near year 9999 has a shorter horizon
+        end = start + PREVIEW_HORIZON if start <= last - PREVIEW_HORIZON else last
+        slots = timing.slots_in(schedule.spec, start, end, count)
         jitter = schedule.policy.jitter
         return [timing.fire_time(schedule.uid, slot, jitter) for slot in slots]
 

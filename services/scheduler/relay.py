@@ -8,9 +8,13 @@ order by order (SubmitWorkOrder in the fire's correlation scope and trace) to
 isolate the bad one. Up to `submit_concurrency` calls are in flight. A
 transient failure (UNAVAILABLE, DEADLINE_EXCEEDED, ...) leaves the row to
 retry with backoff; a permanent refusal (INVALID_ARGUMENT, ...) records the
-fire as failed. Re-delivery after a crash is harmless: the queue
-answers the same idempotency key with the existing order (`already_exists`),
-which is also what a deposed leader's late submit gets; both are logged.
+fire as failed. A row that breaks the call itself (a request that does not
+decode, anything but the queue's answer) fails that fire alone: logged with its
+cause, counted in `conveyor.scheduler.poisoned_items` (loop `submit_relay`),
+its fire FAILED with error type `poisoned`; the rest are delivered.
+Re-delivery after a crash is harmless: the queue answers the same idempotency
+key with the existing order (`already_exists`), which is also what a deposed
+leader's late submit gets; both are logged.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import grpc
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination
 from conveyor_core.outbox import Backoff
+from conveyor_core.poison import describe, is_transient, record_poisoned
 from conveyor_core.tasks import cancel_and_wait
 from conveyor_scheduler.peers import PERMANENT, QueueClient, fire_context
 from conveyor_scheduler.settings import SchedulerSettings
@@ -32,6 +37,10 @@ from conveyor_scheduler.store.base import Delivery, OutboxSubmit, SchedulerStore
 from conveyor_scheduler.store.outbox import SUBMIT_CHANNEL
 
 log = logging.getLogger(__name__)
+#: The `loop` label of the submits this relay quarantines (conveyor.scheduler.poisoned_items).
+RELAY_LOOP = "submit_relay"
+#: Error type of a fire whose submit row could not be delivered at all.
+POISONED_ERROR_TYPE = "poisoned"
 
 
 class SubmitRelay:
@@ -109,10 +118,35 @@ class SubmitRelay:
                         return []
                     if len(group) > 1:  # one bad order refuses the whole batch: find it
                         log.info("queue refused a batch of %d: submitting one by one", len(group))
+                except Exception as error:  # a row that breaks the call itself: find it
+                    if is_transient(error):
+                        log.warning("batch submit failed (%s); will retry", describe(error))
+                        return []
+                    log.info(
+                        "batch submit of %d failed (%s): submitting one by one",
+                        len(group),
+                        describe(error),
+                    )
         delivered = await asyncio.gather(*(self._deliver(row) for row in group))
         return [(row, d) for row, d in zip(group, delivered, strict=True) if d is not None]
 
     async def _deliver(self, row: OutboxSubmit) -> Delivery | None:
+        try:
+            return await self._deliver_one(row)
+        except Exception as error:  # not the queue's answer: this row cannot be delivered
+            if is_transient(error):
+                log.warning("fire %s: %s failed (%s); will retry", row.fire_id, row.action, error)
+                return None
+            record_poisoned("scheduler", RELAY_LOOP, f"fire {row.fire_id}", error, "failed")
+            return Delivery(
+                row.seq,
+                row.fire_id,
+                row.action,
+                error=f"the submit could not be delivered ({describe(error)})",
+                error_type=POISONED_ERROR_TYPE,
+            )
+
+    async def _deliver_one(self, row: OutboxSubmit) -> Delivery | None:
         async with self._limit:
             with fire_context(row.correlation_id, row.traceparent):
                 try:

@@ -16,6 +16,9 @@ class SchedulerSettings(BaseSettings):
         le=366 * 24 * 3600 * 1000,
         description="Longest interval schedule (10 years): slots must stay inside year 9999.",
     )
+    max_job_priority: int = Field(
+        1000, ge=0, description="Highest job priority (the queue's default max_priority)."
+    )
     max_endpoints_per_job: int = Field(32, ge=1, description="HTTP endpoints in one job.")
     max_job_definition_bytes: int = Field(
         64 * 1024, ge=1024, description="Largest serialized job definition."

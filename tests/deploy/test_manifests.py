@@ -592,7 +592,6 @@ def test_compose_file() -> None:
     stop = int(conveyor["stop_grace_period"].rstrip("s"))
     assert stop > float(env.get(SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_GRACE_SECONDS))
     assert conveyor["read_only"] is True and conveyor["cap_drop"] == ["ALL"]
-
     console = services["console"]
     assert console["image"] == conveyor["image"] and console["command"] == ["serve", "console"]
     env = console["environment"]
@@ -604,6 +603,22 @@ def test_compose_file() -> None:
     assert console["depends_on"]["conveyor"]["condition"] == "service_healthy"
     assert "/readyz" in " ".join(console["healthcheck"]["test"])
     assert console["read_only"] is True and console["cap_drop"] == ["ALL"]
+    assert_compose_workspaces_writable(conveyor)
+
+
+def assert_compose_workspaces_writable(conveyor: Doc) -> None:
+    """The executor's workspace root is on a writable mount, not the read-only root
+    filesystem (where the default data/workspaces, under WORKDIR, would be), and its
+    user may write there."""
+    env = conveyor["environment"]
+    root = Path(env.get("CONVEYOR_EXECUTOR_WORKSPACE_ROOT", "/var/lib/conveyor/data/workspaces"))
+    assert root.is_absolute(), "a relative workspace root lands on the read-only filesystem"
+    uid = conveyor["user"].split(":")[0]
+    tmpfs = dict(entry.partition(":")[::2] for entry in conveyor.get("tmpfs", []))
+    covering = [t for t in tmpfs if Path(t) == root or Path(t) in root.parents]
+    assert covering, f"{root} is on the read-only root filesystem: mount a tmpfs or volume"
+    options = dict(o.partition("=")[::2] for o in tmpfs[covering[0]].split(",") if o)
+    assert options.get("uid") == uid, f"{covering[0]} must be writable by user {uid}"
 
 
 def assert_principals_mounted(servers: list[Doc], config: Doc, secrets: set[str]) -> None:

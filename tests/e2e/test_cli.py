@@ -20,6 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_queue.api.servicer import SERVICE_NAME as QUEUE_SERVICE
+from tests.helpers.cli import cli_environment
+from tests.helpers.cli import conveyor as operator_cli
 
 
 def free_port() -> int:
@@ -161,6 +163,16 @@ async def test_run_example_shows_an_order_and_its_journal(
     assert {"queue.work_order.queued", "queue.work_order.leased", "executor.run.started"} <= set(
         trail
     )
+    # The banner suggests what runs (not a submit to a queue nobody leases), and it does.
+    banner = "".join(lines)
+    assert "namespaces/demo" not in banner
+    suggested = next(line for line in lines if "jobs run hello --watch" in line)
+    args = suggested.split("#")[0].split()[1:]  # without "conveyor"
+    address = env["CONVEYOR_LISTEN_ADDRESS"]
+    user_env = {k: v for k, v in cli_environment(address).items() if k != "CONVEYOR_NAMESPACE"}
+    ran = await operator_cli(address, *args, "-o", "json", env=user_env)
+    assert ran.code == 0, ran
+    assert "work orders run when submitted to namespace default, queues ['jobs'" in banner
     platform.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(platform.wait(), 30) == 0
     assert {name for name in os.listdir(tmp_path)} >= {

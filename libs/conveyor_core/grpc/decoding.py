@@ -12,6 +12,13 @@ it. The `ErrorInterceptor` around it then answers INVALID_ARGUMENT with a
 field violation (`request`) and logs one DEBUG line. For client-streaming
 calls each message is checked as the servicer reads it.
 
+The same check refuses, for every RPC, a request with an enum field holding
+a number its enum does not define (`conveyor_core.validators.unknown_enum_values`:
+proto3 decodes `order=99` without complaint): INVALID_ARGUMENT naming each
+such field and the known values; and one with a NUL character in any string
+(`nul_strings`: PostgreSQL text cannot hold one, so it answered INTERNAL
+there), looked for only when the request bytes hold a 0 byte.
+
 It is installed innermost (after authentication), so an unauthenticated
 caller still gets UNAUTHENTICATED, and the outer interceptors, which keep the
 deserializer of the handler they wrap, hand this one on to the runtime.
@@ -27,6 +34,7 @@ import grpc
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.grpc.interceptors import Behavior, rewrap_handler
 from conveyor_core.grpc.types import Context, Continuation, Handler
+from conveyor_core.validators import nul_strings, unknown_enum_values
 
 #: Longest decoder message repeated in the field violation.
 MAX_DECODE_MESSAGE_LENGTH = 200
@@ -47,22 +55,47 @@ class Undecodable:
         )
 
 
+class Refused:
+    """What the lenient deserializer returns for a request that decodes but that no RPC
+    accepts (a string holding NUL)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+    def invalid_argument(self) -> InvalidArgument:
+        return self.error
+
+
 def lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     """`deserializer`, returning an `Undecodable` instead of raising."""
 
     def deserialize(data: bytes) -> Any:
         try:
-            return deserializer(data)
+            request = deserializer(data)
         except Exception as error:  # DecodeError, UnicodeDecodeError, ...
             return Undecodable(error)
+        if b"\x00" in data:  # a NUL character encodes as a 0 byte: only then look for one
+            nul = nul_strings(request)
+            if nul:
+                return Refused(InvalidArgument(nul))
+        return request
 
     return deserialize
 
 
+def _check(request: Any) -> None:
+    if isinstance(request, Undecodable | Refused):
+        raise request.invalid_argument()
+    unknown = unknown_enum_values(request)
+    if unknown:
+        raise InvalidArgument(unknown)
+
+
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
-        if isinstance(request, Undecodable):
-            raise request.invalid_argument()
+        _check(request)
         yield request
 
 
@@ -71,8 +104,7 @@ def _wrap(behavior: Behavior, streamed_requests: bool, streamed_responses: bool)
         return lambda requests, context: behavior(_checked(requests), context)
 
     def checked(request: Any, context: Context) -> Any:
-        if isinstance(request, Undecodable):
-            raise request.invalid_argument()
+        _check(request)
         return behavior(request, context)
 
     return checked

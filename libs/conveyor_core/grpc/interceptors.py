@@ -23,8 +23,10 @@ outermost):
    handler's outgoing calls and stored traceparents still carry it.
 3. `ErrorInterceptor` turns a `ConveyorError` into its status code with rich
    details, a lost or refused database connection into UNAVAILABLE
-   (`DATABASE_UNAVAILABLE`: retry with backoff), and any other exception into a
-   masked INTERNAL, inside the span so the span records the final code.
+   (`DATABASE_UNAVAILABLE`: retry with backoff), a value the database refuses to
+   store (SQLSTATE class 22: too long for its column, ...) that validation missed
+   into INVALID_ARGUMENT, and any other exception into a masked INTERNAL, inside
+   the span so the span records the final code.
 
 In grpc.aio, `await context.abort(...)` records code, message and trailing
 metadata on the call and raises `AbortError` (an `Exception` subclass with no
@@ -62,8 +64,13 @@ from conveyor_core.context import (
     is_valid_correlation_id,
     new_correlation_id,
 )
-from conveyor_core.db import is_unavailable
-from conveyor_core.errors import ConveyorError, DatabaseUnavailable
+from conveyor_core.db import data_error, is_unavailable
+from conveyor_core.errors import (
+    ConveyorError,
+    DatabaseUnavailable,
+    FieldViolation,
+    InvalidArgument,
+)
 from conveyor_core.grpc.status import internal_status, status_for_error
 from conveyor_core.grpc.types import Context, Continuation, Handler
 
@@ -368,6 +375,16 @@ class ErrorInterceptor(_ScopedInterceptor):
                 await self._abort_for_domain_error(
                     call_details.method, context, DatabaseUnavailable()
                 )
+            elif (complaint := data_error(error)) is not None:
+                # A value the database cannot store that no validation caught (a backstop:
+                # validation names the field): the caller's input, not a bug.
+                logger.warning(
+                    "%s: value refused by the database: %s", call_details.method, complaint
+                )
+                refused = InvalidArgument(
+                    FieldViolation("request", f"a value the database cannot store: {complaint}")
+                )
+                await self._abort_for_domain_error(call_details.method, context, refused)
             else:
                 await self._abort_internal(call_details.method, context, error)
 

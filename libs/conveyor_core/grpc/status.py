@@ -30,28 +30,55 @@ ERROR_DOMAIN = "conveyor.dev"
 STATUS_DETAILS_METADATA_KEY = "grpc-status-details-bin"
 
 
+#: Trailers stay far below the 16 KiB a gRPC client accepts by default, whatever the
+#: request held: the message, each field path and description are cut to these lengths
+#: (saying how long they were), and at most MAX_FIELD_VIOLATIONS violations are sent.
+MAX_MESSAGE_LENGTH = 1000
+MAX_FIELD_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 400
+MAX_FIELD_VIOLATIONS = 20
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first part and how long it was when longer than `limit`."""
+    if len(text) <= limit:
+        return text
+    suffix = f"... ({len(text)} characters)"
+    return text[: max(0, limit - len(suffix))] + suffix
+
+
+def _field_violations(error: InvalidArgument) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    shown = error.violations[:MAX_FIELD_VIOLATIONS]
+    out = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=cut(v.field, MAX_FIELD_LENGTH),
+            description=cut(v.description, MAX_DESCRIPTION_LENGTH),
+        )
+        for v in shown
+    ]
+    if len(error.violations) > len(shown):
+        out.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field="request",
+                description=f"{len(error.violations) - len(shown)} more violations not shown",
+            )
+        )
+    return out
+
+
 def status_for_error(error: ConveyorError, correlation_id: str | None) -> grpc.Status:
     """The status (code, message, rich details in trailing metadata) for a domain error."""
     details: list[Message] = []
     if isinstance(error, InvalidArgument):
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=violation.field, description=violation.description
-                    )
-                    for violation in error.violations
-                ]
-            )
-        )
+        details.append(error_details_pb2.BadRequest(field_violations=_field_violations(error)))
     elif isinstance(error, FailedPrecondition):
         details.append(
             error_details_pb2.PreconditionFailure(
                 violations=[
                     error_details_pb2.PreconditionFailure.Violation(
                         type=violation.type,
-                        subject=violation.subject,
-                        description=violation.description,
+                        subject=cut(violation.subject, MAX_FIELD_LENGTH),
+                        description=cut(violation.description, MAX_DESCRIPTION_LENGTH),
                     )
                     for violation in error.violations
                 ]
@@ -61,12 +88,12 @@ def status_for_error(error: ConveyorError, correlation_id: str | None) -> grpc.S
         details.append(
             error_details_pb2.ResourceInfo(
                 resource_type=error.resource_type,
-                resource_name=error.resource_name,
-                description=error.message,
+                resource_name=cut(error.resource_name, MAX_FIELD_LENGTH),
+                description=cut(error.message, MAX_DESCRIPTION_LENGTH),
             )
         )
     details.append(_error_info(error.reason, correlation_id, error.metadata))
-    return _to_grpc_status(error.code, error.message, details)
+    return _to_grpc_status(error.code, cut(error.message, MAX_MESSAGE_LENGTH), details)
 
 
 def internal_status(correlation_id: str) -> grpc.Status:

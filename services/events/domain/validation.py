@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
-from conveyor_core.validators import name_pattern
+from conveyor_core.validators import echo, name_pattern
 from conveyor_events.domain.model import EventDraft, EventRef, HandlerRef, Payload, TopicRef
 from conveyor_events.settings import EventStoreSettings
 
@@ -22,6 +22,8 @@ NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
 RESOURCE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
 # Run ids and actors are opaque to the store but end up in logs: plain printable tokens only.
 RUN_ID = name_pattern(r"[A-Za-z0-9][A-Za-z0-9._:/@+=-]*")
+#: An event sequence: a positive integer of ASCII digits, at most 18 of them.
+SEQUENCE = name_pattern(r"[0-9]{1,18}")
 _RULE_NS = "must match [a-z][a-z0-9-]{0,62}"
 _RULE_ID = "must match [a-z][a-z0-9._-]{0,127}"
 
@@ -40,13 +42,13 @@ def _split(value: str, field: str, shape: str, length: int) -> list[str]:
         raise bad(field, f"required: {shape}")
     parts = value.split("/")
     if len(parts) != length or parts[0] != "namespaces":
-        raise bad(field, f"must be {shape}, got {value!r}")
+        raise bad(field, f"must be {shape}, got {echo(value)}")
     return parts
 
 
 def check_namespace_id(namespace: str, field: str) -> str:
     if not NAMESPACE_ID.match(namespace):
-        raise bad(field, f"namespace {namespace!r} {_RULE_NS}")
+        raise bad(field, f"namespace {echo(namespace)} {_RULE_NS}")
     return namespace
 
 
@@ -54,7 +56,7 @@ def check_resource_id(value: str, field: str, kind: str) -> str:
     if not value:
         raise bad(field, f"{kind} is required")
     if not RESOURCE_ID.match(value):
-        raise bad(field, f"{kind} {value!r} {_RULE_ID}")
+        raise bad(field, f"{kind} {echo(value)} {_RULE_ID}")
     return value
 
 
@@ -69,7 +71,7 @@ def parse_topic(value: str, field: str) -> TopicRef:
     shape = "namespaces/{namespace}/topics/{topic}"
     parts = _split(value, field, shape, 4)
     if parts[2] != "topics":
-        raise bad(field, f"must be {shape}, got {value!r}")
+        raise bad(field, f"must be {shape}, got {echo(value)}")
     namespace = check_namespace_id(parts[1], field)
     return TopicRef(namespace, check_resource_id(parts[3], field, "topic"))
 
@@ -79,10 +81,11 @@ def parse_event(value: str, field: str) -> EventRef:
     shape = "namespaces/{namespace}/topics/{topic}/events/{sequence}"
     parts = _split(value, field, shape, 6)
     if parts[4] != "events":
-        raise bad(field, f"must be {shape}, got {value!r}")
+        raise bad(field, f"must be {shape}, got {echo(value)}")
     topic = parse_topic("/".join(parts[:4]), field)
-    if not parts[5].isdigit() or int(parts[5]) < 1 or len(parts[5]) > 18:
-        raise bad(field, f"event sequence {parts[5]!r} is not a positive integer")
+    # ASCII digits only: str.isdigit() and int() also take fullwidth and superscript digits.
+    if not SEQUENCE.match(parts[5]) or int(parts[5]) < 1:
+        raise bad(field, f"event sequence {echo(parts[5])} is not a positive integer")
     return EventRef(topic.namespace, topic.topic, int(parts[5]))
 
 
@@ -91,7 +94,7 @@ def parse_handler_state(value: str, field: str) -> HandlerRef:
     shape = "namespaces/{namespace}/handlers/{handler}/state"
     parts = _split(value, field, shape, 5)
     if parts[2] != "handlers" or parts[4] != "state":
-        raise bad(field, f"must be {shape}, got {value!r}")
+        raise bad(field, f"must be {shape}, got {echo(value)}")
     namespace = check_namespace_id(parts[1], field)
     return HandlerRef(namespace, check_resource_id(parts[3], field, "handler"))
 

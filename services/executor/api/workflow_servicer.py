@@ -14,6 +14,7 @@ from conveyor_core.clock import to_micros
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.pagination import PageTokens, page_size
 from conveyor_core.protoconv import ts
+from conveyor_core.validators import echo
 from conveyor_executor.api.convert import failure_to_pb, usage_to_pb
 from conveyor_executor.domain import names
 from conveyor_executor.domain.workflow import (
@@ -59,12 +60,10 @@ _RESOLUTIONS = {
 def _id(value: str, field: str, kind: str, shape: str) -> tuple[str, str]:
     parts = value.split("/")
     if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != kind:
-        raise names.bad(field, f"must be {shape}, got {value[:200]!r}")
+        raise names.bad(field, f"must be {shape}, got {echo(value)}")
     namespace = names.parse_namespace("/".join(parts[:2]), field)
     if not _ID.fullmatch(parts[3]):
-        raise names.bad(
-            field, f"id {parts[3][:80]!r} must be letters, digits, _ and - (at most 64)"
-        )
+        raise names.bad(field, f"id {echo(parts[3])} must be letters, digits, _ and - (at most 64)")
     return namespace, parts[3]
 
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from conveyor_core.errors import FieldViolation, InvalidArgument
-from conveyor_core.validators import name_pattern
+from conveyor_core.validators import echo, name_pattern
 from conveyor_executor.domain.model import OutputRef, RunRef
 
 NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
@@ -26,9 +26,9 @@ def _parts(value: str, field: str, shape: str, length: int, kinds: dict[int, str
         raise bad(field, f"required: {shape}")
     parts = value.split("/")
     if len(parts) != length or any(parts[i] != kind for i, kind in kinds.items()):
-        raise bad(field, f"must be {shape}, got {value[:200]!r}")
+        raise bad(field, f"must be {shape}, got {echo(value)}")
     if not NAMESPACE_ID.match(parts[1]):
-        raise bad(field, f"namespace {parts[1][:80]!r} must match [a-z][a-z0-9-]{{0,62}}")
+        raise bad(field, f"namespace {echo(parts[1])} must match [a-z][a-z0-9-]{{0,62}}")
     return parts
 
 
@@ -40,7 +40,7 @@ def parse_run(value: str, field: str) -> RunRef:
     shape = "namespaces/{namespace}/runs/{run}"
     parts = _parts(value, field, shape, 4, {0: "namespaces", 2: "runs"})
     if not RUN_ID.match(parts[3]):
-        raise bad(field, f"run id {parts[3][:80]!r} must be letters, digits, _ and - (at most 64)")
+        raise bad(field, f"run id {echo(parts[3])} must be letters, digits, _ and - (at most 64)")
     return RunRef(parts[1], parts[3])
 
 
@@ -49,7 +49,7 @@ def parse_output(value: str, field: str) -> OutputRef:
     parts = _parts(value, field, shape, 6, {0: "namespaces", 2: "runs", 4: "outputs"})
     run = parse_run("/".join(parts[:4]), field)
     if not OUTPUT_ID.match(parts[5]):
-        raise bad(field, f"output id {parts[5][:80]!r} is not an output id")
+        raise bad(field, f"output id {echo(parts[5])} is not an output id")
     return OutputRef(run, parts[5])
 
 
@@ -58,5 +58,5 @@ def parse_job(value: str, field: str) -> tuple[str, str]:
     shape = "namespaces/{namespace}/jobs/{job}"
     parts = _parts(value, field, shape, 4, {0: "namespaces", 2: "jobs"})
     if not JOB_ID.match(parts[3]):
-        raise bad(field, f"job id {parts[3][:80]!r} must match [a-z][a-z0-9._-]{{0,127}}")
+        raise bad(field, f"job id {echo(parts[3])} must match [a-z][a-z0-9._-]{{0,127}}")
     return parts[1], parts[3]

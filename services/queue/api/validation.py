@@ -16,6 +16,7 @@ from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core import protoconv
 from conveyor_core.auth import actor
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.validators import string_problem
 from conveyor_queue.api import convert
 from conveyor_queue.domain import validation as names
 from conveyor_queue.domain.commands import CompleteParams, FailAttempt, RedriveRequest
@@ -31,6 +32,8 @@ from conveyor_queue.settings import QueueSettings
 
 # The redrives table's requested_by column holds 256 characters.
 MAX_ACTOR_LENGTH = 256
+#: The work orders table's leased_by column (the lease's worker_identity) holds 256 characters.
+MAX_WORKER_IDENTITY_LENGTH = 256
 #: The Queue fields an UpdateQueue mask may name.
 QUEUE_FIELDS = frozenset(
     {"paused", "max_in_flight", "max_in_flight_per_key", "fair", "rate_limit", "rate_limit_per_key"}
@@ -74,6 +77,8 @@ def submit_item(request: rpc.SubmitWorkOrderRequest) -> SubmitItem:
 
 def batch_submit_items(request: rpc.BatchSubmitWorkOrdersRequest) -> list[SubmitItem]:
     default = names.parse_queue(request.parent, "parent")
+    if not request.requests:  # SQLite answered INTERNAL
+        raise InvalidArgument(FieldViolation("requests", "at least one submit"))
     items = []
     for i, item in enumerate(request.requests):
         prefix = f"requests[{i}]."
@@ -102,6 +107,11 @@ def lease_request(
         violations.append(FieldViolation("queues", f"at most {s.max_lease_queues} queues"))
     if not 1 <= request.max_work_orders <= s.max_lease_batch:
         violations.append(FieldViolation("max_work_orders", f"must be in [1, {s.max_lease_batch}]"))
+    too_long = string_problem(
+        request.worker_identity, "worker_identity", MAX_WORKER_IDENTITY_LENGTH
+    )
+    if too_long is not None:  # stored as leased_by (PostgreSQL refused it: INTERNAL)
+        violations.append(too_long)
     if violations:
         raise InvalidArgument(violations)
     queues = tuple(
@@ -191,7 +201,10 @@ def queue_config(ref: QueueRef, message: pb.Queue) -> QueueConfig:
             violations.append(
                 FieldViolation(f"queue.{field}", "tokens and burst must not be negative")
             )
-        elif rate.tokens and rate.period.ToTimedelta() <= timedelta(0):
+            continue
+        # In protobuf's range first (2^62 s overflowed ToTimedelta: INTERNAL).
+        period = protoconv.opt_dur(rate, "period", f"queue.{field}.period")
+        if rate.tokens and (period is None or period <= timedelta(0)):
             violations.append(FieldViolation(f"queue.{field}.period", "must be positive"))
     if violations:
         raise InvalidArgument(violations)

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from conveyor_core.context import is_valid_correlation_id
 from conveyor_core.errors import FieldViolation, InvalidArgument
-from conveyor_core.validators import name_pattern
+from conveyor_core.validators import echo, name_pattern
 from conveyor_queue.domain.model import QueueRef, RetryPolicy, WorkOrderRef, WorkOrderSpec
 from conveyor_queue.settings import QueueSettings
 
@@ -32,7 +32,7 @@ def parse_namespace(value: str, field: str) -> str:
         raise _bad(field, "required: namespaces/{namespace}")
     parts = value.split("/")
     if len(parts) != 2 or parts[0] != "namespaces":
-        raise _bad(field, f"must be namespaces/{{namespace}}, got {value!r}")
+        raise _bad(field, f"must be namespaces/{{namespace}}, got {echo(value)}")
     return check_namespace_id(parts[1], field)
 
 
@@ -40,7 +40,7 @@ def check_namespace_id(namespace: str, field: str) -> str:
     if not namespace:
         raise _bad(field, "namespace is required")
     if not NAMESPACE_ID.match(namespace):
-        raise _bad(field, f"namespace {namespace!r} {_ID_RULE_NS}")
+        raise _bad(field, f"namespace {echo(namespace)} {_ID_RULE_NS}")
     return namespace
 
 
@@ -48,7 +48,7 @@ def check_queue_id(queue: str, field: str) -> str:
     if not queue:
         raise _bad(field, "queue is required")
     if not QUEUE_ID.match(queue):
-        raise _bad(field, f"queue {queue!r} {_ID_RULE_QUEUE}")
+        raise _bad(field, f"queue {echo(queue)} {_ID_RULE_QUEUE}")
     return queue
 
 
@@ -58,7 +58,7 @@ def parse_queue(value: str, field: str, *, allow_any: bool = False) -> QueueRef:
         raise _bad(field, "required: namespaces/{namespace}/queues/{queue}")
     parts = value.split("/")
     if len(parts) != 4 or parts[0] != "namespaces" or parts[2] != "queues":
-        raise _bad(field, f"must be namespaces/{{namespace}}/queues/{{queue}}, got {value!r}")
+        raise _bad(field, f"must be namespaces/{{namespace}}/queues/{{queue}}, got {echo(value)}")
     namespace = check_namespace_id(parts[1], field)
     if allow_any and parts[3] == "-":
         return QueueRef(namespace, "-")
@@ -72,13 +72,13 @@ def parse_work_order(value: str, field: str) -> WorkOrderRef:
         raise _bad(
             field,
             "must be namespaces/{namespace}/queues/{queue}/workOrders/{work_order}"
-            + (f", got {value!r}" if value else ""),
+            + (f", got {echo(value)}" if value else ""),
         )
     queue = parse_queue("/".join(parts[:4]), field)
     try:
         order_id = uuid.UUID(parts[5])
     except ValueError:
-        raise _bad(field, f"work order id {parts[5]!r} is not a UUID") from None
+        raise _bad(field, f"work order id {echo(parts[5])} is not a UUID") from None
     return WorkOrderRef(queue.namespace, queue.queue, order_id)
 
 
@@ -118,7 +118,7 @@ def spec_violations(
     for key, label in spec.labels.items():
         if not key or len(key) > limits.max_label_length or len(label) > limits.max_label_length:
             bad(
-                f"labels[{key!r}]",
+                f"labels[{echo(key, 40)}]",
                 f"keys are 1..{limits.max_label_length} characters, "
                 f"values at most {limits.max_label_length}",
             )

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from asyncpg import Record
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor_core.clock import to_micros
@@ -16,7 +15,13 @@ from conveyor_queue.domain.model import LeasedWorkOrder, QueueConfig, WorkOrder,
 from conveyor_queue.store import queries
 from conveyor_queue.store.base import LeaseParams, TokenGate
 from conveyor_queue.store.history import event_row, insert_events
-from conveyor_queue.store.rows import FAR_FUTURE_US, order_from_row, queue_from_row, us
+from conveyor_queue.store.poison import (
+    Poisoned,
+    fetch_tolerant,
+    quarantine_leased,
+    readable_orders,
+)
+from conveyor_queue.store.rows import FAR_FUTURE_US, queue_from_row, us
 from conveyor_queue.store.sql_base import SqlStoreBase
 from conveyor_queue.store.tables import queue_keys, queues
 
@@ -57,22 +62,36 @@ class LeaseSql(SqlStoreBase):
                 rows = await self._raw.fetch(
                     *self._lease_plain_statement(plain, params.limit, base)
                 )
-            return [LeasedWorkOrder(o, token) for o in _by_priority(rows)]
+            read, unreadable = readable_orders(rows)
+            if unreadable:  # leased already (autocommit): quarantine them, hand out the rest
+                async with self._engine.begin() as conn:
+                    found = await quarantine_leased(
+                        conn, token, [s for s, _ in read], unreadable, [], now_us
+                    )
+                found.report()
+            return [LeasedWorkOrder(o, token) for o in _by_priority(read)]
         # Flow control needs a transaction around its lock, counts and update.
         async with self._engine.begin() as conn:
             history_in_sql = self._postgres  # the lease statement writes the history rows
             rows = []
+            fetch_errors: list[BaseException] = []
             if plain:
-                rows += list(
+                rows, fetch_errors = fetch_tolerant(
                     await conn.execute(*self._lease_plain_statement(plain, params.limit, base))
                 )
             for config in flowing:
-                if len(rows) >= params.limit:
+                if len(rows) + len(fetch_errors) >= params.limit:
                     break
                 rows += await self._lease_flow(
-                    conn, config, params, base, gate, params.limit - len(rows)
+                    conn, config, params, base, gate, params.limit - len(rows), fetch_errors
                 )
-            leased = _by_priority([r._mapping for r in rows])
+            read, unreadable = readable_orders(rows)
+            leased = _by_priority(read)
+            poisoned: Poisoned | None = None
+            if unreadable or fetch_errors:  # quarantine them, hand out the rest
+                poisoned = await quarantine_leased(
+                    conn, token, [s for s, _ in read], unreadable, fetch_errors, now_us
+                )
             if not history_in_sql:
                 await insert_events(
                     conn,
@@ -83,6 +102,8 @@ class LeaseSql(SqlStoreBase):
                         for o in leased
                     ],
                 )
+        if poisoned is not None:
+            poisoned.report()
         return [LeasedWorkOrder(o, token) for o in leased]
 
     def _lease_plain_statement(
@@ -102,6 +123,7 @@ class LeaseSql(SqlStoreBase):
         base: dict[str, Any],
         gate: TokenGate,
         budget: int,
+        fetch_errors: list[BaseException],
     ) -> list[Any]:
         bind = {"ns": config.namespace, "q0": config.queue, "now": base["now"]}
         # Serialise leasers of this queue (counts must stay true) and read its
@@ -127,9 +149,10 @@ class LeaseSql(SqlStoreBase):
         if not chosen:
             return []
         sql = queries.lease_chosen(self._postgres, len(chosen))
-        rows = list(
+        rows, errors = fetch_tolerant(
             await conn.execute(sql, {**base, **{f"s{i}": c.seq for i, c in enumerate(chosen)}})
         )
+        fetch_errors += errors
         if config.per_key and rows:
             await self._mark_served(conn, config, chosen, dispatch_seq)
         return rows
@@ -217,6 +240,6 @@ class LeaseSql(SqlStoreBase):
 _PLAIN = QueueConfig("", "")
 
 
-def _by_priority(rows: Sequence[RowMapping | Mapping[str, Any] | Record]) -> list[WorkOrder]:
-    """Leased rows as orders, highest priority first, then oldest first."""
-    return sorted(map(order_from_row, rows), key=lambda o: (-o.spec.priority, o.created_at))
+def _by_priority(read: Sequence[tuple[int, WorkOrder]]) -> list[WorkOrder]:
+    """Leased orders, highest priority first, then oldest first."""
+    return sorted((o for _, o in read), key=lambda o: (-o.spec.priority, o.created_at))

@@ -261,3 +261,57 @@ async def _one_by_one(
                 describe(error),
             )
     return changed
+
+
+#: Loop label of orders quarantined as LeaseWorkOrders returns them.
+LEASE = "lease"
+
+
+def fetch_tolerant(result: Any) -> tuple[list[Any], list[BaseException]]:
+    """All rows of `result`, and the errors of the rows that failed as they were fetched
+    (SQLite's JSON text that is not JSON fails in the row's result processing)."""
+    rows: list[Any] = []
+    errors: list[BaseException] = []
+    while True:
+        try:
+            row = result.fetchone()
+        except Exception as error:
+            errors.append(error)
+            continue
+        if row is None:
+            return rows, errors
+        rows.append(row)
+
+
+def readable_orders(
+    rows: Sequence[Any],
+) -> tuple[list[tuple[int, WorkOrder]], dict[int, BaseException]]:
+    """Each leased row as (seq, order); the rows that do not read as one, by seq, with why."""
+    orders: list[tuple[int, WorkOrder]] = []
+    unreadable: dict[int, BaseException] = {}
+    for row in rows:
+        mapping = getattr(row, "_mapping", row)
+        try:
+            orders.append((mapping["seq"], order_from_row(mapping)))
+        except Exception as error:
+            unreadable[mapping["seq"]] = error
+    return orders, unreadable
+
+
+async def quarantine_leased(
+    conn: AsyncConnection,
+    token: str,
+    readable: Collection[int],
+    unreadable: dict[int, BaseException],
+    fetch_errors: Sequence[BaseException],
+    now_us: int,
+) -> Poisoned:
+    """Quarantine what one lease call took but cannot hand out: every order leased with
+    `token` whose seq is not in `readable` (the call's caller reports the result)."""
+    poisoned = Poisoned(LEASE)
+    taken = await conn.execute(select(wo.seq).where(wo.lease_token == token))
+    fallback = fetch_errors[0] if fetch_errors else RuntimeError("unreadable row")
+    for seq in taken.scalars():
+        if seq not in readable:
+            await quarantine(conn, seq, poisoned, unreadable.get(seq, fallback), now_us)
+    return poisoned

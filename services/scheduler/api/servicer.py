@@ -93,7 +93,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
     async def CreateSchedule(self, request, context):  # type: ignore[no-untyped-def]
         job = check.parse_job(request.parent, "parent")
         schedule_id = check.check_id(request.schedule_id, "schedule_id")
-        check.check_schedule(request.schedule, self._settings, "schedule")
+        check.check_schedule(request.schedule, self._settings, "schedule", job.namespace)
         schedule = await self._engine.create_schedule(
             ScheduleRef(job.namespace, job.job_id, schedule_id),
             convert.spec_from_pb(request.schedule),
@@ -121,7 +121,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
 
     async def UpdateSchedule(self, request, context):  # type: ignore[no-untyped-def]
         ref = check.parse_schedule(request.schedule.name, "schedule.name")
-        check.check_schedule(request.schedule, self._settings, "schedule")
+        check.check_schedule(request.schedule, self._settings, "schedule", ref.namespace)
         schedule = await self._engine.update_schedule(
             ref,
             convert.spec_from_pb(request.schedule),

@@ -23,6 +23,9 @@ from cronsim import CronSim, CronSimError
 
 from conveyor_scheduler.domain.model import CatchUpMode, ScheduleKind, SchedulePolicy, ScheduleSpec
 
+#: Fields of a cron expression (CronSpec: five-field).
+CRON_FIELDS = 5
+
 
 def idempotency_key(schedule_uid: uuid.UUID, slot: datetime) -> str:
     """`schedule/<uid>/<slot instant, RFC 3339 UTC with microseconds>`: one order per slot."""
@@ -103,7 +106,14 @@ def cron_slots(expression: str, time_zone: str, after: datetime) -> Iterator[dat
 
 
 def check_cron(expression: str, time_zone: str) -> str | None:
-    """None when valid, else what is wrong (for a field violation)."""
+    """None when valid, else what is wrong (for a field violation). Five fields only: a
+    sixth (seconds, which the cron library accepts) would fire every second."""
+    fields = expression.split()
+    if not expression.startswith("@") and len(fields) != CRON_FIELDS:
+        return (
+            f"must have {CRON_FIELDS} fields (minute hour day-of-month month day-of-week), "
+            f"got {len(fields)}"
+        )
     try:
         zone = ZoneInfo(time_zone)
     except (ValueError, KeyError, OSError):

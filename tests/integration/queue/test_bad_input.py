@@ -253,4 +253,4 @@ async def test_bad_queue_updates_and_list_requests(env: QueueEnv) -> None:
     ) == ["page_size"]
     assert await _invalid(
         env.stub.ListWorkOrders(rpc.ListWorkOrdersRequest(parent=queue_name(), states=[42]))
-    ) == ["states"]
+    ) == ["states[0]"]  # the gRPC edge names the item

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sqlalchemy import text
 
@@ -255,3 +255,35 @@ async def test_redrive_quarantines_an_unreadable_dead_order_and_redrives_the_oth
     ]
     assert (await env.get(dead[1].name)).last_failure.details["loop"] == "redrive"
     assert metric_value(metric_reader, POISONED, {"loop": "redrive"}) == before + 1
+
+
+@pytest.mark.parametrize("flow_controlled", [False, True], ids=["plain", "flow_controlled"])
+@pytest.mark.parametrize("stored", [UNREADABLE_POLICY, "not json at all"], ids=["keys", "text"])
+async def test_a_poisoned_queued_order_is_quarantined_and_the_others_leased(
+    env: QueueEnv, metric_reader: InMemoryMetricReader, stored: str, flow_controlled: bool
+) -> None:
+    """A queued row no submit would store (planted in the database) used to fail
+    LeaseWorkOrders for every worker of its queue; now it alone is failed."""
+    if stored == "not json at all" and _postgres(env):
+        pytest.skip("PostgreSQL's json type refuses text that is not JSON")
+    if flow_controlled:
+        await env.stub.UpdateQueue(
+            rpc.UpdateQueueRequest(
+                queue=m.Queue(name=queue_name(), max_in_flight=10),
+                update_mask=field_mask_pb2.FieldMask(paths=["max_in_flight"]),
+            )
+        )
+    before = metric_value(metric_reader, POISONED, {"loop": "lease"})
+    first, bad, last = await env.submit_many([spec(), spec(), spec()])
+    await _plant_policy(env, bad, stored)
+    leased = await env.lease(n=3)
+    assert sorted(o.work_order.id for o in leased) == sorted([first.id, last.id])
+    got = await env.get(bad.name)
+    assert got.state == S.WORK_ORDER_STATE_FAILED
+    assert got.last_failure.type == "poisoned" and got.last_failure.details["loop"] == "lease"
+    assert got.last_failure.details["stored_retry_policy"] == stored
+    assert metric_value(metric_reader, POISONED, {"loop": "lease"}) == before + 1
+    # The leased ones are really leased: they complete.
+    for order in leased:
+        assert (await env.complete(order)).state == S.WORK_ORDER_STATE_SUCCEEDED
+    assert await env.lease(n=3) == []

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select, text
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor.scheduler.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
-from conveyor_scheduler.store.tables import journal_outbox
+from conveyor_scheduler.store.tables import journal_outbox, submit_outbox
 from tests.helpers.journal import eventually
 from tests.helpers.metrics import metric_value
 from tests.helpers.scheduler import NAMESPACE, SchedulerEnv, http_job, interval
@@ -205,3 +205,71 @@ async def test_poisoned_journal_outbox_rows_are_skipped_and_fires_still_journale
     await eventually(journaled)
     await eventually(lambda: _marked(env, planted))
     assert metric_value(metric_reader, POISONED, {"loop": "outbox"}) == before + len(planted)
+
+
+async def test_a_submit_row_that_breaks_the_call_fails_its_fire_and_the_others_are_submitted(
+    env: SchedulerEnv, metric_reader: InMemoryMetricReader
+) -> None:
+    """A submit outbox row whose request does not decode used to fail every relay pass
+    (a DecodeError is no gRPC answer), so no fire of any schedule reached the queue."""
+    before = metric_value(metric_reader, POISONED, {"loop": "submit_relay"})
+    good, bad = await _two_schedules(env)
+
+    async def bad_submitted() -> pb.Fire | None:  # its own delivery done: nothing races ours
+        fire = (await env.fires(bad.name))[0]
+        return fire if fire.outcome == pb.FIRE_OUTCOME_SUBMITTED else None
+
+    bad_fire = await eventually(bad_submitted)
+    fire_id = uuid.UUID(bad_fire.name.rsplit("/", 1)[1])
+    sqlite = env.service.engine_db.dialect.name == "sqlite"
+    await _execute(
+        env,
+        "UPDATE scheduler_fires SET outcome = 'pending' WHERE id = :id",
+        id=fire_id.hex if sqlite else fire_id,
+    )
+    async with env.service.engine_db.begin() as conn:
+        await conn.execute(
+            insert(submit_outbox),
+            {
+                "fire_id": fire_id,
+                "action": "submit",
+                "parent": f"namespaces/{NAMESPACE}/queues/jobs",
+                "request": b"\xff\xff\xff",  # a corrupt WorkOrderSpec
+                "held": False,
+                "correlation_id": "",
+                "traceparent": "",
+                "fencing_token": 0,
+                "slot_at": 1_893_456_000_000_000,
+                "created_at": 1_893_456_000_000_000,
+            },
+        )
+    env.clock.advance(timedelta(seconds=60))
+
+    async def submitted_twice() -> bool:
+        fires = [f for f in await env.fires(good.name) if f.kind == pb.FIRE_KIND_SCHEDULED]
+        return len([f for f in fires if f.work_order]) >= 2
+
+    await eventually(submitted_twice)
+
+    async def bad_failed() -> bool:
+        fire = next(f for f in await env.fires(bad.name) if f.name == bad_fire.name)
+        return fire.outcome == pb.FIRE_OUTCOME_FAILED
+
+    await eventually(bad_failed)
+    fire = next(f for f in await env.fires(bad.name) if f.name == bad_fire.name)
+    assert fire.error_type == "poisoned" and "DecodeError" in fire.reason
+    assert metric_value(metric_reader, POISONED, {"loop": "submit_relay"}) == before + 1
+
+
+async def test_a_schedule_created_paused_never_fires(env: SchedulerEnv) -> None:
+    """`paused: true` on CreateSchedule was only read on output: the schedule was live."""
+    await env.create_job()
+    paused = await env.create_schedule(interval(60, paused=True), "paused")
+    live = await env.create_schedule(interval(60), "live")
+    assert paused.paused
+    for n in (2, 3):
+        env.clock.advance(timedelta(seconds=60))
+        await eventually(lambda n=n: _fired(env, live.name, n))
+    assert await env.fires(paused.name) == []
+    got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=paused.name))
+    assert got.schedule.paused
