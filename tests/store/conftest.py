@@ -12,11 +12,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor_core import db, migrations
 from conveyor_core.clock import ManualClock
 from conveyor_core.coordination.inprocess import InProcessCoordination
 from conveyor_core.settings import CoreSettings
+from conveyor_executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
+from conveyor_executor.store.base import RunStore
+from conveyor_executor.store.outbox import SqlExecutorOutbox
+from conveyor_executor.store.sql import SqlRunStore
 from conveyor_queue.engine import CoordinationGate
 from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
 from conveyor_queue.store.base import TokenGate, WorkOrderStore
@@ -39,6 +44,27 @@ async def queue_store(core: CoreSettings) -> AsyncIterator[WorkOrderStore]:
     finally:
         await store.close()
         await engine.dispose()
+
+
+@pytest.fixture
+async def executor_db(core: CoreSettings) -> AsyncIterator[AsyncEngine]:
+    engine = db.create_engine(core.database_url_for("executor"), core)
+    await migrations.ensure_schema(engine, EXECUTOR_MIGRATIONS, apply=True)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def run_store(executor_db: AsyncEngine) -> RunStore:
+    return SqlRunStore(executor_db)
+
+
+@pytest.fixture
+def executor_outbox(executor_db: AsyncEngine, clock: ManualClock) -> SqlExecutorOutbox:
+    """Where the journal drafts of RunStore writes land (read to check they did)."""
+    return SqlExecutorOutbox(executor_db, clock)
 
 
 @pytest.fixture
