@@ -3,6 +3,7 @@ backend, through the Protocol alone, with the time from a manual clock."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from datetime import timedelta
 
@@ -39,19 +40,37 @@ from conveyor_queue.store.base import (
     WorkOrderStore,
 )
 
-NS = "conformance"
+NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
 JOBS = QueueRef(NS, "jobs")
 LEASE = timedelta(seconds=30)
 #: No jitter: delays are exact, so the tests can name the instant a retry is due.
 POLICY = RetryPolicy(timedelta(seconds=2), 2.0, timedelta(seconds=60), 0.0, 3)
 
 
+@pytest.fixture(autouse=True)
+def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's namespace: NS and JOBS name it while the test runs."""
+    ns = f"c{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
+    monkeypatch.setattr(sys.modules[__name__], "JOBS", QueueRef(ns, "jobs"))
+    return ns
+
+
+def mine(orders: list[WorkOrder]) -> list[WorkOrder]:
+    """This test's part of an answer that spans namespaces (the sweepers')."""
+    return [o for o in orders if o.namespace == NS]
+
+
 def new(
-    queue: QueueRef = JOBS, *, payload: bytes = b"{}", policy: RetryPolicy = POLICY, **spec: object
+    queue: QueueRef | None = None,
+    *,
+    payload: bytes = b"{}",
+    policy: RetryPolicy = POLICY,
+    **spec: object,
 ) -> NewWorkOrder:
     return NewWorkOrder(
         uuid.uuid4(),
-        queue,
+        queue or JOBS,
         WorkOrderSpec(payload=Payload(payload, "application/json"), retry_policy=policy, **spec),  # type: ignore[arg-type]
         correlation_id="corr",
         traceparent="",
@@ -393,9 +412,9 @@ async def test_expire_leases_requeues_an_attempt_whose_lease_ran_out(
     [order] = await submit(queue_store, clock, new())
     [held] = await lease(queue_store, clock, gate)
     clock.advance(LEASE - timedelta(seconds=1))
-    assert await queue_store.work_order_expire_leases(clock.now(), 100) == []
+    assert mine(await queue_store.work_order_expire_leases(clock.now(), 100)) == []
     clock.advance(1)
-    [expired] = await queue_store.work_order_expire_leases(clock.now(), 100)
+    [expired] = mine(await queue_store.work_order_expire_leases(clock.now(), 100))
     assert expired.id == order.id and expired.state is WorkOrderState.QUEUED
     assert expired.last_timeout_kind is TimeoutKind.LEASE_EXPIRED
     assert expired.available_at == clock.now() + timedelta(seconds=2)
@@ -410,9 +429,9 @@ async def test_expire_deadlines_fails_orders_not_started_in_time(
 ) -> None:
     [order] = await submit(queue_store, clock, new(deadline=clock.now() + timedelta(minutes=1)))
     await submit(queue_store, clock, new())
-    assert await queue_store.work_order_expire_deadlines(clock.now(), 100) == []
+    assert mine(await queue_store.work_order_expire_deadlines(clock.now(), 100)) == []
     clock.advance(timedelta(minutes=1))
-    [late] = await queue_store.work_order_expire_deadlines(clock.now(), 100)
+    [late] = mine(await queue_store.work_order_expire_deadlines(clock.now(), 100))
     assert late.id == order.id and late.state is WorkOrderState.FAILED
     assert late.last_timeout_kind is TimeoutKind.SCHEDULE_TO_START
 

@@ -3,6 +3,7 @@ backend, through the Protocol alone, with the time from a manual clock."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pytest
@@ -31,8 +32,16 @@ from conveyor_executor.store.base import (
 )
 from conveyor_executor.store.outbox import SqlExecutorOutbox
 
-NS = "conformance"
+NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
 NETWORK = ClassifiedError(ErrorType.NETWORK, "connection refused", True, {"endpoint": "api"})
+
+
+@pytest.fixture(autouse=True)
+def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's namespace: NS names it while the test runs."""
+    ns = f"c{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
+    return ns
 
 
 def ref() -> RunRef:
@@ -66,6 +75,7 @@ async def test_start_creates_the_run_and_each_attempt_sets_it_running(
     run_store: RunStore, clock: ManualClock, executor_outbox: SqlExecutorOutbox
 ) -> None:
     run = ref()
+    before = await executor_outbox.undelivered_count()
     started = await run_store.run_start_attempt(
         AttemptStart(run, origin(run), 1, "executor-1", clock.now(), (draft(clock),))
     )
@@ -73,7 +83,7 @@ async def test_start_creates_the_run_and_each_attempt_sets_it_running(
     assert started.origin == origin(run)
     [attempt] = started.attempts
     assert (attempt.number, attempt.executor, attempt.state) == (1, "executor-1", RunState.RUNNING)
-    assert await executor_outbox.undelivered_count() == 1  # written with the change
+    assert await executor_outbox.undelivered_count() == before + 1  # written with the change
 
     clock.advance(5)
     await run_store.run_finish_attempt(
@@ -95,6 +105,7 @@ async def test_finish_ends_the_attempt_and_the_run_in_one_write(
 ) -> None:
     run = ref()
     await start(run_store, clock, run)
+    before = await executor_outbox.undelivered_count()
     clock.advance(3)
     end = AttemptEnd(
         RunState.SUCCEEDED,
@@ -113,7 +124,7 @@ async def test_finish_ends_the_attempt_and_the_run_in_one_write(
     [attempt] = finished.attempts
     assert attempt.state is RunState.SUCCEEDED and attempt.ended_at == clock.now()
     assert await run_store.run_get(run) == finished
-    assert await executor_outbox.undelivered_count() == 1
+    assert await executor_outbox.undelivered_count() == before + 1
 
     failed_run = ref()
     await start(run_store, clock, failed_run)
@@ -180,7 +191,7 @@ async def test_list_filters_and_pages_newest_first(run_store: RunStore, clock: M
     by_order = await run_store.run_list(RunListParams(NS, work_order=origin(runs[2]).work_order))
     assert [r.ref for r in by_order] == [runs[2]]
     assert [r.ref for r in await run_store.run_list(RunListParams(NS, schedule="s3"))] == [runs[3]]
-    assert await run_store.run_list(RunListParams("elsewhere")) == []
+    assert await run_store.run_list(RunListParams(f"{NS}-elsewhere")) == []
 
 
 async def test_steps_are_numbered_per_run_and_their_errors_kept_short(
@@ -259,5 +270,6 @@ async def test_job_usage_sums_the_runs_of_a_job(run_store: RunStore, clock: Manu
 async def test_journal_append_writes_drafts_with_no_other_change(
     run_store: RunStore, clock: ManualClock, executor_outbox: SqlExecutorOutbox
 ) -> None:
+    before = await executor_outbox.undelivered_count()
     await run_store.journal_append([draft(clock, "integration.failed"), draft(clock, "other")])
-    assert await executor_outbox.undelivered_count() == 2
+    assert await executor_outbox.undelivered_count() == before + 2
