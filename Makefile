@@ -42,11 +42,11 @@ protos: venv
 lint: venv $(BUF)
 	$(BUF) lint protos
 	$(VENV)/bin/ruff check libs services tests protos tools
-	$(PY) tools/typecheck.py
+	$(PY) tests/typecheck.py
 
 ## typecheck: mypy --strict on services/, conveyor_core and conveyor_sdk, import names resolved
 typecheck: venv
-	$(PY) tools/typecheck.py
+	$(PY) tests/typecheck.py
 
 ## bench: throughput and latency benchmarks on PostgreSQL (see docs/benchmarks.md)
 bench: venv

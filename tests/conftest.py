@@ -20,6 +20,7 @@ Tests using these fixtures get the `postgres` / `redis` markers, so
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import logging
@@ -131,6 +132,9 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_DROP_CONNECTIONS = 4
+
+
 @pytest.fixture(scope="session")
 async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[MakePostgresDatabase]:
     """Factory of databases private to this run: `await make(template=None) -> url`.
@@ -163,9 +167,13 @@ async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[MakeP
 
     yield make
 
-    failures = []
-    async with admin.connect() as connection:  # NullPool: opened only for teardown
-        for name in reversed(created):
+    # Dropping hundreds of databases one after another took about a minute at the end of
+    # a full run; a few connections in parallel take a fraction of it.
+    failures: list[str] = []
+    slots = asyncio.Semaphore(_DROP_CONNECTIONS)
+
+    async def drop(name: str) -> None:
+        async with slots, admin.connect() as connection:  # NullPool: one per drop
             try:
                 await connection.execute(
                     text(
@@ -179,6 +187,9 @@ async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[MakeP
                 )
             except Exception as exc:
                 failures.append(f"{name}: {exc}")
+
+    # A clone does not depend on its template once made, so the order does not matter.
+    await asyncio.gather(*(drop(name) for name in created))
     await admin.dispose()
     if failures:
         pytest.fail("could not drop test databases: " + "; ".join(failures), pytrace=False)
