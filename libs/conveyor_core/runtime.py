@@ -58,8 +58,14 @@ SERVICES: dict[str, str] = {
     "events": "conveyor_events.service:build",
     "scheduler": "conveyor_scheduler.service:build",
     "executor": "conveyor_executor.service:build",
+    # The web console: HTTP on its own port, a client of the four services' gRPC APIs.
+    "console": "conveyor_console.service:build",
 }
 
+
+#: What a Platform hosts unless told otherwise: the four gRPC services (the CLI's
+#: `serve`/`run` add the console, which needs an HTTP port of its own).
+GRPC_SERVICES: tuple[str, ...] = ("queue", "events", "scheduler", "executor")
 
 # Peer service name -> the CoreSettings field holding its address.
 PEERS: dict[str, str] = {
@@ -109,7 +115,7 @@ class Platform:
     def __init__(
         self,
         core: CoreSettings,
-        names: Sequence[str] = tuple(SERVICES),
+        names: Sequence[str] = GRPC_SERVICES,
         *,
         coordination: Coordination | None = None,
         clock: Clock | None = None,

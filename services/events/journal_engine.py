@@ -158,12 +158,25 @@ class JournalEngine:
         return positions
 
     async def read(
-        self, after_position: int, journal_filter: JournalFilter, page_size: int
+        self,
+        after_position: int,
+        journal_filter: JournalFilter,
+        page_size: int,
+        newest_first: bool = False,
+        before_position: int = 0,
     ) -> JournalPage:
-        """Up to `page_size` matching records after `after_position`, in position order."""
+        """Up to `page_size` matching records after `after_position`, in position order;
+        `newest_first`: the latest of them (below `before_position`, 0: the head)."""
         _check_query(after_position, journal_filter)
+        violations = position_violations(before_position, "before_position")
+        if before_position and not newest_first:
+            violations.append(FieldViolation("before_position", "only with newest_first"))
+        if violations:
+            raise InvalidArgument(violations)
         return await self.store.journal_read(
-            JournalReadParams(after_position, journal_filter, page_size)
+            JournalReadParams(
+                after_position, journal_filter, page_size, newest_first, before_position
+            )
         )
 
     def subscribe(

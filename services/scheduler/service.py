@@ -133,6 +133,7 @@ class SchedulerService:
         if "executor" in addresses:  # workflow targets are checked against deployed apps
             self.workflows.attach(addresses["executor"], self.core, timeout)
         self.queue = QueueClient(addresses["queue"], self.core, timeout)
+        self.engine.submitter = self.queue  # RunJob submits on any replica
         if "events" in addresses:
             self.events = EventsClient(addresses["events"], self.core, timeout)
         self.advisor = self._build_advisor()
@@ -239,6 +240,7 @@ class SchedulerService:
             if client is not None:
                 await client.close()
         self.queue = self.events = None
+        self.engine.submitter = None
         await self.workflows.close()
         if self.advisor is not None:
             await self.advisor.close()
