@@ -41,7 +41,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,13 +230,15 @@ class Authenticator:
         *,
         reload_seconds: float = 10.0,
         extra: Iterable[tuple[str, Principal]] = (),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._path = path
         self._reload_seconds = reload_seconds
+        self._monotonic = monotonic  # tests drive it instead of sleeping
         self._extra = {hash_token(token): principal for token, principal in extra}
         self._stamp = self._file_stamp()
         self._principals = self._read()
-        self._checked_at = time.monotonic()
+        self._checked_at = self._monotonic()
 
     def _file_stamp(self) -> tuple[float, int]:
         try:
@@ -258,7 +260,7 @@ class Authenticator:
 
     def _maybe_reload(self, *, now: bool = False) -> None:
         """Re-read a changed file: every `reload_seconds`, or `now` (a cheap stat)."""
-        checked_at = time.monotonic()
+        checked_at = self._monotonic()
         if not now and checked_at - self._checked_at < self._reload_seconds:
             return
         self._checked_at = checked_at

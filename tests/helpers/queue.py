@@ -17,6 +17,7 @@ from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
+from tests.helpers.polling import eventually
 
 NAMESPACE = "test"
 
@@ -132,6 +133,21 @@ class QueueEnv:
 
     async def sweep(self) -> int:
         return await self.engine.sweep()
+
+
+async def parked(env: QueueEnv, count: int, queue: str = "jobs") -> None:
+    """Wait until `count` lease calls of `queue` wait parked, with no wake-up pending.
+
+    What a test waits for before the submit (or completion, resume...) that should
+    wake them: not a fixed sleep, which a loaded machine outlasts.
+    """
+    coordination = env.platform.coordination  # type: ignore[union-attr]
+    channel = f"queue:{NAMESPACE}/{queue}"
+
+    async def probe() -> bool:
+        return bool(coordination.parked(channel) == count)
+
+    await eventually(probe, f"{count} lease calls parked on {channel}", 10)
 
 
 def wall_clock() -> ManualClock:

@@ -77,6 +77,15 @@ class SqlRunStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # A run and its attempts are read in two statements. Under PostgreSQL's READ
+        # COMMITTED each statement sees the commits made before it began, so a run
+        # ending between them read as RUNNING with its attempt already FAILED. One
+        # snapshot for both (REPEATABLE READ); SQLite's read transaction is one already.
+        self._snapshot = (
+            engine.execution_options(isolation_level="REPEATABLE READ")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
 
     # -- runs and attempts ------------------------------------------------------------
 
@@ -217,7 +226,7 @@ class SqlRunStore:
             )
 
     async def run_get(self, ref: RunRef) -> Run:
-        async with self._engine.connect() as conn:
+        async with self._snapshot.connect() as conn:
             return await self._run(conn, ref)
 
     async def run_list(self, params: RunListParams) -> list[Run]:
@@ -236,7 +245,7 @@ class SqlRunStore:
                 or_(rc.created_at < at, and_(rc.created_at == at, rc.run_id < run_id))
             )
         stmt = stmt.order_by(rc.created_at.desc(), rc.run_id.desc()).limit(params.limit)
-        async with self._engine.connect() as conn:
+        async with self._snapshot.connect() as conn:
             rows = [r._mapping for r in await conn.execute(stmt)]
             by_run = await self._attempts_of(conn, params.namespace, [r["run_id"] for r in rows])
         return [run_from_row(r, by_run.get(r["run_id"], ())) for r in rows]

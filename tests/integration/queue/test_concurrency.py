@@ -11,8 +11,7 @@ import pytest
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.settings import CoreSettings
-from conveyor_queue.domain.model import QueueRef
-from tests.helpers.queue import NAMESPACE, QueueEnv, queue_name, spec, wall_clock
+from tests.helpers.queue import QueueEnv, parked, queue_name, spec, wall_clock
 
 S = m.WorkOrderState
 
@@ -90,9 +89,7 @@ async def test_long_polling_leaser_is_woken_by_a_submit(env: QueueEnv) -> None:
     _repoll_never(env)
     for _ in range(20):
         waiter = asyncio.create_task(env.lease(wait=LONG_WAIT))
-        # Usually the call is waiting by now; if not, its first statement finds
-        # the order instead (this round then proves less, but cannot fail).
-        await asyncio.sleep(0.02)
+        await parked(env, 1)  # the submit then has a parked leaser to wake
         order = await env.submit()
         [leased] = await asyncio.wait_for(waiter, WOKEN_WITHIN)
         assert leased.work_order.id == order.id
@@ -114,43 +111,33 @@ class _CountedLeases:
         monkeypatch.setattr(store, "work_order_lease_available", counted)
 
 
-async def _parked(env: QueueEnv, count: int) -> None:
-    """Wait until `count` lease calls of the jobs queue are parked with no wake-up pending."""
-    coordination = env.platform.coordination  # type: ignore[union-attr]
-    channel = QueueRef(NAMESPACE, "jobs").channel
-    deadline = time.monotonic() + 10
-    while coordination.parked(channel) != count:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, f"not {count} parked: {coordination.parked(channel)}"  # type: ignore[attr-defined]
-        await asyncio.sleep(0.01)
-
-
 async def test_a_submit_wakes_one_parked_leaser_and_n_submits_wake_n(
     env: QueueEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _repoll_never(env)  # under load a periodic re-check would run the parked leasers too
     counted = _CountedLeases(env, monkeypatch)
     leasers = [asyncio.create_task(env.lease(wait=30, worker=f"w{i}")) for i in range(4)]
-    await _parked(env, 4)
+    await parked(env, 4)
     before = counted.statements
 
     order = await env.submit()
-    done, parked = await asyncio.wait(leasers, return_when=asyncio.FIRST_COMPLETED)
+    done, waiting = await asyncio.wait(leasers, return_when=asyncio.FIRST_COMPLETED)
     [[leased]] = [task.result() for task in done]
     assert leased.work_order.id == order.id
     # The three others were never woken: still parked, and no lease statement of theirs ran
     # (woken ones would have run one each before parking again).
-    await _parked(env, 3)
+    await parked(env, 3)
     assert counted.statements - before == 1
 
     orders = await env.submit_many([spec(), spec()])  # two orders: two leasers
-    done, still_parked = set(), parked
+    done, still_parked = set(), waiting
     while len(done) < 2:
         more, still_parked = await asyncio.wait(
             still_parked, timeout=10, return_when=asyncio.FIRST_COMPLETED
         )
         assert more, "a second leaser was not woken"
         done |= more
-    await _parked(env, 1)
+    await parked(env, 1)
     assert {task.result()[0].work_order.id for task in done} == {o.id for o in orders}
     assert counted.statements - before == 3
 
@@ -171,7 +158,7 @@ async def test_wake_up_crosses_replicas(core: CoreSettings) -> None:
     _repoll_never(replica_b)
     try:
         waiter = asyncio.create_task(replica_b.lease(wait=LONG_WAIT))
-        await asyncio.sleep(0.05)  # usually waiting by now (see above)
+        await parked(replica_b, 1)  # the submit on A then has a parked leaser on B to wake
         order = await replica_a.submit()
         [leased] = await asyncio.wait_for(waiter, WOKEN_WITHIN)
         assert leased.work_order.id == order.id

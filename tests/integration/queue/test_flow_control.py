@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.settings import CoreSettings
-from tests.helpers.queue import QueueEnv, queue_name, seconds, spec, wall_clock
+from tests.helpers.queue import QueueEnv, parked, queue_name, seconds, spec, wall_clock
 
 
 async def configure(env: QueueEnv, queue: str = "jobs", **fields) -> m.Queue:  # type: ignore[no-untyped-def]
@@ -42,7 +42,7 @@ async def test_completion_wakes_a_leaser_waiting_at_capacity(env: QueueEnv) -> N
     await env.submit_many([spec(), spec()])
     [held] = await env.lease()
     waiter = asyncio.create_task(env.lease(wait=10))
-    await asyncio.sleep(0.05)
+    await parked(env, 1)
     await env.complete(held)
     assert len(await asyncio.wait_for(waiter, 5)) == 1
 
@@ -121,7 +121,7 @@ async def test_pause_stops_leasing_and_resume_wakes_waiters(env: QueueEnv) -> No
     order = await env.submit()  # submits are still accepted
     assert await env.lease() == []
     waiter = asyncio.create_task(env.lease(wait=10))
-    await asyncio.sleep(0.05)
+    await parked(env, 1)
     resumed = (await env.stub.ResumeQueue(rpc.ResumeQueueRequest(name=queue_name()))).queue
     assert not resumed.paused
     [leased] = await asyncio.wait_for(waiter, 5)
