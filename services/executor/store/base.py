@@ -81,6 +81,14 @@ class RunStore(Protocol):
         ...
 
     async def run_finish_attempt(self, params: AttemptFinish) -> Run: ...
+    async def run_start_attempts(self, batch: Sequence[AttemptStart]) -> None:
+        """`run_start_attempt` of each, in one transaction; nothing is read back."""
+        ...
+
+    async def run_finish_attempts(self, batch: Sequence[AttemptFinish]) -> None:
+        """`run_finish_attempt` of each, in one transaction; nothing is read back."""
+        ...
+
     async def run_abort_pending(
         self, ref: RunRef, error: ClassifiedError, at: datetime, journal: tuple[JournalDraft, ...]
     ) -> Run:
