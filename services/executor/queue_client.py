@@ -17,7 +17,7 @@ from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_core.settings import CoreSettings
-from conveyor_executor.batching import Coalescer
+from conveyor_sdk._batching import Coalescer
 
 log = logging.getLogger(__name__)
 QUEUE_SERVICE = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name

@@ -4,7 +4,7 @@ Every method logs and swallows storage errors: a database outage during a
 run costs records, never the run's outcome at the queue. Writes that carry
 journal records poke the outbox relay.
 
-Attempt starts and ends are group-committed (`conveyor_executor.batching`): the
+Attempt starts and ends are group-committed (`conveyor_sdk._batching`): the
 starts (or ends) of every run that reaches that point while one such transaction
 is being written go out together in the next, one transaction for all of them,
 and each caller returns once its own records are committed. Should a batch fail,
@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from conveyor_executor.batching import Coalescer
 from conveyor_executor.domain.model import Progress, Run, RunRef
 from conveyor_executor.runners.context import Step
 from conveyor_executor.store.base import AttemptFinish, AttemptStart, JournalDraft, RunStore
 from conveyor_executor.watch import WatchHub
+from conveyor_sdk._batching import Coalescer
 
 log = logging.getLogger(__name__)
 P = TypeVar("P", AttemptStart, AttemptFinish)
