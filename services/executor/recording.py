@@ -4,7 +4,7 @@ Every method logs and swallows storage errors: a database outage during a
 run costs records, never the run's outcome at the queue. Writes that carry
 journal records poke the outbox relay.
 
-Attempt starts and ends are group-committed (`conveyor_sdk._batching`): the
+Attempt starts and ends, and steps, are group-committed (`conveyor_sdk._batching`): the
 starts (or ends) of every run that reaches that point while one such transaction
 is being written go out together in the next, one transaction for all of them,
 and each caller returns once its own records are committed. Should a batch fail,
@@ -19,9 +19,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from conveyor_executor.domain.model import Progress, Run, RunRef
+from conveyor_executor.domain.model import Progress, Run, RunRef, StepRecord
 from conveyor_executor.runners.context import Step
-from conveyor_executor.store.base import AttemptFinish, AttemptStart, JournalDraft, RunStore
+from conveyor_executor.store.base import (
+    AttemptFinish,
+    AttemptStart,
+    JournalDraft,
+    RunStore,
+    StepDraft,
+)
 from conveyor_executor.watch import WatchHub
 from conveyor_sdk._batching import Coalescer
 
@@ -47,6 +53,9 @@ class RunRecorder:
         )
         self._finishes: Coalescer[AttemptFinish, None] = Coalescer(
             self._write_finishes, batch_size, "attempt-ends"
+        )
+        self._steps: Coalescer[StepDraft, StepRecord] = Coalescer(
+            self._write_steps, batch_size, "steps"
         )
 
     async def start_attempt(self, params: AttemptStart) -> bool:
@@ -100,6 +109,20 @@ class RunRecorder:
         self._poke()
         return results
 
+    async def _write_steps(self, batch: Sequence[StepDraft]) -> list[StepRecord | BaseException]:
+        try:
+            return list(await self.store.step_insert_many(batch))
+        except Exception:
+            if len(batch) == 1:
+                raise
+        out: list[StepRecord | BaseException] = []
+        for draft in batch:  # one bad step never costs the others
+            try:
+                out.extend(await self.store.step_insert_many([draft]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     async def _publish(self, ref: RunRef) -> None:
         if not self._hub.subscriber_count(ref):
             return
@@ -112,7 +135,9 @@ class RunRecorder:
 
     async def step(self, ref: RunRef, attempt: int, step: Step) -> None:
         try:
-            record = await self.store.step_insert(ref, attempt, step, self._max_error_message)
+            record = await self._steps.submit(
+                StepDraft(ref, attempt, step, self._max_error_message)
+            )
         except Exception:
             log.warning("run %s: step %r not recorded", ref.name, step.name, exc_info=True)
             return

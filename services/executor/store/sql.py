@@ -31,6 +31,7 @@ from conveyor_executor.store.base import (
     AttemptStart,
     JournalDraft,
     RunListParams,
+    StepDraft,
 )
 from conveyor_executor.store.rows import (
     attempt_from_row,
@@ -319,22 +320,15 @@ class SqlRunStore:
     async def step_insert(
         self, ref: RunRef, attempt: int, step: Step, max_error_message: int
     ) -> StepRecord:
-        values = {
-            "namespace": ref.namespace,
-            "run_id": ref.run_id,
-            "attempt": attempt,
-            "kind": str(step.kind),
-            "name": step.name[:256],
-            "status": str(step.status),
-            "started_at": to_micros(step.started_at),
-            "finished_at": opt_to_micros(step.finished_at),
-            "attributes": _json_safe(dict(step.attributes)),
-            "error": error_to_json(step.error, max_error_message),
-        }
+        [record] = await self.step_insert_many([StepDraft(ref, attempt, step, max_error_message)])
+        return record
+
+    async def step_insert_many(self, drafts: Sequence[StepDraft]) -> list[StepRecord]:
+        rows = [_step_row(d) for d in drafts]
+        stmt = insert(steps).returning(sc.seq, sort_by_parameter_order=True)
         async with self._engine.begin() as conn:
-            result = await conn.execute(insert(steps).values(**values).returning(sc.seq))
-            seq = result.scalar_one()
-        return step_from_row({**values, "seq": seq})
+            seqs = (await conn.execute(stmt, rows)).scalars().all()
+        return [step_from_row({**row, "seq": seq}) for row, seq in zip(rows, seqs, strict=True)]
 
     async def step_list(self, ref: RunRef, after_seq: int, limit: int) -> list[StepRecord]:
         stmt = (
@@ -520,4 +514,20 @@ def _finish_run_params(p: AttemptFinish) -> dict[str, Any]:
         "v_input_tokens": end.usage.input_tokens,
         "v_output_tokens": end.usage.output_tokens,
         "v_cost_usd": end.usage.cost_usd,
+    }
+
+
+def _step_row(d: StepDraft) -> dict[str, Any]:
+    step = d.step
+    return {
+        "namespace": d.ref.namespace,
+        "run_id": d.ref.run_id,
+        "attempt": d.attempt,
+        "kind": str(step.kind),
+        "name": step.name[:256],
+        "status": str(step.status),
+        "started_at": to_micros(step.started_at),
+        "finished_at": opt_to_micros(step.finished_at),
+        "attributes": _json_safe(dict(step.attributes)),
+        "error": error_to_json(step.error, d.max_error_message),
     }
