@@ -90,6 +90,7 @@ class PhaseDriver:
         self.settings = settings
         self.clock = clock
         self._poke = poke_outbox
+        self._fresh: set[str] = set()  # runs created PREPARING in this process, not prepared
 
     # -- records ------------------------------------------------------------------------
 
@@ -117,9 +118,14 @@ class PhaseDriver:
         run: HandlerRun,
         phase: Phase,
         mutation: Mutation | None = None,
+        passed: tuple[Phase, ...] = (),
         **changes: Any,
     ) -> HandlerRun:
-        journal = [self._journal(scope, run, f"workflow.handler_run.{phase.value.lower()}")]
+        """One checkpoint: the run moves to `phase` (through `passed`, phases whose own
+        checkpoint guards nothing external, each still journaled) in one transaction."""
+        journal = [
+            self._journal(scope, run, f"workflow.handler_run.{p.value.lower()}") for p in passed
+        ]
         if mutation is not None:
             journal.append(
                 self._journal(
@@ -129,13 +135,15 @@ class PhaseDriver:
                     attempts=str(mutation.attempts),
                 )
             )
+        target = self._journal(scope, run, f"workflow.handler_run.{phase.value.lower()}")
+        journal.insert(len(journal) if passed else 0, target)
         changes.setdefault("session_id", scope.session_id)
         changes.setdefault("code_version", scope.code_version)
         advanced = await self.store.handler_run_advance(
             Advance(
                 run.namespace,
                 run.handler_run_id,
-                sources_of(phase),
+                sources_of(passed[0] if passed else phase),
                 phase,
                 self.clock.now(),
                 changes,
@@ -145,14 +153,25 @@ class PhaseDriver:
             )
         )
         self._poke()
-        if self.settings.fault_exit_after_phase == phase.value:
-            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phase.value)
-            os._exit(137)
+        self._fault_exit(phase, *passed)
         return advanced
 
+    def _fault_exit(self, *phases: Phase) -> None:
+        if self.settings.fault_exit_after_phase in {p.value for p in phases}:
+            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phases[0].value)
+            os._exit(137)
+
     async def create(
-        self, scope: SessionScope, kind: HandlerKind, handler: str, topic: str = ""
+        self,
+        scope: SessionScope,
+        kind: HandlerKind,
+        handler: str,
+        topic: str = "",
+        preparing: bool = False,
     ) -> HandlerRun:
+        """A new run, PENDING; `preparing`: a consumer run created straight in PREPARING
+        (both journaled; nothing happens between them), which `consumer` then prepares
+        without first releasing reservations it cannot have made yet."""
         now = self.clock.now()
         run = HandlerRun(
             namespace=scope.namespace,
@@ -161,17 +180,21 @@ class PhaseDriver:
             workflow=scope.workflow,
             handler=handler,
             kind=kind,
-            phase=Phase.PENDING,
+            phase=Phase.PREPARING if preparing else Phase.PENDING,
             queue=scope.queue,
             code_version=scope.code_version,
             created_at=now,
             updated_at=now,
             topic=topic,
         )
-        created = await self.store.handler_run_create(
-            run, (self._journal(scope, run, "workflow.handler_run.pending", kind=kind.value),)
-        )
+        journal = [self._journal(scope, run, "workflow.handler_run.pending", kind=kind.value)]
+        if preparing:
+            journal.append(self._journal(scope, run, "workflow.handler_run.preparing"))
+            self._fresh.add(run.handler_run_id)
+        created = await self.store.handler_run_create(run, tuple(journal))
         self._poke()
+        if preparing:
+            self._fault_exit(Phase.PREPARING)
         return created
 
     def _context(
@@ -297,6 +320,8 @@ class PhaseDriver:
     ) -> HandlerRun:
         if run.phase is Phase.PENDING:
             run = await self._advance(scope, run, Phase.PREPARING)
+        elif run.handler_run_id in self._fresh:  # created PREPARING just now
+            self._fresh.discard(run.handler_run_id)
         else:  # a crash during prepare: what it reserved goes back first
             await self.events.release(run.namespace, run.topic, run.handler_run_id)
         held = await self.events.reserve(
@@ -422,8 +447,25 @@ class PhaseDriver:
                 in_flight, state=MutationState.APPLIED, result=plain, ended_at=self.clock.now()
             )
             result = {"kind": "applied", "value": plain}
+        # `next` is pure (replay runs it again): run it now and checkpoint MUTATED and
+        # EMITTING together; should it fail, MUTATED alone is checkpointed, as before.
+        mutated = replace(run, mutation_result=result, usage=usage)
+        try:
+            emit, after = await self._call_next(scope, consumer, handler, mutated)
+        except HandlerError:
+            await self._advance(
+                scope, run, Phase.MUTATED, mutation=done, mutation_result=result, usage=usage
+            )
+            raise
         return await self._advance(
-            scope, run, Phase.MUTATED, mutation=done, mutation_result=result, usage=usage
+            scope,
+            run,
+            Phase.EMITTING,
+            mutation=done,
+            passed=(Phase.MUTATED,),
+            mutation_result=result,
+            emit=emit,
+            usage=after,
         )
 
     async def _after_crash(
@@ -511,6 +553,13 @@ class PhaseDriver:
     async def _next(
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
     ) -> HandlerRun:
+        emit, usage = await self._call_next(scope, consumer, handler, run)
+        return await self._advance(scope, run, Phase.EMITTING, emit=emit, usage=usage)
+
+    async def _call_next(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> tuple[Any, Usage]:
+        """`next`'s emit and the run's usage after it; HandlerError when it fails."""
         result_doc: Mapping[str, Any] = run.mutation_result or {"kind": "none", "value": None}
         result = MutationResult(result_doc["kind"], result_doc.get("value"))
         ctx = self._context(scope, run, run.events)
@@ -523,9 +572,7 @@ class PhaseDriver:
             raise
         except Exception as exc:
             raise user_error(exc, f"{consumer.name}.next", ()) from exc
-        return await self._advance(
-            scope, run, Phase.EMITTING, emit=emit, usage=self._usage(scope, run, ctx)
-        )
+        return emit, self._usage(scope, run, ctx)
 
     async def _commit(self, scope: SessionScope, consumer: Consumer, run: HandlerRun) -> HandlerRun:
         assert run.emit is not None
