@@ -15,45 +15,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
-from conveyor_core.clock import Clock
-from conveyor_executor.context import AttemptContext
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     HandlerKind,
     HandlerRun,
-    HeldEvent,
     Mutation,
     MutationState,
     Phase,
     prompt_for,
     sources_of,
 )
-from conveyor_executor.settings import ExecutorSettings
-from conveyor_executor.store.base import JournalDraft
-from conveyor_executor.store.workflow_base import Advance, WorkflowStore
+from conveyor_executor.store.workflow_base import Advance
 from conveyor_executor.workflow.calls import HandlerError, call, emit_of, json_of, user_error
-from conveyor_executor.workflow.peers import EventsPort, state_name
+from conveyor_executor.workflow.driver_base import DriverBase, SessionScope
+from conveyor_executor.workflow.peers import state_name
 from conveyor_sdk import (
     NO_MUTATION,
     Consumer,
-    HandlerContext,
     MutationFailed,
     MutationInfo,
     MutationResult,
     NonRetryable,
     Producer,
     Reconciled,
-    ReservedEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -61,56 +54,8 @@ tracer = trace.get_tracer("conveyor.executor.workflow")
 _VERSION_RETRIES = 3
 
 
-@dataclass
-class SessionScope:
-    """What every handler run of one session shares."""
-
-    namespace: str
-    session_id: str
-    workflow: str
-    queue: str
-    code_version: str
-    correlation_id: str
-    trace_id: str
-    attempt: AttemptContext
-    usage: Usage = field(default_factory=Usage)
-
-
-class PhaseDriver:
-    def __init__(
-        self,
-        store: WorkflowStore,
-        events: EventsPort,
-        settings: ExecutorSettings,
-        clock: Clock,
-        poke_outbox: Any,
-    ) -> None:
-        self.store = store
-        self.events = events
-        self.settings = settings
-        self.clock = clock
-        self._poke = poke_outbox
-        self._fresh: set[str] = set()  # runs created PREPARING in this process, not prepared
-
-    # -- records ------------------------------------------------------------------------
-
-    def _journal(
-        self, scope: SessionScope, run: HandlerRun, type_: str, **attrs: str
-    ) -> JournalDraft:
-        return JournalDraft(
-            type=type_,
-            namespace=run.namespace,
-            at=self.clock.now(),
-            subjects={
-                "workflow": run.workflow,
-                "handler": run.handler,
-                "handler_run": run.handler_run_id,
-                "session": scope.session_id,
-            },
-            correlation_id=scope.correlation_id,
-            trace_id=scope.trace_id,
-            attributes={k: v[:256] for k, v in attrs.items()},
-        )
+class PhaseDriver(DriverBase):
+    """Moves handler runs through their phases (records and helpers: DriverBase)."""
 
     async def _advance(
         self,
@@ -156,11 +101,6 @@ class PhaseDriver:
         self._fault_exit(phase, *passed)
         return advanced
 
-    def _fault_exit(self, *phases: Phase) -> None:
-        if self.settings.fault_exit_after_phase in {p.value for p in phases}:
-            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phases[0].value)
-            os._exit(137)
-
     async def create(
         self,
         scope: SessionScope,
@@ -191,45 +131,12 @@ class PhaseDriver:
         if preparing:
             journal.append(self._journal(scope, run, "workflow.handler_run.preparing"))
             self._fresh.add(run.handler_run_id)
+            self._unmutated.add(run.handler_run_id)
         created = await self.store.handler_run_create(run, tuple(journal))
         self._poke()
         if preparing:
             self._fault_exit(Phase.PREPARING)
         return created
-
-    def _context(
-        self, scope: SessionScope, run: HandlerRun, events: tuple[HeldEvent, ...] = ()
-    ) -> HandlerContext:
-        return HandlerContext(
-            workflow=run.workflow,
-            handler=run.handler,
-            handler_run_id=run.handler_run_id,
-            session_id=scope.session_id,
-            events=[
-                ReservedEvent(e.topic, e.sequence, e.message_id, e.title, e.payload) for e in events
-            ],
-            code_version=scope.code_version,
-            namespace=run.namespace,
-            work_order_id=scope.session_id,
-            attempt=scope.attempt.attempt,
-            correlation_id=scope.correlation_id,
-            deadline=None,
-            report_progress=scope.attempt.set_progress,
-            loop=asyncio.get_running_loop(),
-        )
-
-    def _usage(self, scope: SessionScope, run: HandlerRun, ctx: HandlerContext) -> Usage:
-        used = ctx.usage
-        scope.usage = Usage(
-            scope.usage.input_tokens + used.input_tokens,
-            scope.usage.output_tokens + used.output_tokens,
-            scope.usage.cost_usd + used.cost_usd,
-        )
-        return Usage(
-            run.usage.input_tokens + used.input_tokens,
-            run.usage.output_tokens + used.output_tokens,
-            run.usage.cost_usd + used.cost_usd,
-        )
 
     async def _fail(
         self, scope: SessionScope, run: HandlerRun, error: ClassifiedError, release: bool
@@ -300,20 +207,34 @@ class PhaseDriver:
         with tracer.start_as_current_span(f"workflow.consumer {consumer.name}") as span:
             span.set_attribute("conveyor.handler_run", run.name)
             handler = consumer.instance()
-            while True:
-                span.add_event(run.phase.value)
-                if run.phase in (Phase.PENDING, Phase.PREPARING):
-                    run = await self._prepare(scope, consumer, handler, run)
-                elif run.phase is Phase.PREPARED:
-                    run = await self._mutate(scope, consumer, handler, run)
-                elif run.phase is Phase.MUTATING:
-                    run = await self._after_crash(scope, consumer, handler, run)
-                elif run.phase is Phase.MUTATED:
-                    run = await self._next(scope, consumer, handler, run)
-                elif run.phase is Phase.EMITTING:
-                    run = await self._commit(scope, consumer, run)
-                else:
-                    return run
+            try:
+                return await self._drive_consumer(scope, consumer, handler, run, span)
+            finally:
+                self._fresh.discard(run.handler_run_id)
+                self._unmutated.discard(run.handler_run_id)
+
+    async def _drive_consumer(
+        self,
+        scope: SessionScope,
+        consumer: Consumer,
+        handler: Any,
+        run: HandlerRun,
+        span: trace.Span,
+    ) -> HandlerRun:
+        while True:
+            span.add_event(run.phase.value)
+            if run.phase in (Phase.PENDING, Phase.PREPARING):
+                run = await self._prepare(scope, consumer, handler, run)
+            elif run.phase is Phase.PREPARED:
+                run = await self._mutate(scope, consumer, handler, run)
+            elif run.phase is Phase.MUTATING:
+                run = await self._after_crash(scope, consumer, handler, run)
+            elif run.phase is Phase.MUTATED:
+                run = await self._next(scope, consumer, handler, run)
+            elif run.phase is Phase.EMITTING:
+                run = await self._commit(scope, consumer, run)
+            else:
+                return run
 
     async def _prepare(
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
@@ -361,7 +282,11 @@ class PhaseDriver:
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
     ) -> HandlerRun:
         now = self.clock.now()
-        before = await self.store.mutation_get(run.namespace, run.handler_run_id)
+        if run.handler_run_id in self._unmutated:  # created here: no ledger row to read
+            self._unmutated.discard(run.handler_run_id)
+            before = None
+        else:
+            before = await self.store.mutation_get(run.namespace, run.handler_run_id)
         attempts = (before.attempts if before else 0) + 1
         if attempts > self.settings.max_mutate_attempts:
             error = ClassifiedError(

@@ -44,7 +44,8 @@ from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.base import JournalDraft
 from conveyor_executor.store.workflow_base import HandlerRunListParams, WorkflowStore
 from conveyor_executor.workflow.calls import HandlerError
-from conveyor_executor.workflow.handlers import PhaseDriver, SessionScope
+from conveyor_executor.workflow.driver_base import SessionScope
+from conveyor_executor.workflow.handlers import PhaseDriver
 from conveyor_executor.workflow.peers import EventsPort, SessionSubmitter
 from conveyor_sdk import App, Consumer, Producer, Workflow
 
