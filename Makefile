@@ -9,7 +9,7 @@ NODE_GRPC := .tools/node_modules/@grpc/grpc-js/package.json
 NODE_GRPC_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1 protobufjs@7.6.6
 PYTEST_ARGS ?= -x -q
 
-.PHONY: run test protos lint bench clean venv
+.PHONY: run test protos lint typecheck bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -38,10 +38,15 @@ test: venv $(BUF) $(NODE_GRPC)
 protos: venv
 	$(PY) protos/generate.py
 
-## lint: buf lint on the contracts, ruff on the code
+## lint: buf lint on the contracts, ruff on the code, then mypy (make typecheck)
 lint: venv $(BUF)
 	$(BUF) lint protos
-	$(VENV)/bin/ruff check libs services tests protos
+	$(VENV)/bin/ruff check libs services tests protos tools
+	$(PY) tests/typecheck.py
+
+## typecheck: mypy --strict on services/, conveyor_core and conveyor_sdk, import names resolved
+typecheck: venv
+	$(PY) tests/typecheck.py
 
 ## bench: throughput and latency benchmarks on PostgreSQL (see docs/benchmarks.md)
 bench: venv
@@ -50,4 +55,4 @@ bench: venv
 	$(PY) -m tests.bench.workflow_consumer
 
 clean:
-	rm -rf $(VENV) .tools data .bench
+	rm -rf $(VENV) .tools data .bench .typecheck

@@ -61,7 +61,7 @@ async def _answer_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
 
 
 async def _define_job(
-    scheduler: scheduler_grpc.SchedulerServiceStub, url: str, period: float
+    scheduler: scheduler_grpc.SchedulerServiceAsyncStub, url: str, period: float
 ) -> scheduler_pb.Job:
     """Create the job and its schedule, or point an existing job at this URL (a new version)."""
     target = job_pb2.JobTarget(
@@ -97,7 +97,7 @@ async def _define_job(
 
 
 async def _show_runs(
-    executor: executor_grpc.ExecutorServiceStub, journal: events_grpc.JournalServiceStub
+    executor: executor_grpc.ExecutorServiceAsyncStub, journal: events_grpc.JournalServiceAsyncStub
 ) -> None:
     shown: set[str] = set()
     while True:
@@ -118,7 +118,7 @@ async def _show_runs(
         await asyncio.sleep(0.5)
 
 
-async def _show_journal(journal: events_grpc.JournalServiceStub, run: executor_pb.Run) -> None:
+async def _show_journal(journal: events_grpc.JournalServiceAsyncStub, run: executor_pb.Run) -> None:
     """The order's life as the journal recorded it, from every service's outbox."""
     types: list[str] = []
     for _ in range(50):  # relays deliver within milliseconds; allow a few seconds

@@ -111,7 +111,7 @@ async def run_workflow_example(address: str, fake: FakeShop, period: float = 4.0
             await asyncio.sleep(1)
 
 
-async def _report(stub: wf_grpc.WorkflowServiceStub, seen: set[str]) -> None:
+async def _report(stub: wf_grpc.WorkflowServiceAsyncStub, seen: set[str]) -> None:
     try:
         runs = (
             await stub.ListHandlerRuns(
@@ -144,7 +144,7 @@ async def _report(stub: wf_grpc.WorkflowServiceStub, seen: set[str]) -> None:
 _PENDING: set[asyncio.Task[None]] = set()
 
 
-async def _resolve_later(stub: wf_grpc.WorkflowServiceStub, name: str) -> None:
+async def _resolve_later(stub: wf_grpc.WorkflowServiceAsyncStub, name: str) -> None:
     await asyncio.sleep(10)  # the walkthrough's person takes a moment to look
     await stub.ResolveMutation(
         wf_pb.ResolveMutationRequest(

@@ -53,6 +53,7 @@ from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import Coordination
 from conveyor_core.grpc import create_channel
 from conveyor_core.poison import record_poisoned
+from conveyor_core.retry import backoff_seconds
 from conveyor_core.settings import CoreSettings
 from conveyor_core.tasks import cancel_and_wait
 
@@ -146,7 +147,7 @@ class GrpcJournalSink:
         self._settings = settings
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
-        self._stub: service_pb2_grpc.JournalServiceStub | None = None
+        self._stub: service_pb2_grpc.JournalServiceAsyncStub | None = None
 
     async def append(self, records: Sequence[OutboxRecord]) -> None:
         if self._stub is None:
@@ -187,7 +188,7 @@ def trace_id_of(traceparent: str) -> str:
 
 @dataclass
 class Backoff:
-    """Exponential delays with jitter: initial * multiplier^(n-1), capped, then +/- jitter."""
+    """A relay's delays after consecutive failures: conveyor_core.retry's backoff, counted."""
 
     initial: float = 0.2
     maximum: float = 30.0
@@ -199,10 +200,14 @@ class Backoff:
     def next_delay(self) -> float:
         """The delay before the next retry; each call counts one more failure."""
         self.failures += 1
-        exponent = min(self.failures - 1, 64)  # past the cap long before; never overflows
-        base = min(self.initial * self.multiplier**exponent, self.maximum)
-        spread = base * self.jitter
-        return max(0.0, base + self.rng.uniform(-spread, spread))
+        return backoff_seconds(
+            self.failures,
+            initial=self.initial,
+            coefficient=self.multiplier,
+            maximum=self.maximum,
+            jitter=self.jitter,
+            uniform=self.rng.uniform,
+        )
 
     def reset(self) -> None:
         self.failures = 0

@@ -9,7 +9,7 @@ nanos out of range or of the other sign) name the field in a field violation.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -22,6 +22,12 @@ MAX_DURATION_SECONDS = 315_576_000_000
 NANOS_PER_SECOND = 1_000_000_000
 
 
+@overload
+def ts(instant: datetime) -> timestamp_pb2.Timestamp: ...
+@overload
+def ts(instant: None) -> None: ...
+@overload
+def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None: ...
 def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for `instant` (None stays None, so the field stays unset)."""
     if instant is None:
@@ -31,6 +37,12 @@ def ts(instant: datetime | None) -> timestamp_pb2.Timestamp | None:
     return out
 
 
+@overload
+def dur(delta: timedelta) -> duration_pb2.Duration: ...
+@overload
+def dur(delta: None) -> None: ...
+@overload
+def dur(delta: timedelta | None) -> duration_pb2.Duration | None: ...
 def dur(delta: timedelta | None) -> duration_pb2.Duration | None:
     """A Duration for `delta` (None stays None, so the field stays unset)."""
     if delta is None:

@@ -13,7 +13,7 @@ from opentelemetry import propagate  # trace context: calls join the caller's tr
 CORRELATION_METADATA_KEY = "x-correlation-id"
 
 
-class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, token: str | None) -> None:
         self._token = token
 
@@ -28,7 +28,11 @@ class _Metadata(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClient
         propagate.inject(carrier)
         metadata += [(k, v) for k, v in carrier.items() if k not in keys]
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata.from_tuple(tuple(metadata)),
+            details.credentials,
+            details.wait_for_ready,
         )
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:

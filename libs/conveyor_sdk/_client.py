@@ -17,7 +17,7 @@ import time
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -146,7 +146,7 @@ class TaskHandle(Generic[T]):
         if state is TaskState.SUCCEEDED:
             payload = order.result
             if payload.content_type != RESULT_CONTENT_TYPE:
-                return payload.data  # type: ignore[no-any-return]  # not a Python task's order
+                return cast(T, payload.data)  # not a Python task's order: its bytes as they are
             return from_json(json.loads(payload.data or b"null"), self._result_type)  # type: ignore[no-any-return]
         if state is TaskState.CANCELLED:
             raise TaskCancelled(f"{self.name} was cancelled")

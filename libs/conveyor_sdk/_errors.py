@@ -136,7 +136,9 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> ConveyorError:
     violations: list[FieldViolation] = []
     reason, correlation, metadata = "", "", {}
     try:
-        status = rpc_status.from_call(error)
+        # from_call reads code(), details() and trailing_metadata(), which AioRpcError has;
+        # its stub asks for a grpc.Call.
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
     except Exception:  # malformed trailers must not hide the error itself
         status = None
     for detail in status.details if status is not None else ():

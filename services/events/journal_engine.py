@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -168,7 +168,7 @@ class JournalEngine:
 
     def subscribe(
         self, after_position: int, journal_filter: JournalFilter
-    ) -> AsyncIterator[JournalRecord]:
+    ) -> AsyncGenerator[JournalRecord]:
         """Matching records after `after_position`: those stored, then new ones as they commit.
 
         Raises InvalidArgument at once (not on first iteration) for a bad query.
@@ -179,7 +179,7 @@ class JournalEngine:
 
     async def _subscription(
         self, position: int, journal_filter: JournalFilter
-    ) -> AsyncIterator[JournalRecord]:
+    ) -> AsyncGenerator[JournalRecord]:
         page_size = self.settings.subscribe_page
         self.stats.active += 1
         try:

@@ -86,7 +86,8 @@ class QueueClient:
 
     async def check(self, timeout: float) -> None:  # noqa: ASYNC109
         """Raise unless the queue answers its health check as SERVING."""
-        response = await self._health.Check(
+        # types-grpcio-health-checking's HealthStub declares none of its methods.
+        response = await self._health.Check(  # type: ignore[attr-defined]
             health_pb2.HealthCheckRequest(service=QUEUE_SERVICE), timeout=timeout
         )
         if response.status != health_pb2.HealthCheckResponse.SERVING:

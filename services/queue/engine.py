@@ -9,6 +9,7 @@ own trace.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import math
@@ -25,10 +26,12 @@ from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.tasks import cancel_and_wait
+from conveyor_queue.domain.commands import FailAttempt, RedriveRequest
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
     Position,
+    Progress,
     QueueConfig,
     QueueRef,
     QueueStats,
@@ -40,6 +43,7 @@ from conveyor_queue.domain.model import (
     WorkOrderSpec,
     WorkOrderState,
 )
+from conveyor_queue.domain.retry import RetryPlan
 from conveyor_queue.domain.validation import (
     raise_if,
     spec_violations,
@@ -293,8 +297,12 @@ class QueueEngine:
         return True
 
     async def heartbeat(
-        self, ref: WorkOrderRef, token: str, lease_duration: timedelta | None, progress
-    ) -> WorkOrder:  # type: ignore[no-untyped-def]
+        self,
+        ref: WorkOrderRef,
+        token: str,
+        lease_duration: timedelta | None,
+        progress: Progress | None,
+    ) -> WorkOrder:
         if (
             lease_duration is not None
             and lease_duration.total_seconds() > self.settings.max_lease_seconds
@@ -332,10 +340,12 @@ class QueueEngine:
         await self._wake_if_capped(_per_queue(done))
         return results
 
-    async def fail(self, params: FailParams) -> WorkOrder:
-        order = await self.store.work_order_fail(params)
+    async def fail(self, command: FailAttempt) -> WorkOrder:
+        now = self.clock.now()
+        plan = RetryPlan(command.failure, now, command.retry_delay)
+        order = await self.store.work_order_fail(FailParams(command.ref, command.lease_token, plan))
         self._trace_each("work_order.failed", [order])
-        await self._wake_delayed([order], params.now)
+        await self._wake_delayed([order], now)
         # One leaser: for the retry (it recomputes its pause if delayed), or for the freed slot.
         await self._wake({QueueRef(order.namespace, order.queue): 1})
         return order
@@ -355,7 +365,9 @@ class QueueEngine:
     async def list(self, params: ListParams) -> list[tuple[int, WorkOrder]]:
         return await self.store.work_order_list(params)
 
-    async def events(self, ref: WorkOrderRef, after_seq: int, limit: int) -> list[WorkOrderEvent]:
+    async def events(
+        self, ref: WorkOrderRef, after_seq: int, limit: int
+    ) -> builtins.list[WorkOrderEvent]:
         return await self.store.work_order_events_list(ref, after_seq, limit)
 
     async def position(self, ref: WorkOrderRef) -> Position:
@@ -407,10 +419,24 @@ class QueueEngine:
             QueueConfig(ref.namespace, ref.queue, paused=paused), frozenset({"paused"})
         )
 
-    async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
+    async def queue_list(
+        self, namespace: str, after: str, limit: int
+    ) -> builtins.list[QueueConfig]:
         return await self.store.queue_list(namespace, after, limit)
 
-    async def redrive(self, params: RedriveParams) -> Redrive:
+    async def redrive(self, request: RedriveRequest) -> Redrive:
+        r = request
+        params = RedriveParams(
+            r.queue,
+            r.error_type,
+            r.dead_after,
+            r.max_work_orders,
+            r.reason,
+            r.requested_by,
+            r.request_id,
+            self.settings.redrive_chunk_size,
+            self.clock.now(),
+        )
         redrive = await self.store.redrive_run(params)
         log.info(
             "redrive %s of %s by %r (%s): %d orders",
@@ -424,7 +450,7 @@ class QueueEngine:
         await self._wake({params.queue: redrive.redriven_count})
         return redrive
 
-    async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> list[Redrive]:
+    async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> builtins.list[Redrive]:
         return await self.store.redrive_list(ref, offset, limit)
 
     # -- helpers ------------------------------------------------------------------
@@ -489,9 +515,7 @@ class QueueEngine:
         elapsed = (minutes - 1) * 60 + (now.timestamp() % 60) or 1.0
         return sum(values[:minutes]) / elapsed, sum(values[minutes:]) / elapsed
 
-    def _trace_each(
-        self, name: str, orders: Sequence[WorkOrder] | Sequence[CompletedWorkOrder]
-    ) -> None:
+    def _trace_each(self, name: str, orders: Sequence[WorkOrder | CompletedWorkOrder]) -> None:
         """One span per order, parented in the order's own trace (from its submit)."""
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             return  # no tracer provider installed: nothing would record these spans
@@ -505,7 +529,7 @@ class QueueEngine:
                 span.set_attribute("conveyor.correlation_id", order.correlation_id)
 
 
-def _per_queue(orders: Sequence[WorkOrder] | Sequence[CompletedWorkOrder]) -> dict[QueueRef, int]:
+def _per_queue(orders: Sequence[WorkOrder | CompletedWorkOrder]) -> dict[QueueRef, int]:
     """How many of `orders` each queue holds."""
     counts: dict[QueueRef, int] = {}
     for order in orders:

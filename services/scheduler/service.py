@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from conveyor.scheduler.v1 import service_pb2_grpc
 from conveyor_core import db, migrations
@@ -35,6 +36,9 @@ from conveyor_scheduler.store.base import Delivery, FencingTokenStale, OutboxSub
 from conveyor_scheduler.store.outbox import SqlJournalOutbox
 from conveyor_scheduler.store.sql import SqlSchedulerStore
 from conveyor_scheduler.workflows import WorkflowRegistry
+
+if TYPE_CHECKING:
+    from conveyor_scheduler.advisor import Advisor
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class SchedulerService:
         self.events: EventsClient | None = None
         self.relay: SubmitRelay | None = None
         self.tracker: OutcomeTracker | None = None
-        self.advisor = None
+        self.advisor: Advisor | None = None
         self._journal_address = ""
         self.journal = JournalDelivery(
             self.journal_outbox,
@@ -145,7 +149,7 @@ class SchedulerService:
         )
         await self.election.start()
 
-    def _build_advisor(self):  # type: ignore[no-untyped-def]
+    def _build_advisor(self) -> Advisor | None:
         from conveyor_scheduler.advisor import Advisor, AdvisorSettings
 
         settings = load(AdvisorSettings)

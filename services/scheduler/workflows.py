@@ -33,7 +33,7 @@ class WorkflowNotDeployed(FailedPrecondition):
 
 class WorkflowRegistry:
     def __init__(self) -> None:
-        self._stub: wf_grpc.WorkflowServiceStub | None = None
+        self._stub: wf_grpc.WorkflowServiceAsyncStub | None = None
         self._channel: grpc.aio.Channel | None = None
         self._timeout = 5.0
 

@@ -25,7 +25,6 @@ from conveyor.executor.v1 import service_pb2_grpc as executor_grpc
 from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from tests.helpers.e2e import (
     FAST_PLATFORM,
     NAMESPACE,
@@ -40,13 +39,6 @@ from tests.helpers.e2e import (
 )
 from tests.helpers.http_fake import HttpFake, Reply
 from tests.helpers.journal import read_journal
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 @pytest.fixture

@@ -3,9 +3,6 @@ Kubernetes) or as one embedded process, and a job that calls HTTP endpoints ever
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -22,6 +19,7 @@ from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
+from tests.helpers.polling import eventually as eventually  # the suite's one poll loop
 
 NAMESPACE = "e2e"
 T = TypeVar("T")
@@ -89,17 +87,6 @@ async def start_embedded(core: CoreSettings) -> Deployment:
     platform = Platform(core)
     address = f"127.0.0.1:{await platform.start('127.0.0.1:0')}"
     return Deployment(address, address, address, [platform])
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, limit: float = 45.0) -> T:
-    """Poll `probe` until it returns something truthy, or fail after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        found = await probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"not seen within {limit}s: {what}"
-        await asyncio.sleep(0.1)
 
 
 def http_job(*endpoints: job_pb2.HttpEndpoint, breaker_threshold: int = 0) -> scheduler_pb.Job:

@@ -42,6 +42,7 @@ from conveyor_executor.runners.context import (
 )
 from conveyor_executor.service import ExecutorService
 from conveyor_executor.settings import ExecutorSettings
+from tests.helpers.polling import poll as poll  # the suite's one poll loop
 from tests.helpers.queue import NAMESPACE, QueueEnv
 
 #: Settings that make the pool quick to react in tests.
@@ -242,16 +243,3 @@ class ExecutorEnv:
 
 def run_name(order: queue_pb.WorkOrder) -> str:
     return f"namespaces/{order.namespace}/runs/{order.id}"
-
-
-async def poll(fetch: Any, done: Any, within: float = 15.0, every: float = 0.02) -> Any:
-    """Call `fetch()` until `done(value)`; fail with the last value after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + within
-    while True:
-        value = await fetch()
-        if done(value):
-            return value
-        if loop.time() > give_up:
-            raise AssertionError(f"condition not met within {within}s; last value: {value}")
-        await asyncio.sleep(every)

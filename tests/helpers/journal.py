@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from conveyor_events.journal_engine import JournalEngine, build_journal_engine
 from conveyor_events.migrations import MIGRATIONS as EVENTS_MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
 from conveyor_queue.service import QueueService
+from tests.helpers.polling import eventually as eventually  # the suite's one poll loop
 from tests.helpers.queue import QueueEnv, wall_clock
 
 NAMESPACE = "test"
@@ -224,19 +224,6 @@ async def queue_with_journal(
 
 def positions_of(records: Sequence[pb.JournalRecord]) -> list[int]:
     return [r.position for r in records]
-
-
-async def eventually(condition: Callable[[], Any], limit_seconds: float = 10.0) -> Any:
-    """Poll `condition` (sync or async) until it is truthy, and return that value; fail
-    after the limit."""
-    async with asyncio.timeout(limit_seconds):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(0.01)
 
 
 async def until_stable(

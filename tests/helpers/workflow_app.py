@@ -146,6 +146,32 @@ async def too_big(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
     return conveyor.Produce(events=[conveyor.Event("sink", "big", "A big event", "x" * 300_000)])
 
 
+@bad.producer(schedule=conveyor.every(hours=1))
+async def state_too_big(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    return conveyor.Produce(state={"blob": "s" * (1024 * 1024 + 1)})
+
+
+@bad.producer(schedule=conveyor.every(hours=1))
+async def fill_hoard(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    return conveyor.Produce(events=[conveyor.Event("hoard", "h-1", "One event to hoard", {})])
+
+
+@bad.consumer(topic="hoard", batch=1, debounce="1h")
+class Hoarder:
+    """Its prepare returns more than MAX_PREPARED_BYTES: the run fails, the event goes back."""
+
+    async def prepare(self, ctx: conveyor.HandlerContext, state: Any) -> Any:
+        return {"blob": "p" * (1024 * 1024 + 1)}
+
+    async def mutate(self, ctx: conveyor.HandlerContext, prepared: Any) -> Any:
+        raise AssertionError("mutate must not run after an oversize prepare")
+
+    async def next(
+        self, ctx: conveyor.HandlerContext, prepared: Any, result: conveyor.MutationResult
+    ) -> None:
+        return None
+
+
 @bad.consumer(topic="sink", batch=1, debounce="1h")
 class Sink:
     async def prepare(self, ctx: conveyor.HandlerContext, state: Any) -> Any:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,18 +25,10 @@ from conveyor_core.coordination import (
     Lease,
     RedisCoordination,
 )
+from tests.helpers.polling import eventually
 from tests.helpers.tcp_proxy import BlackholeProxy
 
 DEADLINE = 10.0  # seconds; generous, only reached when something is broken
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll `check` until it returns True, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {DEADLINE}s: {what}")
-        await asyncio.sleep(0.02)
 
 
 class Backend:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
 import logging
 import os
 import signal
@@ -46,7 +45,7 @@ from conveyor_core.grpc import (
     rich_error_details,
 )
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
+from tests.helpers.polling import eventually
 
 SERVICE = "conveyor.test.v1.ProbeService"
 SECRET = "hunter2-database-password"
@@ -146,18 +145,6 @@ class Harness:
         return health_pb2_grpc.HealthStub(self.channel)
 
 
-async def eventually(predicate: Callable[[], Any], limit_seconds: float = 5.0) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy; fail after the limit."""
-    async with asyncio.timeout(limit_seconds):
-        while True:
-            result = predicate()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-            await asyncio.sleep(0.01)
-
-
 async def rejects_new_calls(harness: Harness) -> bool:
     try:
         await harness.unary("Missing")(b"probe", timeout=1)
@@ -174,13 +161,6 @@ async def health_status(harness: Harness, service: str) -> int:
 async def in_fresh_context(awaitable: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine in a task whose context has no correlation id set."""
     return await asyncio.create_task(awaitable(), context=contextvars.Context())
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ async def test_a_notify_wakes_an_idle_relay_long_before_its_poll(
     await eventually(lambda: outbox_relay.stats.passes == 1)  # found nothing; waits
     outbox.rows += [rec(1), rec(2)]
     notifier.poke()
-    await eventually(lambda: len(outbox.delivered) == 2, limit_seconds=5)
+    await eventually(lambda: len(outbox.delivered) == 2, limit=5)
     await outbox_relay.stop()
     await notifier.close()
 

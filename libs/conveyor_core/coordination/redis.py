@@ -348,7 +348,7 @@ class RedisCoordination(HubListening):
         about as much again as the command itself.
         """
         if self._publish_connection is None:
-            self._publish_connection = self._client.connection_pool.make_connection()
+            self._publish_connection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         connection = self._publish_connection
         commands = [
             ("PUBLISH", self._publish_prefix + channel, "" if waiters is None else str(waiters))
@@ -410,7 +410,7 @@ class RedisCoordination(HubListening):
             await pubsub.psubscribe(*self._wake_patterns)
             await self._dispatch(pubsub)
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             await client.aclose()
 
     async def _dispatch(self, pubsub: PubSub) -> None:
@@ -461,7 +461,7 @@ class RedisCoordination(HubListening):
     async def lease_acquire(self, name: str, holder: str, ttl: float) -> Lease | None:
         check_lease_args(name, holder, ttl)
         keys = [self._lease_key(name), f"{self._prefix}lease-token:{name}"]
-        args = [holder, ttl_millis(ttl)]
+        args: list[str | int] = [holder, ttl_millis(ttl)]
         with _unavailable_on_connection_error("lease acquire"):
             token = await self._lease_acquire(keys=keys, args=args)
         if token is None:
@@ -470,7 +470,7 @@ class RedisCoordination(HubListening):
 
     async def lease_renew(self, lease: Lease) -> bool:
         check_positive("lease ttl", lease.ttl)
-        args = [f"{lease.holder}|{lease.token}", ttl_millis(lease.ttl)]
+        args: list[str | int] = [f"{lease.holder}|{lease.token}", ttl_millis(lease.ttl)]
         with _unavailable_on_connection_error("lease renew"):
             renewed = await self._lease_renew(keys=[self._lease_key(lease.name)], args=args)
         return bool(renewed)
@@ -488,7 +488,7 @@ class RedisCoordination(HubListening):
     async def counter_add(self, name: str, amount: int = 1, ttl: float | None = None) -> int:
         if ttl is not None:
             check_positive("counter ttl", ttl)
-        args = [int(amount), "" if ttl is None else ttl_millis(ttl)]
+        args: list[str | int] = [int(amount), "" if ttl is None else ttl_millis(ttl)]
         with _unavailable_on_connection_error("counter add"):
             value = await self._counter_add(keys=[self._counter_key(name)], args=args)
         return int(value)
@@ -504,7 +504,7 @@ class RedisCoordination(HubListening):
 
     async def rate_limit_take(self, key: str, requested: int, rate: float, burst: int) -> int:
         check_rate_limit_args(requested, rate, burst)
-        args = [int(requested), repr(float(rate)), int(burst)]
+        args: list[str | int] = [int(requested), repr(float(rate)), int(burst)]
         with _unavailable_on_connection_error("rate limit take"):
             taken = await self._rate_limit_take(keys=[f"{self._prefix}rate:{key}"], args=args)
         return int(taken)

@@ -43,6 +43,7 @@ from conveyor_core.grpc.interceptors import (
     run_behavior,
     split_method,
 )
+from conveyor_core.grpc.types import Context, Continuation, Handler
 from conveyor_core.settings import ConfigurationError, CoreSettings
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or split_method(method)[0] in PUBLIC_SERVICES:
@@ -86,7 +87,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         def guard(
             behavior: Behavior, streamed_requests: bool, streamed_responses: bool
         ) -> Behavior:
-            async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def guarded(request: Any, context: Context) -> Any:
                 # Streamed requests: the namespaces are not known before the handler
                 # reads them, so only rules naming no request fields can allow them.
                 principal = self._check(request, context, method, rule, token, streamed_requests)
@@ -103,7 +104,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _check(
         self,
         request: Any,
-        context: grpc.aio.ServicerContext,
+        context: Context,
         method: str,
         rule: Access | None,
         token: str | None,
@@ -119,7 +120,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         authorize(principal, rule, None if streamed else request, method)
         return principal
 
-    def _identify(self, context: grpc.aio.ServicerContext, token: str | None) -> Principal:
+    def _identify(self, context: Context, token: str | None) -> Principal:
         if token:
             principal = self._authenticator.by_token(token)
             if principal is None:
@@ -137,7 +138,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _certificate_subjects(context: grpc.aio.ServicerContext) -> list[str]:
+def _certificate_subjects(context: Context) -> list[str]:
     """Common names of the caller's verified client certificate (empty without mTLS)."""
     auth_context = context.auth_context() or {}
     return [

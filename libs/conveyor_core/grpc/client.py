@@ -37,6 +37,12 @@ from conveyor_core.context import CORRELATION_METADATA_KEY, ensure_correlation_i
 from conveyor_core.grpc.auth import channel_credentials
 from conveyor_core.grpc.interceptors import rpc_attributes, split_method
 from conveyor_core.grpc.status import RichError, rich_error_details
+from conveyor_core.grpc.types import (
+    StreamStreamCallable,
+    StreamUnaryCallable,
+    UnaryStreamCallable,
+    UnaryUnaryCallable,
+)
 from conveyor_core.settings import CoreSettings
 
 __all__ = ["RichError", "client_interceptors", "create_channel", "rich_error_details"]
@@ -191,7 +197,7 @@ def _with_metadata(
     """`details` with `entries` added, except keys the caller already set."""
     metadata = grpc.aio.Metadata.from_tuple(tuple(details.metadata or ()))
     for key, value in entries:
-        if key not in metadata:
+        if not metadata.get_all(key):
             metadata.add(key, value)
     return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
 
@@ -301,19 +307,19 @@ class _EnsuresCorrelation:
         return self._inner(*args, **kwargs)
 
 
-class _UnaryUnary(_EnsuresCorrelation, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
+class _UnaryUnary(_EnsuresCorrelation, UnaryUnaryCallable):
     pass
 
 
-class _UnaryStream(_EnsuresCorrelation, grpc.aio.UnaryStreamMultiCallable):  # type: ignore[misc]
+class _UnaryStream(_EnsuresCorrelation, UnaryStreamCallable):
     pass
 
 
-class _StreamUnary(_EnsuresCorrelation, grpc.aio.StreamUnaryMultiCallable):  # type: ignore[misc]
+class _StreamUnary(_EnsuresCorrelation, StreamUnaryCallable):
     pass
 
 
-class _StreamStream(_EnsuresCorrelation, grpc.aio.StreamStreamMultiCallable):  # type: ignore[misc]
+class _StreamStream(_EnsuresCorrelation, StreamStreamCallable):
     pass
 
 

@@ -26,6 +26,7 @@ import grpc
 
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.grpc.interceptors import Behavior, rewrap_handler
+from conveyor_core.grpc.types import Context, Continuation, Handler
 
 #: Longest decoder message repeated in the field violation.
 MAX_DECODE_MESSAGE_LENGTH = 200
@@ -69,7 +70,7 @@ def _wrap(behavior: Behavior, streamed_requests: bool, streamed_responses: bool)
     if streamed_requests:
         return lambda requests, context: behavior(_checked(requests), context)
 
-    def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def checked(request: Any, context: Context) -> Any:
         if isinstance(request, Undecodable):
             raise request.invalid_argument()
         return behavior(request, context)
@@ -82,11 +83,10 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        wrapped = rewrap_handler(handler, _wrap)
-        return wrapped._replace(request_deserializer=lenient(handler.request_deserializer))
+        return rewrap_handler(handler, _wrap, lenient(handler.request_deserializer))

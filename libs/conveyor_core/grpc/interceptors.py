@@ -47,7 +47,10 @@ import grpc
 
 # grpc.aio raises these from context.abort() and from a write on an ended call,
 # and exports no public names for them.
-from grpc._cython.cygrpc import AbortError, ExecuteBatchError
+from grpc._cython.cygrpc import (  # type: ignore[import-not-found]  # Cython module, no stubs
+    AbortError,
+    ExecuteBatchError,
+)
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -62,12 +65,13 @@ from conveyor_core.context import (
 from conveyor_core.db import is_unavailable
 from conveyor_core.errors import ConveyorError, DatabaseUnavailable
 from conveyor_core.grpc.status import internal_status, status_for_error
+from conveyor_core.grpc.types import Context, Continuation, Handler
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 
 Behavior = Callable[..., Any]
-CallScope = Callable[[grpc.aio.ServicerContext], AbstractAsyncContextManager[None]]
+CallScope = Callable[[Context], AbstractAsyncContextManager[None]]
 
 # Kubernetes probes and reflection clients poll these: a span per probe would
 # bury the traces that matter.
@@ -110,20 +114,20 @@ class _ScopedInterceptor(grpc.aio.ServerInterceptor):
 
     @abc.abstractmethod
     def _scope(
-        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+        self, call_details: grpc.HandlerCallDetails, context: Context
     ) -> AbstractAsyncContextManager[None]:
         """The context one call runs in (each interceptor's behaviour)."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Continuation,
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None or not self._applies_to(handler_call_details.method):
             return handler
 
-        def scope(context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+        def scope(context: Context) -> AbstractAsyncContextManager[None]:
             return self._scope(handler_call_details, context)
 
         return wrap_handler(handler, scope)
@@ -133,10 +137,17 @@ class _ScopedInterceptor(grpc.aio.ServerInterceptor):
 BehaviorWrapper = Callable[[Behavior, bool, bool], Behavior]
 
 
-def rewrap_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grpc.RpcMethodHandler:
-    """A handler of the same shape and codec whose behavior is `wrap(behavior, ...)`."""
+def rewrap_handler(
+    handler: Handler,
+    wrap: BehaviorWrapper,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> Handler:
+    """A handler of the same shape and codec whose behavior is `wrap(behavior, ...)`.
+
+    `request_deserializer`, when given, replaces the handler's.
+    """
     codec = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
@@ -149,10 +160,11 @@ def rewrap_handler(handler: grpc.RpcMethodHandler, wrap: BehaviorWrapper) -> grp
         return grpc.unary_stream_rpc_method_handler(
             wrap(handler.unary_stream, False, True), **codec
         )
+    assert handler.stream_stream is not None  # a handler has exactly one of the four
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream, True, True), **codec)
 
 
-def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMethodHandler:
+def wrap_handler(handler: Handler, scope: CallScope) -> Handler:
     """A handler of the same shape whose behavior runs inside `scope(context)`."""
 
     def wrap(behavior: Behavior, streamed_requests: bool, streamed_responses: bool) -> Behavior:
@@ -164,7 +176,7 @@ def wrap_handler(handler: grpc.RpcMethodHandler, scope: CallScope) -> grpc.RpcMe
 
 
 async def run_behavior(
-    behavior: Behavior, request: Any, context: grpc.aio.ServicerContext, streamed_responses: bool
+    behavior: Behavior, request: Any, context: Context, streamed_responses: bool
 ) -> Any:
     """Run a handler's behavior to its end: its response, or all its responses written."""
     if streamed_responses:
@@ -175,7 +187,7 @@ async def run_behavior(
 
 
 def _unary_response(behavior: Behavior, scope: CallScope) -> Behavior:
-    async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def scoped(request_or_iterator: Any, context: Context) -> Any:
         async with scope(context):
             return await run_behavior(behavior, request_or_iterator, context, False)
 
@@ -188,14 +200,14 @@ def _stream_response(behavior: Behavior, scope: CallScope) -> Behavior:
     # is cancelled, and the event loop later closes it in another context,
     # where the scopes' context-variable resets fail. A coroutine is cancelled
     # in place, inside the call's own task.
-    async def scoped(request_or_iterator: Any, context: grpc.aio.ServicerContext) -> None:
+    async def scoped(request_or_iterator: Any, context: Context) -> None:
         async with scope(context):
             await run_behavior(behavior, request_or_iterator, context, True)
 
     return scoped
 
 
-async def _write_responses(result: Any, context: grpc.aio.ServicerContext) -> None:
+async def _write_responses(result: Any, context: Context) -> None:
     """Send what a streaming handler produced, in any of the styles grpc.aio accepts."""
     if inspect.isawaitable(result):  # a coroutine that calls context.write() itself
         await result
@@ -210,7 +222,7 @@ async def _write_responses(result: Any, context: grpc.aio.ServicerContext) -> No
             await _write(context, response)
 
 
-async def _write(context: grpc.aio.ServicerContext, response: Any) -> None:
+async def _write(context: Context, response: Any) -> None:
     """Write one response; a write failing because the call ended is a cancellation.
 
     grpc.aio fails a write with `ExecuteBatchError` when the call is over,
@@ -229,7 +241,7 @@ class CorrelationInterceptor(_ScopedInterceptor):
 
     @asynccontextmanager
     async def _scope(
-        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+        self, call_details: grpc.HandlerCallDetails, context: Context
     ) -> AsyncIterator[None]:
         received = metadata_value(call_details.invocation_metadata, CORRELATION_METADATA_KEY)
         generated = received is None or not is_valid_correlation_id(received)
@@ -259,7 +271,7 @@ class TracingInterceptor(_ScopedInterceptor):
 
     @asynccontextmanager
     async def _scope(
-        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+        self, call_details: grpc.HandlerCallDetails, context: Context
     ) -> AsyncIterator[None]:
         carrier = {
             key: value
@@ -329,7 +341,7 @@ def _is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, GeneratorExit | asyncio.CancelledError)
 
 
-def _cancellation_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+def _cancellation_code(context: Context) -> grpc.StatusCode:
     """Why the runtime cancelled the handler: its deadline passed, or the client gave up."""
     remaining = context.time_remaining()  # None: the call has no deadline
     if remaining is not None and remaining <= 0:
@@ -342,7 +354,7 @@ class ErrorInterceptor(_ScopedInterceptor):
 
     @asynccontextmanager
     async def _scope(
-        self, call_details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext
+        self, call_details: grpc.HandlerCallDetails, context: Context
     ) -> AsyncIterator[None]:
         try:
             yield
@@ -360,7 +372,7 @@ class ErrorInterceptor(_ScopedInterceptor):
                 await self._abort_internal(call_details.method, context, error)
 
     async def _abort_for_domain_error(
-        self, method: str, context: grpc.aio.ServicerContext, error: ConveyorError
+        self, method: str, context: Context, error: ConveyorError
     ) -> None:
         if error.code is grpc.StatusCode.INTERNAL:
             # A ConveyorError with no better code is a bug report, not an answer.
@@ -369,9 +381,7 @@ class ErrorInterceptor(_ScopedInterceptor):
         status = status_for_error(error, get_correlation_id())
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    async def _abort_internal(
-        self, method: str, context: grpc.aio.ServicerContext, error: Exception
-    ) -> None:
+    async def _abort_internal(self, method: str, context: Context, error: Exception) -> None:
         correlation_id = get_correlation_id() or new_correlation_id()
         logger.error(
             "%s failed with an unexpected error (correlation id %s)",

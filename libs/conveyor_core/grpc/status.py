@@ -163,8 +163,13 @@ def _status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status:
         return status_pb2.Status()
 
 
+def _holds(detail: any_pb2.Any, message: type[Message]) -> bool:
+    """Whether `detail` packs a `message` (Any.Is, whose stub wants a pure-Python Descriptor)."""
+    return detail.TypeName() == message.DESCRIPTOR.full_name
+
+
 def _decode_detail(detail: any_pb2.Any) -> dict[str, object]:
-    if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+    if _holds(detail, error_details_pb2.BadRequest):
         bad_request = error_details_pb2.BadRequest()
         detail.Unpack(bad_request)
         return {
@@ -172,7 +177,7 @@ def _decode_detail(detail: any_pb2.Any) -> dict[str, object]:
                 (v.field, v.description) for v in bad_request.field_violations
             )
         }
-    if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+    if _holds(detail, error_details_pb2.PreconditionFailure):
         failure = error_details_pb2.PreconditionFailure()
         detail.Unpack(failure)
         return {
@@ -180,11 +185,11 @@ def _decode_detail(detail: any_pb2.Any) -> dict[str, object]:
                 (v.type, v.subject, v.description) for v in failure.violations
             )
         }
-    if detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+    if _holds(detail, error_details_pb2.ResourceInfo):
         resource = error_details_pb2.ResourceInfo()
         detail.Unpack(resource)
         return {"resource_type": resource.resource_type, "resource_name": resource.resource_name}
-    if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+    if _holds(detail, error_details_pb2.ErrorInfo):
         info = error_details_pb2.ErrorInfo()
         detail.Unpack(info)
         return {

@@ -6,6 +6,8 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import RowMapping
+
 from conveyor_core.clock import from_micros, opt_from_micros, to_micros
 from conveyor_events.domain.model import (
     Event,
@@ -19,7 +21,7 @@ from conveyor_events.domain.model import (
 )
 
 
-def topic_from_row(row: Mapping[str, Any]) -> Topic:
+def topic_from_row(row: RowMapping | Mapping[str, Any]) -> Topic:
     return Topic(
         namespace=row["namespace"],
         topic=row["topic"],
@@ -40,7 +42,7 @@ def topic_to_row(topic: Topic, now_us: int) -> dict[str, Any]:
     }
 
 
-def event_from_row(row: Mapping[str, Any]) -> Event:
+def event_from_row(row: RowMapping | Mapping[str, Any]) -> Event:
     return Event(
         namespace=row["namespace"],
         topic=row["topic"],
@@ -83,7 +85,7 @@ def new_event_row(topic: TopicRef, sequence: int, draft: EventDraft, now_us: int
     }
 
 
-def state_from_row(ref: HandlerRef, row: Mapping[str, Any] | None) -> HandlerState:
+def state_from_row(ref: HandlerRef, row: RowMapping | Mapping[str, Any] | None) -> HandlerState:
     if row is None:
         return HandlerState(ref)
     return HandlerState(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from conveyor.executor.v1 import workflow_pb2 as pb
 from conveyor.executor.v1 import workflow_pb2_grpc
@@ -79,7 +80,10 @@ def _text(value: str, field: str, required: bool = False) -> str:
     return value
 
 
-def _enum_values(values: Any, enum: Any, field: str, start: int) -> list[int]:
+_E = TypeVar("_E", bound=int)
+
+
+def _enum_values(values: Iterable[_E], enum: Any, field: str, start: int) -> list[_E]:
     known = set(enum.values())
     bad = [v for v in values if v not in known or v == 0]
     if bad:

@@ -322,8 +322,10 @@ class _CommandRun:
             "passed" if last.passed else "aborted" if verdict.aborted else "failed"
         )
         if verdict.aborted:
-            error = ClassifiedError.of(ErrorType.ABORTED, "the run was aborted before it finished")
-            return RunnerOutcome(False, work_found, summary, error)
+            aborted = ClassifiedError.of(
+                ErrorType.ABORTED, "the run was aborted before it finished"
+            )
+            return RunnerOutcome(False, work_found, summary, aborted)
         error = self._process_error(last.index, last.process, last.refs)
         if error is None and last.checks is not None and last.checks.failures:
             names = ", ".join(f.name for f in last.checks.failures)

@@ -1,7 +1,7 @@
 """Retry of transient failures within one attempt: the policy and its delays (pure).
 
-The delay before attempt n+1 (n >= 1 failed attempts) is
-min(initial * coefficient^(n-1), maximum), spread by +/- jitter, as the
+The delay before attempt n+1 (n >= 1 failed attempts) is conveyor_core.retry's
+backoff: min(initial * coefficient^(n-1), maximum), spread by +/- jitter, as the
 conveyor.common.v1.RetryPolicy comment defines. A server's Retry-After, when
 given, replaces the computed delay (capped by the settings), since the server
 knows better when it will have capacity again.
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from conveyor.common.v1 import types_pb2
+from conveyor_core.retry import backoff_seconds
 from conveyor_executor.domain.failure import ClassifiedError
 from conveyor_executor.runners.settings import RunnerSettings
 
@@ -31,10 +32,14 @@ class RetryParams:
 
     def delay(self, failed_attempts: int, uniform: Callable[[float, float], float]) -> float:
         """Seconds to wait after `failed_attempts` (>= 1) failures; `uniform` is random.uniform."""
-        base = self.initial_interval * self.backoff_coefficient ** max(0, failed_attempts - 1)
-        base = min(base, self.maximum_interval)
-        spread = base * self.jitter
-        return max(0.0, base + uniform(-spread, spread))
+        return backoff_seconds(
+            failed_attempts,
+            initial=self.initial_interval,
+            coefficient=self.backoff_coefficient,
+            maximum=self.maximum_interval,
+            jitter=self.jitter,
+            uniform=uniform,
+        )
 
     def should_retry(self, error: ClassifiedError, attempts_made: int) -> bool:
         """Whether a call that failed with `error` after `attempts_made` attempts is retried."""

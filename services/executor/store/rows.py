@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import RowMapping
+
 from conveyor_core.clock import from_micros, opt_from_micros
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.model import (
@@ -48,7 +50,7 @@ def error_from_json(value: Mapping[str, Any] | None) -> ClassifiedError | None:
     )
 
 
-def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
+def attempt_from_row(row: RowMapping | Mapping[str, Any]) -> Attempt:
     return Attempt(
         number=row["number"],
         executor=row["executor"],
@@ -60,7 +62,7 @@ def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
     )
 
 
-def run_from_row(row: Mapping[str, Any], attempts: tuple[Attempt, ...] = ()) -> Run:
+def run_from_row(row: RowMapping | Mapping[str, Any], attempts: tuple[Attempt, ...] = ()) -> Run:
     progress = None
     if row["progress_at"] is not None:
         progress = Progress(
@@ -95,7 +97,7 @@ def run_from_row(row: Mapping[str, Any], attempts: tuple[Attempt, ...] = ()) -> 
     )
 
 
-def step_from_row(row: Mapping[str, Any]) -> StepRecord:
+def step_from_row(row: RowMapping | Mapping[str, Any]) -> StepRecord:
     return StepRecord(
         run=RunRef(row["namespace"], row["run_id"]),
         seq=row["seq"],
@@ -110,7 +112,7 @@ def step_from_row(row: Mapping[str, Any]) -> StepRecord:
     )
 
 
-def output_from_row(row: Mapping[str, Any]) -> Output:
+def output_from_row(row: RowMapping | Mapping[str, Any]) -> Output:
     return Output(
         ref=OutputRef(RunRef(row["namespace"], row["run_id"]), row["output_id"]),
         name=row["name"],

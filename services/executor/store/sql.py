@@ -259,7 +259,7 @@ class SqlRunStore:
                     error=error_to_json(error),
                 )
             )
-            if result.rowcount:  # type: ignore[attr-defined]
+            if result.rowcount:
                 await self._journal(conn, journal)
             return await self._run(conn, ref)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -83,7 +83,7 @@ def _workflow_row(r: WorkflowRecord) -> dict[str, Any]:
     }
 
 
-def _workflow(row: Mapping[str, Any]) -> WorkflowRecord:
+def _workflow(row: RowMapping | Mapping[str, Any]) -> WorkflowRecord:
     handlers = tuple(
         HandlerDef(**{**h, "kind": HandlerKind(h["kind"])}) for h in json.loads(row["handlers"])
     )
@@ -123,7 +123,7 @@ def _session_row(s: Session) -> dict[str, Any]:
     }
 
 
-def _session(row: Mapping[str, Any]) -> Session:
+def _session(row: RowMapping | Mapping[str, Any]) -> Session:
     return Session(
         namespace=row["namespace"],
         session_id=row["session_id"],
@@ -178,7 +178,7 @@ def _run_values(changes: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _run_row(r: HandlerRun) -> dict[str, Any]:
-    row = {
+    row: dict[str, Any] = {
         "namespace": r.namespace,
         "handler_run_id": r.handler_run_id,
         "workflow": r.workflow,
@@ -197,7 +197,7 @@ def _run_row(r: HandlerRun) -> dict[str, Any]:
     return row
 
 
-def _run(row: Mapping[str, Any]) -> HandlerRun:
+def _run(row: RowMapping | Mapping[str, Any]) -> HandlerRun:
     emit = _load(row["emit"])
     return HandlerRun(
         namespace=row["namespace"],
@@ -249,7 +249,7 @@ def _mutation_row(m: Mutation) -> dict[str, Any]:
     }
 
 
-def _mutation(row: Mapping[str, Any]) -> Mutation:
+def _mutation(row: RowMapping | Mapping[str, Any]) -> Mutation:
     return Mutation(
         namespace=row["namespace"],
         handler_run_id=row["handler_run_id"],
@@ -297,7 +297,8 @@ class SqlWorkflowStore:
             if existing is None:
                 await conn.execute(insert(workflows).values(row))
             else:
-                keep = ("namespace", "workflow", "paused", "paused_by", "pause_reason")
+                keep: tuple[str, ...] = ("namespace", "workflow", "paused", "paused_by")
+                keep += ("pause_reason",)
                 keep += ("registered_at",)
                 changes = {k: v for k, v in row.items() if k not in keep}
                 await conn.execute(update(workflows).where(key).values(changes))

@@ -188,14 +188,14 @@ class PhaseDriver(DriverBase):
                     events_published=done.published,
                     usage=usage,
                 )
-            error = ClassifiedError(
+            conflicted = ClassifiedError(
                 ErrorType.INTERNAL,
                 f"producer {producer.name}: its state changed {_VERSION_RETRIES} times "
                 "while it ran",
                 True,
                 {},
             )
-            return await self._fail(scope, run, error, release=False)
+            return await self._fail(scope, run, conflicted, release=False)
 
     # -- consumers ----------------------------------------------------------------------
 
@@ -321,7 +321,11 @@ class PhaseDriver(DriverBase):
         # Durable before the call leaves the process.
         run = await self._advance(scope, run, Phase.MUTATING, mutation=in_flight)
         ctx = self._context(scope, run, run.events)
-        definite = (MutationFailed, NonRetryable, *consumer.definite_failures)
+        definite: tuple[type[BaseException], ...] = (
+            MutationFailed,
+            NonRetryable,
+            *consumer.definite_failures,
+        )
         try:
             value = await asyncio.wait_for(
                 call(handler.mutate, ctx, run.prepared), consumer.mutate_timeout_seconds

@@ -203,14 +203,14 @@ class SessionRunner:
             )
             return await self._end_failed(session, scope, error)
         except grpc.aio.AioRpcError as error:
-            failure = ClassifiedError(
+            unreachable = ClassifiedError(
                 ErrorType.NETWORK,
                 f"a call to the event store or the queue failed: {error.code().name}: "
                 f"{error.details()}"[:1000],
                 True,
                 {},
             )
-            return await self._end_failed(session, scope, failure)
+            return await self._end_failed(session, scope, unreachable)
         await self.store.session_finish(
             session,
             (

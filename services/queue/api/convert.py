@@ -173,7 +173,11 @@ def order_to_pb(order: WorkOrder) -> pb.WorkOrder:
         cancel_requested=order.cancel_requested,
         result=payload_to_pb(order.result),
         last_failure=failure_to_pb(order.last_failure),
-        last_timeout_kind=TIMEOUT_TO_PB[order.last_timeout_kind] if order.last_timeout_kind else 0,
+        last_timeout_kind=(
+            TIMEOUT_TO_PB[order.last_timeout_kind]
+            if order.last_timeout_kind
+            else pb.TIMEOUT_KIND_UNSPECIFIED
+        ),
         complete_time=_ts(order.completed_at),
         correlation_id=order.correlation_id,
         traceparent=order.traceparent,
@@ -185,12 +189,16 @@ def order_to_pb(order: WorkOrder) -> pb.WorkOrder:
 def event_to_pb(event: WorkOrderEvent) -> pb.WorkOrderEvent:
     return pb.WorkOrderEvent(
         sequence=event.sequence,
-        from_state=STATE_TO_PB[event.from_state] if event.from_state else 0,
+        from_state=(
+            STATE_TO_PB[event.from_state] if event.from_state else pb.WORK_ORDER_STATE_UNSPECIFIED
+        ),
         to_state=STATE_TO_PB[event.to_state],
         time=ts(event.at),
         attempt=event.attempt,
         reason=event.reason,
-        timeout_kind=TIMEOUT_TO_PB[event.timeout_kind] if event.timeout_kind else 0,
+        timeout_kind=(
+            TIMEOUT_TO_PB[event.timeout_kind] if event.timeout_kind else pb.TIMEOUT_KIND_UNSPECIFIED
+        ),
         failure=failure_to_pb(event.failure),
         actor=event.actor,
     )

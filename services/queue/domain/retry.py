@@ -2,38 +2,37 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from conveyor_queue.domain.model import Failure, RetryPolicy, TimeoutKind, WorkOrderState
+from conveyor_core.retry import backoff_seconds
+from conveyor_queue.domain.model import (
+    Failure,
+    RetryPolicy,
+    TimeoutKind,
+    WorkOrder,
+    WorkOrderState,
+)
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> timedelta:
     """Delay before the retry that follows attempt number `attempt` (1-based).
 
-    initial * coefficient^(attempt-1), capped at maximum_interval, then spread
-    uniformly by +/- jitter.
-
-    Never raises, whatever the stored policy holds: a row written before
-    validation refused such values (a NaN or infinite coefficient, NaN jitter, a
-    coefficient whose powers overflow) gets the longest delay its policy allows,
-    maximum_interval, where the arithmetic has no answer.
+    conveyor_core.retry's backoff over the order's policy: initial *
+    coefficient^(attempt-1), capped at maximum_interval, then spread uniformly by
+    +/- jitter. Never raises, whatever the stored policy holds (see there).
     """
-    cap = max(policy.maximum_interval.total_seconds(), 0.0)
+    seconds = backoff_seconds(
+        attempt,
+        initial=policy.initial_interval.total_seconds(),
+        coefficient=policy.backoff_coefficient,
+        maximum=policy.maximum_interval.total_seconds(),
+        jitter=policy.jitter,
+        uniform=(rng or random).uniform,
+    )
     try:
-        base = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (attempt - 1)
-    except (OverflowError, ZeroDivisionError, ValueError):
-        base = cap
-    if not math.isfinite(base) or base > cap:  # NaN, inf, or past the cap
-        base = cap
-    jitter = policy.jitter if 0 <= policy.jitter <= 1 else 0.0  # NaN: no jitter
-    if jitter:
-        spread = base * jitter
-        base += (rng or random).uniform(-spread, spread)
-    try:
-        return timedelta(seconds=max(base, 0.0))
+        return timedelta(seconds=seconds)
     except OverflowError:  # a cap near timedelta.max, plus jitter
         return timedelta.max
 
@@ -74,6 +73,44 @@ def after_failed_attempt(
     return AttemptOutcome(
         WorkOrderState.QUEUED, available_at, f"retry in {delay.total_seconds():.3f}s"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """How an attempt that did not succeed ends: decided here, applied by the store.
+
+    The engine (a worker's FailWorkOrder) or the sweeper (an expired lease) builds
+    the plan; the store locks the order's row, checks the lease, and applies
+    `outcome(order)` to it, in one transaction. `outcome` is pure: the order's own
+    policy, attempt number and cancel request decide, as `after_failed_attempt` says.
+    """
+
+    failure: Failure
+    now: datetime
+    #: The worker's requested delay before the retry, instead of the policy's backoff.
+    retry_delay: timedelta | None = None
+    #: Set when a clock ended the attempt (the reason names it).
+    timeout_kind: TimeoutKind | None = None
+
+    def outcome(self, order: WorkOrder, rng: random.Random | None = None) -> AttemptOutcome:
+        outcome = after_failed_attempt(
+            policy=order.spec.retry_policy,
+            attempt=order.attempt,
+            failure=self.failure,
+            cancel_requested=order.cancel_requested,
+            now=self.now,
+            retry_delay=self.retry_delay,
+            rng=rng,
+        )
+        if self.timeout_kind is None:
+            return outcome
+        reason = f"{self.timeout_kind.value.lower()} timeout; {outcome.reason}"
+        return AttemptOutcome(outcome.state, outcome.available_at, reason)
+
+
+def lease_expiry_plan(kind: TimeoutKind, now: datetime) -> RetryPlan:
+    """The plan of an attempt whose lease ran out on clock `kind` (the sweeper's)."""
+    return RetryPlan(timeout_failure(kind), now, timeout_kind=kind)
 
 
 def timeout_failure(kind: TimeoutKind) -> Failure:

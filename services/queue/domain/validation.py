@@ -115,8 +115,8 @@ def spec_violations(
             bad(name, "must be positive")
     if len(spec.labels) > limits.max_labels:
         bad("labels", f"at most {limits.max_labels} labels")
-    for key, value in spec.labels.items():
-        if not key or len(key) > limits.max_label_length or len(value) > limits.max_label_length:
+    for key, label in spec.labels.items():
+        if not key or len(key) > limits.max_label_length or len(label) > limits.max_label_length:
             bad(
                 f"labels[{key!r}]",
                 f"keys are 1..{limits.max_label_length} characters, "

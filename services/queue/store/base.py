@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+# Defined with the engine's commands; the store takes them as they are.
+from conveyor_queue.domain.commands import CompleteParams as CompleteParams
+from conveyor_queue.domain.commands import ListParams as ListParams
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
-    Failure,
     LeasedWorkOrder,
-    Payload,
     Progress,
     QueueConfig,
     QueueRef,
@@ -28,6 +29,7 @@ from conveyor_queue.domain.model import (
     WorkOrderSpec,
     WorkOrderState,
 )
+from conveyor_queue.domain.retry import RetryPlan
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +76,16 @@ class HeartbeatParams:
 
 
 @dataclass(frozen=True, slots=True)
-class CompleteParams:
-    ref: WorkOrderRef
-    lease_token: str
-    result: Payload
-
-
-@dataclass(frozen=True, slots=True)
 class FailParams:
+    """End the attempt holding `lease_token` as `plan` says (built by the engine)."""
+
     ref: WorkOrderRef
     lease_token: str
-    failure: Failure
-    retry_delay: timedelta | None
-    now: datetime
+    plan: RetryPlan
+
+    @property
+    def now(self) -> datetime:
+        return self.plan.now
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +97,9 @@ class CancelParams:
 
 
 @dataclass(frozen=True, slots=True)
-class ListParams:
-    queue: QueueRef  # queue "-" means every queue of the namespace
-    states: tuple[WorkOrderState, ...] = ()
-    concurrency_key: str | None = None
-    error_type: str | None = None
-    after_seq: int | None = None
-    limit: int = 50
-    newest_first: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class RedriveParams:
+    """A RedriveRequest with what the engine adds: its chunk size setting, the time."""
+
     queue: QueueRef
     error_type: str
     dead_after: datetime | None
@@ -152,6 +142,10 @@ class WorkOrderStore(Protocol):
     async def work_order_events_list(
         self, ref: WorkOrderRef, after_seq: int, limit: int
     ) -> list[WorkOrderEvent]: ...
+    async def work_order_count_ahead(self, order: WorkOrder, now: datetime) -> int:
+        """How many QUEUED orders of its queue a lease taken at `now` would hand out first."""
+        ...
+
     async def work_order_next_available(
         self, namespace: str, queues: Sequence[str], now: datetime
     ) -> datetime | None: ...

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import to_micros
 from conveyor_queue.domain.model import Failure, TimeoutKind, WorkOrder, WorkOrderState
-from conveyor_queue.domain.retry import after_failed_attempt, timeout_failure
+from conveyor_queue.domain.retry import lease_expiry_plan
 from conveyor_queue.store.history import event_row, insert_events
 from conveyor_queue.store.poison import Poisoned, decoded_orders, isolated_pass, quarantine
 from conveyor_queue.store.rows import failure_to_json, order_from_row
@@ -75,14 +75,8 @@ async def expire_leases(
                 continue
             try:
                 kind = expiry_kind(row, now_us)
-                failure = timeout_failure(kind)
-                outcome = after_failed_attempt(
-                    policy=current.spec.retry_policy,
-                    attempt=current.attempt,
-                    failure=failure,
-                    cancel_requested=current.cancel_requested,
-                    now=now,
-                )
+                plan = lease_expiry_plan(kind, now)
+                outcome = plan.outcome(current)
             except Exception as error:
                 await quarantine(conn, row.seq, poisoned, error, now_us)
                 continue
@@ -92,9 +86,9 @@ async def expire_leases(
                     row,
                     outcome.state,
                     outcome.available_at,
-                    f"{kind.value.lower()} timeout; {outcome.reason}",
+                    outcome.reason,
                     now_us,
-                    failure=failure,
+                    failure=plan.failure,
                     timeout_kind=kind,
                     actor="sweeper",
                 )

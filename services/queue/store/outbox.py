@@ -34,7 +34,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Select, Uuid, any_, bindparam, func, select, update
@@ -47,17 +47,24 @@ from conveyor_core.outbox_table import ClaimedBatch, fetch_each, records_of
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
+    QueueConfig,
+    QueueRef,
     Redrive,
     TimeoutKind,
     WorkOrder,
+    WorkOrderEvent,
+    WorkOrderRef,
     WorkOrderState,
 )
 from conveyor_queue.store.base import (
     CancelParams,
     CompleteParams,
     FailParams,
+    HeartbeatParams,
     LeaseParams,
+    ListParams,
     NewWorkOrder,
+    QueueDepth,
     RedriveParams,
     SubmitResult,
     TokenGate,
@@ -255,15 +262,15 @@ class NotifyingWorkOrderStore:
     """A WorkOrderStore that pokes the outbox notifier after calls that wrote history rows.
 
     A wrapper implementing the same Protocol, so neither the engine nor the SQL
-    store knows about the relay. Reads and other calls pass straight through.
+    store knows about the relay. Reads and other calls pass straight through, each
+    written out so that mypy checks the wrapper against the Protocol.
     """
 
     def __init__(self, inner: WorkOrderStore, notifier: OutboxNotifier) -> None:
         self._inner = inner
         self._notifier = notifier
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    # -- calls that may write history rows: poke the notifier -------------------
 
     async def work_order_insert_many(
         self, orders: Sequence[NewWorkOrder], now: datetime
@@ -310,6 +317,58 @@ class NotifyingWorkOrderStore:
         redrive = await self._inner.redrive_run(params)
         self._poke()
         return redrive
+
+    # -- calls that write no history: straight through ---------------------------
+
+    async def work_order_heartbeat(self, params: HeartbeatParams) -> WorkOrder:
+        return await self._inner.work_order_heartbeat(params)
+
+    async def work_order_get(self, ref: WorkOrderRef) -> WorkOrder:
+        return await self._inner.work_order_get(ref)
+
+    async def work_order_list(self, params: ListParams) -> list[tuple[int, WorkOrder]]:
+        return await self._inner.work_order_list(params)
+
+    async def work_order_events_list(
+        self, ref: WorkOrderRef, after_seq: int, limit: int
+    ) -> list[WorkOrderEvent]:
+        return await self._inner.work_order_events_list(ref, after_seq, limit)
+
+    async def work_order_count_ahead(self, order: WorkOrder, now: datetime) -> int:
+        return await self._inner.work_order_count_ahead(order, now)
+
+    async def work_order_next_available(
+        self, namespace: str, queues: Sequence[str], now: datetime
+    ) -> datetime | None:
+        return await self._inner.work_order_next_available(namespace, queues, now)
+
+    async def work_order_wait_samples(
+        self, queue: QueueRef, since: datetime, limit: int
+    ) -> list[timedelta]:
+        return await self._inner.work_order_wait_samples(queue, since, limit)
+
+    async def queue_get(self, ref: QueueRef) -> QueueConfig:
+        return await self._inner.queue_get(ref)
+
+    async def queue_get_cached(self, ref: QueueRef) -> QueueConfig:
+        return await self._inner.queue_get_cached(ref)
+
+    async def queue_upsert(
+        self, config: QueueConfig, fields: frozenset[str], now: datetime
+    ) -> QueueConfig:
+        return await self._inner.queue_upsert(config, fields, now)
+
+    async def queue_list(self, namespace: str, after: str, limit: int) -> list[QueueConfig]:
+        return await self._inner.queue_list(namespace, after, limit)
+
+    async def queue_depth(self, ref: QueueRef) -> QueueDepth:
+        return await self._inner.queue_depth(ref)
+
+    async def redrive_list(self, ref: QueueRef, offset: int, limit: int) -> list[Redrive]:
+        return await self._inner.redrive_list(ref, offset, limit)
+
+    async def close(self) -> None:
+        await self._inner.close()
 
     def _poke(self, wrote: bool = True) -> None:
         if wrote:

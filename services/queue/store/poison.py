@@ -117,8 +117,8 @@ async def decoded_orders(
     seen = {row.seq for row, _ in decoded} | {seq for seq, _ in unreadable}
     # Rows come in seq order: the n-th fetch error is the n-th row that did not come.
     unreadable += zip([seq for seq in sorted(seqs) if seq not in seen], fetch_errors, strict=False)
-    for seq, error in unreadable:
-        await quarantine(conn, seq, poisoned, error, now_us, states)
+    for seq, cause in unreadable:
+        await quarantine(conn, seq, poisoned, cause, now_us, states)
     return decoded
 
 

@@ -11,7 +11,7 @@ import functools
 import json
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextClause, TextualSelect, text
 
 from conveyor_queue.store.tables import work_orders
 
@@ -123,12 +123,16 @@ def submit_params(rows: list[dict[str, Any]], now_us: int) -> dict[str, Any]:
     return params
 
 
-def _typed(sql: str) -> TextClause:
+#: A statement text, with its result columns declared when it returns orders.
+Statement = TextClause | TextualSelect
+
+
+def _typed(sql: str) -> Statement:
     return text(sql).columns(*work_orders.columns)
 
 
 @functools.lru_cache(maxsize=256)  # built once per shape, not per call
-def lease_fifo_postgres(queue_count: int) -> TextClause:
+def lease_fifo_postgres(queue_count: int) -> Statement:
     """Lease the first :limit eligible orders of one or more plain queues."""
     candidates = ""
     if queue_count == 1:
@@ -164,7 +168,7 @@ def lease_fifo_postgres(queue_count: int) -> TextClause:
 
 
 @functools.lru_cache(maxsize=256)  # built once per shape, not per call
-def lease_fifo_sqlite(queue_count: int) -> TextClause:
+def lease_fifo_sqlite(queue_count: int) -> Statement:
     queues = ", ".join(f":q{i}" for i in range(queue_count))
     return _typed(f"""
         UPDATE queue_work_orders AS w SET {_LEASE_SET.format(least="MIN")}
@@ -177,7 +181,7 @@ def lease_fifo_sqlite(queue_count: int) -> TextClause:
 
 
 @functools.lru_cache(maxsize=256)  # built once per shape, not per call
-def lease_chosen(postgres: bool, count: int) -> TextClause:
+def lease_chosen(postgres: bool, count: int) -> Statement:
     """Lease exactly the chosen rows (flow-controlled path; the queue row is locked)."""
     seqs = ", ".join(f":s{i}" for i in range(count))
     if not postgres:

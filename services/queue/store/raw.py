@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
-from sqlalchemy import TextClause
+from sqlalchemy import TextClause, TextualSelect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
@@ -66,9 +66,9 @@ class RawStatements:
         self._kept: dict[bool, list[PoolProxiedConnection]] = {False: [], True: []}
         self._closed = False
         # Keyed by identity: the statements are module constants or memoised per shape.
-        self._compiled: dict[int, tuple[TextClause, str, tuple[str, ...]]] = {}
+        self._compiled: dict[int, tuple[TextClause | TextualSelect, str, tuple[str, ...]]] = {}
 
-    def _sql(self, clause: TextClause) -> tuple[str, tuple[str, ...]]:
+    def _sql(self, clause: TextClause | TextualSelect) -> tuple[str, tuple[str, ...]]:
         entry = self._compiled.get(id(clause))
         if entry is None or entry[0] is not clause:
             compiled = clause.compile(dialect=self._dialect)
@@ -77,7 +77,11 @@ class RawStatements:
         return entry[1], entry[2]
 
     async def fetch(
-        self, clause: TextClause, params: Mapping[str, Any], *, custom_plans: bool = False
+        self,
+        clause: TextClause | TextualSelect,
+        params: Mapping[str, Any],
+        *,
+        custom_plans: bool = False,
     ) -> list[asyncpg.Record]:
         """The rows of one statement that is atomic alone, run in autocommit.
 
@@ -89,9 +93,11 @@ class RawStatements:
         pooled = kept.pop() if kept else await self._engine.raw_connection()
         try:
             driver = pooled.driver_connection
-            if pooled.record_info.get("conveyor_custom_plans", False) != custom_plans:
+            assert driver is not None  # a checked-out connection has its asyncpg connection
+            record = _record_info(pooled)
+            if record.get("conveyor_custom_plans", False) != custom_plans:
                 await _set_plan_mode(driver, custom_plans)
-                pooled.record_info["conveyor_custom_plans"] = custom_plans
+                record["conveyor_custom_plans"] = custom_plans
             rows: list[asyncpg.Record] = await driver.fetch(sql, *[params[name] for name in names])
         except asyncio.CancelledError:  # mid-statement: back to the pool, as AsyncConnection does
             await asyncio.shield(greenlet_spawn(pooled.close))
@@ -113,7 +119,7 @@ class RawStatements:
 
     def _young(self, pooled: PoolProxiedConnection) -> bool:
         """Used here for less than `max_seconds` (stamped on the pool's record of it)."""
-        first_used = pooled.record_info.setdefault("conveyor_hot_since", time.monotonic())
+        first_used = _record_info(pooled).setdefault("conveyor_hot_since", time.monotonic())
         return bool(time.monotonic() - first_used < self._max_seconds)
 
     async def close(self) -> None:
@@ -141,3 +147,10 @@ async def _set_plan_mode(driver: asyncpg.Connection, custom_plans: bool) -> None
     setting = "SET plan_cache_mode = force_custom_plan" if custom_plans else "RESET plan_cache_mode"
     with contextlib.suppress(asyncpg.PostgresError):  # before PostgreSQL 12: no such setting
         await driver.execute(setting)
+
+
+def _record_info(pooled: PoolProxiedConnection) -> dict[Any, Any]:
+    """The pool's lasting record of this connection (a checked-out one always has it)."""
+    record = pooled.record_info
+    assert record is not None
+    return record

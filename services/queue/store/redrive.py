@@ -49,7 +49,7 @@ async def run_redrive(engine: AsyncEngine, insert: Callable[..., Any], p: Redriv
 
 async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParams) -> uuid.UUID:
     now_us = to_micros(p.now)
-    row = {
+    row: dict[str, Any] = {
         "id": uuid.uuid4(),
         "namespace": p.queue.namespace,
         "queue": p.queue.queue,
@@ -68,8 +68,9 @@ async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParam
     async with engine.begin() as conn:
         await conn.execute(insert(redrives).on_conflict_do_nothing(), [row])
         if not p.request_id:
-            return row["id"]
-        return (
+            created: uuid.UUID = row["id"]
+            return created
+        existing: uuid.UUID = (
             await conn.execute(
                 select(rd.id).where(
                     rd.namespace == p.queue.namespace,
@@ -78,6 +79,7 @@ async def _open(engine: AsyncEngine, insert: Callable[..., Any], p: RedriveParam
                 )
             )
         ).scalar_one()
+        return existing
 
 
 async def _chunk(

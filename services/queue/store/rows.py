@@ -5,7 +5,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import RowMapping
+
+if TYPE_CHECKING:
+    from asyncpg import Record
 
 from conveyor_core.clock import from_micros, opt_from_micros
 from conveyor_queue.domain.model import (
@@ -92,7 +97,7 @@ def _delta(value: int) -> timedelta | None:
     return timedelta(microseconds=value) if value else None
 
 
-def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
+def order_from_row(m: RowMapping | Mapping[str, Any] | Record) -> WorkOrder:
     spec = WorkOrderSpec(
         priority=m["priority"],
         payload=Payload(m["payload"], m["content_type"]),
@@ -140,7 +145,7 @@ def order_from_row(m: Mapping[str, Any]) -> WorkOrder:
     )
 
 
-def event_from_row(m: Mapping[str, Any]) -> WorkOrderEvent:
+def event_from_row(m: RowMapping | Mapping[str, Any]) -> WorkOrderEvent:
     return WorkOrderEvent(
         sequence=m["seq"],
         work_order_id=m["work_order_id"],
@@ -164,7 +169,7 @@ def _rate(tokens: int, period_us: int, burst: int) -> RateLimit | None:
     return RateLimit(tokens, timedelta(microseconds=period_us), burst)
 
 
-def queue_from_row(m: Mapping[str, Any]) -> QueueConfig:
+def queue_from_row(m: RowMapping | Mapping[str, Any]) -> QueueConfig:
     return QueueConfig(
         namespace=m["namespace"],
         queue=m["queue"],
@@ -197,7 +202,7 @@ def queue_to_row(config: QueueConfig) -> dict[str, Any]:
     }
 
 
-def redrive_from_row(m: Mapping[str, Any]) -> Redrive:
+def redrive_from_row(m: RowMapping | Mapping[str, Any]) -> Redrive:
     return Redrive(
         id=m["id"],
         namespace=m["namespace"],

@@ -64,7 +64,7 @@ def definition_from_pb(job: pb.Job, default_queue: str) -> JobDefinition:
         max_interval=opt_dur(policy, "max_interval"),
         advisor_enabled=policy.advisor_enabled,
     )
-    endpoints = ()
+    endpoints: tuple[Endpoint, ...] = ()
     if job.target.WhichOneof("kind") == "http":
         endpoints = tuple(Endpoint(e.name, tuple(e.depends_on)) for e in job.target.http.endpoints)
     return JobDefinition(
@@ -134,12 +134,14 @@ def schedule_to_pb(schedule: Schedule) -> pb.Schedule:
         update_time=ts(schedule.updated_at),
     )
     if spec.kind is ScheduleKind.INTERVAL:
+        assert spec.every is not None and spec.anchor is not None  # an interval has both
         message.interval.every.CopyFrom(dur(spec.every))
         message.interval.anchor_time.CopyFrom(ts(spec.anchor))
     elif spec.kind is ScheduleKind.CRON:
         message.cron.expression = spec.cron
         message.cron.time_zone = spec.time_zone
     elif spec.kind is ScheduleKind.ONE_OFF:
+        assert spec.fire_at is not None  # a one-off has its time
         message.one_off.fire_time.CopyFrom(ts(spec.fire_at))
     else:
         message.on_event.topic = spec.topic

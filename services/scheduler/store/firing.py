@@ -205,7 +205,9 @@ class FiringQueries:
                 if is_transient(error):
                     raise
                 async with self._engine.begin() as conn:
-                    poisoned = {row.uid: (_row_name(row._mapping), error)}
+                    poisoned: dict[uuid.UUID, tuple[str, BaseException]] = {
+                        row.uid: (_row_name(row._mapping), error)
+                    }
                     await self._quarantine(conn, params, poisoned, to_micros(params.now))
         return written
 
@@ -256,7 +258,7 @@ class FiringQueries:
         v, j = job_versions.c, jobs.c
         keys = list({(d.ref.namespace, d.ref.job_id) for d in due})
         job_rows = await conn.execute(
-            select(v, j.created_at.label("jc"), j.updated_at.label("ju"))
+            select(*v, j.created_at.label("jc"), j.updated_at.label("ju"))
             .join_from(
                 job_versions,
                 jobs,

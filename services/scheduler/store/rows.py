@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import RowMapping
+
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
 from conveyor_scheduler.domain.model import (
     AdaptiveConfig,
@@ -46,7 +48,7 @@ def adaptive_to_json(config: AdaptiveConfig) -> dict[str, Any]:
     }
 
 
-def job_from_row(row: Mapping[str, Any], created_at: int, updated_at: int) -> Job:
+def job_from_row(row: RowMapping | Mapping[str, Any], created_at: int, updated_at: int) -> Job:
     adaptive = row["adaptive"]
     definition = JobDefinition(
         document=row["document"],
@@ -112,7 +114,7 @@ def policy_from_json(data: Mapping[str, Any]) -> SchedulePolicy:
     )
 
 
-def schedule_from_row(row: Mapping[str, Any]) -> Schedule:
+def schedule_from_row(row: RowMapping | Mapping[str, Any]) -> Schedule:
     return Schedule(
         uid=row["uid"],
         ref=ScheduleRef(row["namespace"], row["job_id"], row["schedule_id"]),
@@ -150,7 +152,7 @@ def fire_to_row(fire: Fire, seq: int) -> dict[str, Any]:
     }
 
 
-def fire_from_row(row: Mapping[str, Any], ref: ScheduleRef) -> Fire:
+def fire_from_row(row: RowMapping | Mapping[str, Any], ref: ScheduleRef) -> Fire:
     return Fire(
         id=row["id"],
         schedule_uid=row["schedule_uid"],
@@ -171,7 +173,7 @@ def fire_from_row(row: Mapping[str, Any], ref: ScheduleRef) -> Fire:
     )
 
 
-def decision_from_row(row: Mapping[str, Any], ref: ScheduleRef) -> PolicyDecision:
+def decision_from_row(row: RowMapping | Mapping[str, Any], ref: ScheduleRef) -> PolicyDecision:
     details = row["details"]
     fire_id = row["fire_id"]
     return PolicyDecision(

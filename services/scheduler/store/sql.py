@@ -60,7 +60,7 @@ def _version_row(ref: JobRef, version: int, d: JobDefinition, now_us: int) -> di
     }
 
 
-JOB_SELECT = select(v, j.created_at.label("job_created_at"), j.updated_at.label("job_updated_at"))
+JOB_SELECT = select(*v, j.created_at.label("job_created_at"), j.updated_at.label("job_updated_at"))
 
 
 def _job(row: Any) -> Job:

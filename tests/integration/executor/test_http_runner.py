@@ -16,8 +16,6 @@ from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor_core.clock import SystemClock
 from conveyor_core.context import correlation_scope
 from conveyor_core.coordination import InProcessCoordination
-from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from conveyor_executor.domain.failure import ErrorType
 from conveyor_executor.runners import RunnerSettings, run_http
 from conveyor_executor.runners.context import RunnerOutcome, StepKind, StepStatus
@@ -473,13 +471,6 @@ async def test_large_bodies_are_truncated_in_records_with_a_marker(fake: HttpFak
 
 
 # -- tracing ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 async def test_calls_are_client_spans_whose_context_reaches_the_endpoint(

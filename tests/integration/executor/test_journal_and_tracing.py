@@ -13,16 +13,8 @@ from conveyor.executor.v1 import messages_pb2 as pb
 from conveyor.queue.v1 import messages_pb2 as Q
 from conveyor_core.context import correlation_scope
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from tests.helpers.executor import ExecutorEnv, command_invocation, poll
 from tests.helpers.journal import JournalEnv
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ async def _backend(watch: AsyncConnection, where: str, **params: Any) -> Any:
     async def found() -> Any:
         return (await watch.execute(query, params)).first()
 
-    return await eventually(found, limit_seconds=30)
+    return await eventually(found, limit=30)
 
 
 async def _backend_gone(watch: AsyncConnection, pid: int) -> None:
@@ -102,7 +102,7 @@ async def _backend_gone(watch: AsyncConnection, pid: int) -> None:
         )
         return count == 0
 
-    await eventually(gone, limit_seconds=30)
+    await eventually(gone, limit=30)
 
 
 async def _fail_mid_statement(

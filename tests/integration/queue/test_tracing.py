@@ -5,22 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor_core.context import correlation_scope
-from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from tests.helpers.queue import QueueEnv, queue_name, spec
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 async def test_order_steps_share_the_submitters_trace_and_correlation_id(

@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from conveyor.common.v1 import job_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from tests.helpers.journal import eventually
 from tests.helpers.scheduler import SchedulerEnv, http_job, interval, timestamp
 
@@ -95,13 +94,6 @@ async def _submitted(env: SchedulerEnv, schedule: str, count: int) -> bool:
 
 
 __all__ = ["datetime"]
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 async def test_a_fire_is_journaled_and_its_order_joins_its_trace_and_correlation(

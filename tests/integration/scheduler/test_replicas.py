@@ -81,7 +81,7 @@ async def test_a_deposed_leaders_firing_transaction_aborts(cluster: SchedulerClu
     leader = cluster.leaders()[0]
     old_token = leader.service.election.lease.token
     await cluster.crash(leader)
-    await eventually(lambda: len(cluster.leaders()) == 1, limit_seconds=TTL + 5)
+    await eventually(lambda: len(cluster.leaders()) == 1, limit=TTL + 5)
     successor = cluster.leaders()[0]
     assert successor is not leader
     assert successor.service.election.lease.token > old_token
@@ -103,7 +103,7 @@ async def test_leader_failover_keeps_firing_without_duplicates(cluster: Schedule
     await cluster.crash(leader)
     crashed_at = time.monotonic()
     cluster.clock.advance(timedelta(seconds=60))
-    await eventually(lambda: len(cluster.leaders()) == 1, limit_seconds=TTL + 5)
+    await eventually(lambda: len(cluster.leaders()) == 1, limit=TTL + 5)
     took_over = time.monotonic() - crashed_at
     # Within the lease TTL plus a standby's retry, with room for a loaded CI machine:
     # the successor took over because the lease expired, not by some later sweep.

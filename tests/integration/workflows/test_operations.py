@@ -29,19 +29,11 @@ from conveyor_core.fake_shop import FakeShop
 from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_tracing
 from conveyor_executor.domain.invocation import JOB_INVOCATION_CONTENT_TYPE
 from tests.helpers import workflow_app
 from tests.helpers.e2e import eventually
 from tests.helpers.security import Principals
 from tests.integration.workflows.conftest import EXECUTOR_ENV, Env
-
-
-@pytest.fixture(scope="module")
-def spans() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    configure_tracing("conveyor-test", CoreSettings(), extra_exporter=exporter)
-    return exporter
 
 
 async def _publish(env: Env, topic: str, message_id: str, payload: object) -> None:

@@ -8,7 +8,11 @@ import json
 import grpc
 import pytest
 
+from conveyor.events.v1 import service_pb2 as ev_rpc
+from conveyor.events.v1 import service_pb2_grpc as ev_grpc
 from conveyor.executor.v1 import workflow_pb2 as wf_pb
+from conveyor_core.grpc import create_channel
+from conveyor_executor.workflow.peers import state_name
 from tests.helpers.e2e import eventually
 from tests.integration.workflows.conftest import Env
 
@@ -195,3 +199,46 @@ async def test_a_producer_returning_a_wrong_type_or_an_oversize_event_fails_clea
 
 async def _count(fetch, n: int) -> bool:  # type: ignore[no-untyped-def]
     return len({r.handler for r in await fetch()}) >= n
+
+
+async def test_oversize_state_or_prepared_data_fails_clearly_and_the_event_stays_pending(
+    env: Env,
+) -> None:
+    await env.trigger("bad", "state_too_big")
+    await env.trigger("bad", "fill_hoard")
+
+    async def failed() -> list[wf_pb.HandlerRun]:
+        return await env.runs("bad", P.HANDLER_PHASE_FAILED)
+
+    await eventually(
+        lambda: _handlers(failed, {"state_too_big", "hoarder"}), "both runs FAILED", 60
+    )
+    failures = {r.handler: r.failure.message for r in await failed()}
+    assert (
+        "above the limit of 1048576 bytes (CONVEYOR_EXECUTOR_MAX_STATE_BYTES)"
+        in (failures["state_too_big"])
+    )
+    assert (
+        "above the limit of 1048576 bytes (CONVEYOR_EXECUTOR_MAX_PREPARED_BYTES)"
+        in (failures["hoarder"])
+    )
+    # Nothing lost: the producer's state kept no version, the hoarded event went back to
+    # pending (released by the failed run), and mutate never ran.
+    async with create_channel(env.address) as channel:
+        events = ev_grpc.EventStoreServiceStub(channel)
+        stats = (
+            await events.GetTopicStats(
+                ev_rpc.GetTopicStatsRequest(name="namespaces/wf/topics/hoard")
+            )
+        ).stats
+        assert (stats.pending, stats.reserved, stats.consumed) == (1, 0, 0)
+        state = await events.GetState(
+            ev_rpc.GetStateRequest(name=state_name("wf", "bad", "state_too_big"))
+        )
+        assert state.state.version == 0
+    committed = await env.runs("bad", P.HANDLER_PHASE_COMMITTED)
+    assert not [r for r in committed if r.handler in {"state_too_big", "hoarder"}]
+
+
+async def _handlers(fetch, wanted: set[str]) -> bool:  # type: ignore[no-untyped-def]
+    return wanted <= {r.handler for r in await fetch()}
