@@ -19,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741 - the item type
 R = TypeVar("R")
 
 #: Writes a batch: one result (or exception) per item, in order.
-Flush = Callable[[Sequence[I]], Awaitable[Sequence[R | BaseException]]]
+Flush = Callable[[Sequence[I]], Coroutine[Any, Any, Sequence[R | BaseException]]]
 
 
 class Coalescer(Generic[I, R]):
