@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0, help="0: no latency window")
+    parser.add_argument(
+        "--concurrency", type=int, default=256, help="the worker's slots (async tasks: cheap)"
+    )
+    parser.add_argument("--lease-batch", type=int, default=64, help="most orders per lease")
     parser.add_argument("--profile", choices=["", "worker", "platform"], default="")
     args = parser.parse_args(argv)
     database = ScratchDatabase(admin_url())
@@ -188,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "executor",
         "conveyor.executor.v1.ExecutorService",
         extra_env={
-            "CONVEYOR_EXECUTOR_CONCURRENCY": "64",
-            "CONVEYOR_EXECUTOR_MAX_LEASE_BATCH": "64",
+            "CONVEYOR_EXECUTOR_CONCURRENCY": str(args.concurrency),
+            "CONVEYOR_EXECUTOR_MAX_LEASE_BATCH": str(args.lease_batch),
             "CONVEYOR_EXECUTOR_LEASE_WAIT_SECONDS": "1",
         },
     )
