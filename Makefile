@@ -41,7 +41,7 @@ protos: venv
 ## lint: buf lint on the contracts, ruff on the code, then mypy (make typecheck)
 lint: venv $(BUF)
 	$(BUF) lint protos
-	$(VENV)/bin/ruff check libs services tests protos tools
+	$(VENV)/bin/ruff check libs services tests protos
 	$(PY) tests/typecheck.py
 
 ## typecheck: mypy --strict on services/, conveyor_core and conveyor_sdk, import names resolved

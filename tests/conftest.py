@@ -20,12 +20,11 @@ Tests using these fixtures get the `postgres` / `redis` markers, so
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -61,8 +60,6 @@ for _name in list(os.environ):
 
 _POSTGRES_FIXTURES = {"postgres_admin_url", "make_postgres_database"}
 _REDIS_FIXTURES = {"redis_url", "redis_prefix"}
-
-MakePostgresDatabase = Callable[..., Awaitable[str]]
 
 
 def pytest_report_header() -> str:
@@ -132,65 +129,76 @@ def _redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-_DROP_CONNECTIONS = 4
-
-
-@pytest.fixture(scope="session")
-async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[MakePostgresDatabase]:
+class PostgresDatabases:
     """Factory of databases private to this run: `await make(template=None) -> url`.
 
     `template` is a database name or a URL returned by an earlier call; nobody
-    may be connected to it while it is cloned (dispose engines first).
+    may be connected to it while it is cloned (dispose engines first). `drop(url)`
+    removes one early; what is left is dropped at the end of the session.
     """
 
-    admin = create_async_engine(
-        postgres_admin_url,
-        isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE refuse transactions
-        poolclass=NullPool,
-        connect_args={"timeout": 10},
-    )
-    numbers = itertools.count(1)
-    created: list[str] = []
+    def __init__(self, admin_url: str) -> None:
+        self._admin_url = admin_url
+        self._admin = create_async_engine(
+            admin_url,
+            isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE refuse transactions
+            poolclass=NullPool,
+            connect_args={"timeout": 10},
+        )
+        self._numbers = itertools.count(1)
+        self.created: list[str] = []
 
-    async def make(template: str | None = None) -> str:
-        name = f"conveyor_t_{services.RUN_ID}_{next(numbers)}"
+    async def __call__(self, template: str | None = None) -> str:
+        name = f"conveyor_t_{services.RUN_ID}_{next(self._numbers)}"
         statement = f"CREATE DATABASE {_quote_identifier(name)}"
         if template:
             if "://" in template:
                 template = make_url(template).database or ""
             statement += f" TEMPLATE {_quote_identifier(template)}"
-        async with admin.connect() as connection:
+        async with self._admin.connect() as connection:
             await connection.execute(text(statement))
-        created.append(name)
-        url = make_url(postgres_admin_url).set(database=name)
+        self.created.append(name)
+        url = make_url(self._admin_url).set(database=name)
         return url.render_as_string(hide_password=False)
 
-    yield make
+    async def drop(self, url_or_name: str) -> None:
+        name = make_url(url_or_name).database if "://" in url_or_name else url_or_name
+        assert name in self.created, f"{name} was not made by this factory"
+        async with self._admin.connect() as connection:  # NullPool: one per drop
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+            await connection.execute(
+                text(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
+            )
+        self.created.remove(name)
 
-    # Dropping hundreds of databases one after another took about a minute at the end of
-    # a full run; a few connections in parallel take a fraction of it.
-    failures: list[str] = []
-    slots = asyncio.Semaphore(_DROP_CONNECTIONS)
-
-    async def drop(name: str) -> None:
-        async with slots, admin.connect() as connection:  # NullPool: one per drop
+    async def close(self) -> list[str]:
+        """Drop every database still here; returns the failures."""
+        failures = []
+        for name in list(self.created):
             try:
-                await connection.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()"
-                    ),
-                    {"name": name},
-                )
-                await connection.execute(
-                    text(f"DROP DATABASE IF EXISTS {_quote_identifier(name)} WITH (FORCE)")
-                )
+                await self.drop(name)
             except Exception as exc:
                 failures.append(f"{name}: {exc}")
+        await self._admin.dispose()
+        return failures
 
-    # A clone does not depend on its template once made, so the order does not matter.
-    await asyncio.gather(*(drop(name) for name in created))
-    await admin.dispose()
+
+MakePostgresDatabase = PostgresDatabases
+
+
+@pytest.fixture(scope="session")
+async def make_postgres_database(postgres_admin_url: str) -> AsyncIterator[PostgresDatabases]:
+    """The run's `PostgresDatabases` (each test's clone is dropped when the test ends, so
+    the session's end has only the few shared databases left to drop)."""
+    databases = PostgresDatabases(postgres_admin_url)
+    yield databases
+    failures = await databases.close()
     if failures:
         pytest.fail("could not drop test databases: " + "; ".join(failures), pytrace=False)
 
@@ -275,12 +283,14 @@ async def postgres_core(
     redis_url: str,
     redis_prefix: str,
     tmp_path: Path,
-) -> CoreSettings:
-    """PostgreSQL (a fresh clone of the template) + Redis (a private key prefix)."""
+) -> AsyncIterator[CoreSettings]:
+    """PostgreSQL (a fresh clone of the template, dropped after the test) + Redis (a
+    private key prefix)."""
     url = await make_postgres_database(template=platform_template_db)
-    return CoreSettings(
+    yield CoreSettings(
         database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
     )
+    await make_postgres_database.drop(url)
 
 
 @pytest.fixture(

@@ -146,7 +146,8 @@ def _add_leaf_options(command: click.Command) -> None:
 @click.pass_context
 def cli(ctx: click.Context, **values: Any) -> None:
     """Operate a Conveyor platform: jobs, schedules, runs, queues, dead letters, topics,
-    events and the journal. Short names are read in --namespace (docs/cli.md)."""
+    events, workflows and their blocked runs, and the journal. Short names are read in
+    --namespace (docs/cli.md, which also lists the exit codes)."""
     ctx.obj = Options(
         address=values["address"],
         token=values["token"] or None,

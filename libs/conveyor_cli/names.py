@@ -10,6 +10,9 @@ namespace of --namespace:
     queue      emails                   -> namespaces/N/queues/emails
     topic      orders                   -> namespaces/N/topics/orders
     event      orders/12                -> namespaces/N/topics/orders/events/12
+    workflow   shop                     -> namespaces/N/workflows/shop
+    session    <id>                     -> namespaces/N/sessions/<id>
+    handler run <id>                    -> namespaces/N/handlerRuns/<id>
 """
 
 from __future__ import annotations
@@ -77,6 +80,28 @@ def event(value: str, namespace: str) -> str:
             "name namespaces/N/topics/TOPIC/events/SEQUENCE"
         )
     return f"namespaces/{namespace}/topics/{topic_id}/events/{sequence}"
+
+
+def workflow(value: str, namespace: str) -> str:
+    value = _need(value, "workflow", "shop")
+    return value if _full(value) else f"namespaces/{namespace}/workflows/{value}"
+
+
+def workflow_id(value: str) -> str:
+    """The id part of a workflow's name (what the list filters take)."""
+    return value.rsplit("/", 1)[-1] if _full(value) else value
+
+
+def session(value: str, namespace: str) -> str:
+    value = _need(value, "session", "a session id")
+    return value if _full(value) else f"namespaces/{namespace}/sessions/{value}"
+
+
+def handler_run(value: str, namespace: str) -> str:
+    value = _need(value, "handler run", "a handler run id")
+    if _full(value):
+        return value.removesuffix("/mutation")  # a mutation's name names its run
+    return f"namespaces/{namespace}/handlerRuns/{value}"
 
 
 def namespace_of(name: str) -> str:

@@ -21,6 +21,7 @@ import grpc
 
 from conveyor.events.v1 import service_pb2_grpc as events_grpc
 from conveyor.executor.v1 import service_pb2_grpc as executor_grpc
+from conveyor.executor.v1 import workflow_pb2_grpc as workflow_grpc
 from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor.scheduler.v1 import service_pb2_grpc as scheduler_grpc
 from conveyor_sdk._channel import open_channel
@@ -35,7 +36,7 @@ class Exit(enum.IntEnum):
 
     OK = 0
     #: The platform refused or failed the call (INVALID_ARGUMENT, FAILED_PRECONDITION,
-    #: PERMISSION_DENIED, ...), or the CLI itself failed.
+    #: ALREADY_EXISTS, ABORTED, INTERNAL, ...), or the CLI itself failed.
     ERROR = 1
     #: Bad usage: an unknown option, a missing argument, an unreadable file or bad JSON.
     USAGE = 2
@@ -46,6 +47,9 @@ class Exit(enum.IntEnum):
     RUN_FAILED = 4
     #: UNAVAILABLE or DEADLINE_EXCEEDED: the platform could not be reached in time; retry.
     UNAVAILABLE = 5
+    #: UNAUTHENTICATED or PERMISSION_DENIED: no token, or the token's roles or namespaces
+    #: do not allow the call (resolving a mutation with a viewer token, ...).
+    DENIED = 6
     #: Interrupted (Ctrl-C), as shells report SIGINT.
     INTERRUPTED = 130
 
@@ -77,7 +81,8 @@ class Options:
 
 
 class Session:
-    """Stubs of the four services over one channel, and a per-call deadline."""
+    """Stubs of the four services (and the executor's WorkflowService) over one channel,
+    and a per-call deadline."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -91,6 +96,7 @@ class Session:
         self.queue = queue_grpc.WorkOrderQueueServiceStub(self.channel)
         self.scheduler = scheduler_grpc.SchedulerServiceStub(self.channel)
         self.executor = executor_grpc.ExecutorServiceStub(self.channel)
+        self.workflows = workflow_grpc.WorkflowServiceStub(self.channel)
         self.events = events_grpc.EventStoreServiceStub(self.channel)
         self.journal = events_grpc.JournalServiceStub(self.channel)
 
@@ -133,6 +139,8 @@ def exit_code_of(error: ConveyorError) -> Exit:
         return Exit.NOT_FOUND
     if error.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}:
         return Exit.UNAVAILABLE
+    if error.code in {"UNAUTHENTICATED", "PERMISSION_DENIED"}:
+        return Exit.DENIED
     return Exit.ERROR
 
 
@@ -186,4 +194,6 @@ def _hint(options: Options, error: ConveyorError) -> str:
         )
     if error.code == "UNAUTHENTICATED":
         return "pass a bearer token with --token or CONVEYOR_TOKEN"
+    if error.code == "PERMISSION_DENIED":
+        return "the token's roles or namespaces do not allow this call (docs/security.md)"
     return ""

@@ -1,7 +1,9 @@
 """`conveyor` command line: serve services, run the embedded platform, migrate schemas.
 
 conveyor serve queue            # one service, as a Kubernetes pod runs it
-conveyor serve                  # every service in one process
+conveyor serve console          # the web console (HTTP on CONVEYOR_CONSOLE_LISTEN_ADDRESS),
+                                # calling the services at CONVEYOR_{QUEUE,EVENTS,...}_ADDRESS
+conveyor serve                  # every service and the console in one process
 conveyor run --example          # embedded default + an example producer and worker
 conveyor run --app billing.app:app
                                 # embedded default hosting a Python app (conveyor.App)
@@ -35,7 +37,7 @@ from conveyor_core.runtime import (
     freeze_startup_heap,
 )
 from conveyor_core.settings import ConfigurationError, CoreSettings, load
-from conveyor_core.telemetry import configure_logging, configure_tracing
+from conveyor_core.telemetry import configure_logging, configure_tracing, shutdown_tracing
 from conveyor_sdk import AppError
 
 log = logging.getLogger("conveyor")
@@ -102,7 +104,8 @@ def _print_banner(
     if core.tls_cert_file:
         security += "; mutual TLS" if core.tls_client_ca_file else "; TLS"
     lines = [
-        f"Conveyor is serving {', '.join(names)} on {address}",
+        f"Conveyor is serving {', '.join(n for n in names if n != 'console') or 'health only'}"
+        f" on {address}",
         f"  storage: {storage}; coordination: {coordination}",
         f"  authentication: {security} (docs/security.md)",
         "  talk to it with any gRPC client, e.g. (grpcurl uses server reflection):",
@@ -113,6 +116,8 @@ def _print_banner(
         "  Python: from conveyor.queue.v1 import service_pb2_grpc (stubs in libs/conveyor_proto)",
         "  stop with Ctrl-C",
     ]
+    if "console" in names:
+        lines.insert(3, f"  web console: {platform.service('console').url} (docs/console.md)")
     if "executor" in names and platform.service("executor").task_host is not None:
         executor = platform.service("executor")
         tasks = ", ".join(sorted(n for _, n in executor.task_host.tasks)) or "none"
@@ -130,10 +135,13 @@ async def _migrate(core: CoreSettings, names: Sequence[str]) -> None:
     coordination = coordination_from(core)
     for name in names:
         service = build_service(name, core, coordination)
+        if not hasattr(service, "migrations"):  # the console keeps no schema
+            await service.stop()
+            continue
         engine = db.create_engine(service.database_url, core)  # type: ignore[attr-defined]
         try:
-            await migrations.upgrade(engine, service.migrations)  # type: ignore[attr-defined]
-            revision = await migrations.current_revision(engine, service.migrations)  # type: ignore[attr-defined]
+            await migrations.upgrade(engine, service.migrations)
+            revision = await migrations.current_revision(engine, service.migrations)
             log.info("%s schema at revision %s", name, revision)
         finally:
             await engine.dispose()
@@ -263,7 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from conveyor_core import example_workflow  # the workflow walkthrough's app
 
                 hosting = {"apps": [example_workflow.app], "only_app_queues": False}
-            asyncio.run(_serve(core, names, example=example, hosting=hosting))
+            try:
+                asyncio.run(_serve(core, names, example=example, hosting=hosting))
+            finally:
+                shutdown_tracing()  # bounded final flush (CONVEYOR_OTLP_SHUTDOWN_TIMEOUT_SECONDS)
     except ConfigurationError as exc:
         print(f"conveyor: {exc}", file=sys.stderr)
         return 2

@@ -68,6 +68,15 @@ def configure_metrics(
         return _provider
 
 
+def announce(*counters: metrics.Counter | metrics.UpDownCounter) -> None:
+    """Add 0 without labels to each counter, so rare-event counters (dead letters, lease
+    expiries, tokens) are exported from the start: a dashboard or rule naming them
+    finds the metric, and `increase()` sees the first event. Call when a service
+    starts (before a provider is installed, the API drops what is recorded)."""
+    for counter in counters:
+        counter.add(0)
+
+
 def meter(name: str) -> metrics.Meter:
     """A meter for instrumentation scope `name` (use the module's `__name__`)."""
     return metrics.get_meter(name)

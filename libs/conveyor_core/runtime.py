@@ -38,7 +38,7 @@ import gc
 import importlib
 import logging
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -47,7 +47,8 @@ from conveyor_core.auth import internal_principal, new_token
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination, InProcessCoordination, RedisCoordination
 from conveyor_core.grpc import GrpcServer, ServiceRegistration, create_server
-from conveyor_core.grpc.server import authenticator_from
+from conveyor_core.grpc.server import OVERALL_HEALTH, authenticator_from
+from conveyor_core.health import LoopWatchdog, ReadinessMonitor, Watched
 from conveyor_core.outbox import JOURNAL_SERVICE
 from conveyor_core.settings import CoreSettings
 
@@ -58,8 +59,14 @@ SERVICES: dict[str, str] = {
     "events": "conveyor_events.service:build",
     "scheduler": "conveyor_scheduler.service:build",
     "executor": "conveyor_executor.service:build",
+    # The web console: HTTP on its own port, a client of the four services' gRPC APIs.
+    "console": "conveyor_console.service:build",
 }
 
+
+#: What a Platform hosts unless told otherwise: the four gRPC services (the CLI's
+#: `serve`/`run` add the console, which needs an HTTP port of its own).
+GRPC_SERVICES: tuple[str, ...] = ("queue", "events", "scheduler", "executor")
 
 # Peer service name -> the CoreSettings field holding its address.
 PEERS: dict[str, str] = {
@@ -109,7 +116,7 @@ class Platform:
     def __init__(
         self,
         core: CoreSettings,
-        names: Sequence[str] = tuple(SERVICES),
+        names: Sequence[str] = GRPC_SERVICES,
         *,
         coordination: Coordination | None = None,
         clock: Clock | None = None,
@@ -126,6 +133,8 @@ class Platform:
         self.port = 0
         self._stopping: asyncio.Future[None] | None = None
         self._signal_task: asyncio.Task[None] | None = None
+        self.readiness: ReadinessMonitor | None = None
+        self.watchdog: LoopWatchdog | None = None
 
     def service(self, name: str) -> Any:
         return next(s for s in self.services if s.name == name)
@@ -174,7 +183,40 @@ class Platform:
         if any(r.name == JOURNAL_SERVICE for r in registrations):
             await self._attach_journal(own_address)
         await self._attach_peers(own_address)
+        self._start_health()
         return self.port
+
+    def _start_health(self) -> None:
+        """Readiness follows each service's dependencies; liveness follows the loop (health.py)."""
+        assert self.server is not None
+        server, core = self.server, self.core
+
+        def check_of(service: HostedService) -> Callable[[], Awaitable[None]]:
+            async def check() -> None:
+                await self.coordination.ping()
+                await service.self_check()
+
+            return check
+
+        self.readiness = ReadinessMonitor(
+            [
+                Watched(service.name, [r.name for r in service.registrations()], check_of(service))
+                for service in self.services
+            ],
+            server.set_serving,
+            core.readiness_check_interval_seconds,
+            core.readiness_check_timeout_seconds,
+            core.readiness_failure_threshold,
+            core.readiness_success_threshold,
+        )
+        self.readiness.start()
+        if core.liveness_stall_seconds > 0:
+
+            async def stalled() -> None:
+                await server.set_serving(OVERALL_HEALTH, False)
+
+            self.watchdog = LoopWatchdog(core.liveness_stall_seconds, stalled)
+            self.watchdog.start()
 
     def _warn_external_peers_without_token(self) -> None:
         configured = [getattr(self.core, field) for field in (*PEERS.values(), "journal_address")]
@@ -210,6 +252,10 @@ class Platform:
         await asyncio.shield(self._stopping)
 
     async def _stop(self, grace: float | None) -> None:
+        if self.readiness is not None:  # it must not turn a stopping service SERVING again
+            await self.readiness.stop()
+        if self.watchdog is not None:
+            await self.watchdog.stop()
         if self.server is not None:
             for service in self.services:
                 for registration in service.registrations():

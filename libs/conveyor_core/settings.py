@@ -33,7 +33,7 @@ def load(cls: type[S], **overrides: object) -> S:
             if not name:  # a rule across fields: its message names them; the input is
                 # every setting, secrets included, so it is not echoed
                 lines.append(f"  {error['msg'].removeprefix('Value error, ')}")
-            elif "SECRET" in name or "TOKEN" in name or "PASSWORD" in name:
+            elif any(word in name for word in ("SECRET", "TOKEN", "PASSWORD", "HEADERS")):
                 lines.append(f"  {prefix}{name}: {error['msg']}")
             else:
                 lines.append(f"  {prefix}{name}: {error['msg']} (got {error.get('input')!r})")
@@ -58,6 +58,25 @@ class CoreSettings(BaseSettings):
         "",
         description="host:port serving only the gRPC health service, in plaintext, for probes "
         "when the main port requires TLS. Empty: health on the main port only.",
+    )
+    readiness_check_interval_seconds: float = Field(
+        5.0, gt=0, le=600, description="How often readiness re-checks database, Redis and peers."
+    )
+    readiness_check_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="Deadline of one service's dependency check."
+    )
+    readiness_failure_threshold: int = Field(
+        3, ge=1, le=100, description="Failed checks in a row before a service turns NOT_SERVING."
+    )
+    readiness_success_threshold: int = Field(
+        2, ge=1, le=100, description="Good checks in a row before it turns SERVING again."
+    )
+    liveness_stall_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="An event loop without a watchdog beat this long fails liveness for good; "
+        "0: no watchdog.",
     )
     grpc_max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     shutdown_grace_seconds: float = Field(10.0, ge=0, le=600)
@@ -97,6 +116,35 @@ class CoreSettings(BaseSettings):
         "process, if any; else such targets are accepted with a warning.",
     )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
+    otlp_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Deadline of one span export call (its retries included)."
+    )
+    otlp_shutdown_timeout_seconds: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Deadline of each span export while the process stops (the final flush).",
+    )
+    otlp_retry_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest pause between export attempts while the collector is unreachable.",
+    )
+    otlp_headers: SecretStr = Field(
+        SecretStr(""),
+        description="Headers sent with every export, key=value,key2=value2 (e.g. an API key).",
+    )
+    otlp_ca_file: str = Field(
+        "",
+        description="PEM CA bundle to verify the collector (TLS); empty: per the endpoint scheme.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded (parent-based: a caller's decision is kept).",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Port serving Prometheus /metrics; 0: not served."
     )
@@ -130,12 +178,37 @@ class CoreSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    log_scrub_patterns: tuple[str, ...] = Field(
+        (),
+        description="Regexes (JSON list) masked in every log record, on top of bearer tokens, "
+        "URL passwords and resolved secret values; a group masks only the group.",
+    )
 
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("postgresql", "sqlite")):
             raise ValueError("must be a postgresql+asyncpg:// or sqlite+aiosqlite:// URL")
+        return value
+
+    @field_validator("otlp_headers")
+    @classmethod
+    def _header_pairs(cls, value: SecretStr) -> SecretStr:
+        from conveyor_core.otlp import parse_headers
+
+        parse_headers(value.get_secret_value())
+        return value
+
+    @field_validator("log_scrub_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
         return value
 
     @field_validator("redis_url")

@@ -18,6 +18,7 @@ import logging
 import sys
 import threading
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -25,14 +26,20 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from conveyor_core import logscrub
 from conveyor_core.context import get_correlation_id
 from conveyor_core.settings import CoreSettings
+
+if TYPE_CHECKING:
+    from conveyor_core.otlp import QuietSpanExporter
 
 logger = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
+_otlp_exporter: QuietSpanExporter | None = None
 _provider_lock = threading.Lock()
 
 
@@ -81,18 +88,34 @@ def _adopt_or_create_provider(service_name: str, settings: CoreSettings) -> Trac
         # Someone (a test harness, auto-instrumentation) installed an SDK
         # provider first; setting another would be ignored with a warning.
         return existing
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    global _otlp_exporter
+    provider = TracerProvider(
+        resource=Resource.create({SERVICE_NAME: service_name}),
+        sampler=ParentBased(TraceIdRatioBased(settings.trace_sample_ratio)),
+    )
     if settings.otlp_endpoint:
-        # Imported here: the exporter pulls in its own gRPC channel machinery,
-        # which processes without a collector never need.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from conveyor_core.otlp import otlp_span_exporter
 
+        _otlp_exporter = otlp_span_exporter(settings)
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint))
+            BatchSpanProcessor(
+                _otlp_exporter, export_timeout_millis=settings.otlp_timeout_seconds * 1000
+            )
         )
         logger.info("exporting traces to %s", settings.otlp_endpoint)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and stop span export at process exit, each export bounded by
+    `CONVEYOR_OTLP_SHUTDOWN_TIMEOUT_SECONDS` (none at all while the collector is down)."""
+    with _provider_lock:
+        provider, exporter = _provider, _otlp_exporter
+    if exporter is not None:
+        exporter.stopping()
+    if provider is not None:
+        provider.shutdown()
 
 
 def tracer(name: str) -> trace.Tracer:
@@ -157,8 +180,10 @@ class JsonFormatter(logging.Formatter):
         document.update(
             (key, value) for key, value in _fields_of(record).items() if value not in ("", None)
         )
-        if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:  # scrubbed (conveyor_core.logscrub)
+            document["exception"] = record.exc_text
         if record.stack_info:
             document["stack"] = self.formatStack(record.stack_info)
         return json.dumps(document, default=str)
@@ -174,12 +199,26 @@ def _fields_of(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
+class ScrubbingFilter(logging.Filter):
+    """Scrubs a record again as a handler sees it: `extra=` fields are set after the record
+    factory ran (conveyor_core.logscrub scrubs everything else at creation)."""
+
+    def __init__(self, scrubber: logscrub.LogScrubber) -> None:
+        super().__init__()
+        self._scrubber = scrubber
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._scrubber.scrub_record(record)
+        return True
+
+
 class _ConveyorHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `configure_logging` installed, so a second call replaces it."""
 
 
 def configure_logging(settings: CoreSettings) -> logging.Handler:
-    """Log to stderr at `settings.log_level` in `settings.log_format` ("text" or "json").
+    """Log to stderr at `settings.log_level` in `settings.log_format` ("text" or "json"),
+    every record scrubbed of secrets (conveyor_core.logscrub, `settings.log_scrub_patterns`).
 
     Idempotent: a second call replaces the handler the first one installed and
     leaves other handlers (pytest's, for instance) alone.
@@ -190,8 +229,10 @@ def configure_logging(settings: CoreSettings) -> logging.Handler:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _ConveyorHandler)]:
         root.removeHandler(handler)
+    scrubber = logscrub.install(settings.log_scrub_patterns)
     handler = _ConveyorHandler(sys.stderr)
     handler.addFilter(TelemetryContextFilter())
+    handler.addFilter(ScrubbingFilter(scrubber))
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(settings.log_level)

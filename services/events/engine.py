@@ -23,6 +23,7 @@ from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation
+from conveyor_events import metrics
 from conveyor_events.domain import validation as check
 from conveyor_events.domain.model import (
     CommitResult,
@@ -106,6 +107,7 @@ class EventStoreEngine:
             PublishParams(topic, _with_correlation(drafts), self.clock.now())
         )
         if any(not p.already_published for p in published):
+            metrics.published(topic, sum(not p.already_published for p in published))
             await self._wake([topic])
         return published
 
@@ -116,20 +118,25 @@ class EventStoreEngine:
                 FieldViolation("max_events", f"must be in [1, {self.settings.max_reserve}]")
             )
         check.raise_if(violations)
-        return await self.store.event_reserve(
+        reserved = await self.store.event_reserve(
             ReserveParams(topic, run_id, max_events, self.clock.now())
         )
+        metrics.reserved(topic, len(reserved))
+        return reserved
 
     async def release(self, topic: TopicRef, run_id: str, sequences: Sequence[int]) -> int:
         """Return a run's reservations to pending: a run that ended or crashed, or gave up."""
         released = await self.store.event_release(self._run_events(topic, run_id, sequences))
         if released:
+            metrics.released(topic, released)
             log.info("released %d events of run %s in %s", released, run_id, topic.name)
             await self._wake([topic])
         return released
 
     async def consume(self, topic: TopicRef, run_id: str, sequences: Sequence[int]) -> int:
-        return await self.store.event_consume(self._run_events(topic, run_id, sequences))
+        consumed = await self.store.event_consume(self._run_events(topic, run_id, sequences))
+        metrics.consumed(topic, consumed)
+        return consumed
 
     async def skip(self, ref: EventRef, skipped_by: str, reason: str) -> Event:
         """A person skips a pending or reserved event, saying who and why."""
@@ -143,6 +150,7 @@ class EventStoreEngine:
             )
         )
         event = await self.store.event_skip(SkipParams(ref, skipped_by, reason, self.clock.now()))
+        metrics.skipped(TopicRef(event.namespace, event.topic))
         log.info(
             "event %s skipped by %r: %s",
             ref.name,
@@ -200,6 +208,7 @@ class EventStoreEngine:
         if result.replayed:
             log.info("commit of run %s replayed", request.run_id)
         else:
+            metrics.committed(request.consume_topics, result.consumed_count, result.published)
             await self._wake({e.topic_ref for e in result.published})
         return result
 

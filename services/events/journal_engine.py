@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_events import metrics
 from conveyor_events.domain.journal import (
     JOURNAL_CHANNEL,
     JournalDraft,
@@ -52,6 +55,8 @@ from conveyor_events.store.journal_base import (
     JournalStore,
 )
 from conveyor_events.store.journal_sql import SqlJournalStore
+
+_tracer = trace.get_tracer(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +158,32 @@ class JournalEngine:
         if violations:
             raise InvalidArgument(violations)
         positions = await self.store.journal_append(JournalAppendParams(drafts, self.clock.now()))
+        metrics.appended(drafts)
+        trace_appends(drafts, positions)
         if positions:
             await self._coordination.notify(JOURNAL_CHANNEL)
         return positions
 
     async def read(
-        self, after_position: int, journal_filter: JournalFilter, page_size: int
+        self,
+        after_position: int,
+        journal_filter: JournalFilter,
+        page_size: int,
+        newest_first: bool = False,
+        before_position: int = 0,
     ) -> JournalPage:
-        """Up to `page_size` matching records after `after_position`, in position order."""
+        """Up to `page_size` matching records after `after_position`, in position order;
+        `newest_first`: the latest of them (below `before_position`, 0: the head)."""
         _check_query(after_position, journal_filter)
+        violations = position_violations(before_position, "before_position")
+        if before_position and not newest_first:
+            violations.append(FieldViolation("before_position", "only with newest_first"))
+        if violations:
+            raise InvalidArgument(violations)
         return await self.store.journal_read(
-            JournalReadParams(after_position, journal_filter, page_size)
+            JournalReadParams(
+                after_position, journal_filter, page_size, newest_first, before_position
+            )
         )
 
     def subscribe(
@@ -182,6 +202,7 @@ class JournalEngine:
     ) -> AsyncGenerator[JournalRecord]:
         page_size = self.settings.subscribe_page
         self.stats.active += 1
+        tracked = metrics.SUBSCRIBERS.open(position)
         try:
             # Registered before the first read, so a notify that lands between
             # an empty read and the wait below is kept for that wait.
@@ -200,10 +221,52 @@ class JournalEngine:
                     finally:
                         self.stats.handed_on(pending)  # records dropped by a closed subscription
                     position = page.next_position
+                    metrics.SUBSCRIBERS.moved(tracked, position)
                     if len(page.records) < page_size:  # caught up with the head
                         await listener.wait(self.settings.subscribe_poll_seconds)
         finally:
             self.stats.active -= 1
+            metrics.SUBSCRIBERS.close(tracked)
+
+
+def trace_appends(drafts: Sequence[JournalDraft], positions: Sequence[int]) -> None:
+    """One `journal.append` span per record, in the record's own trace (its `trace_id`),
+    linked to the appending call's span (a relay batch mixes many traces).
+
+    A journal record carries its trace id but not the id of the span that wrote it,
+    so these spans have no parent inside the trace: trace viewers show them at the
+    trace's top level, next to the order's other spans. Nothing is recorded without
+    a tracer provider (no collector configured)."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return
+    batch = trace.get_current_span().get_span_context()
+    links = [trace.Link(batch)] if batch.is_valid else []
+    for draft, position in zip(drafts, positions, strict=False):
+        try:
+            trace_id = int(draft.trace_id, 16) if draft.trace_id else 0
+        except ValueError:
+            continue
+        if not trace_id:
+            continue
+        parent = trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id,
+                random.getrandbits(64) or 1,
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+        )
+        with _tracer.start_as_current_span(
+            "journal.append",
+            context=trace.set_span_in_context(parent),
+            links=links,
+            attributes={
+                "conveyor.journal.type": draft.type,
+                "conveyor.journal.position": position,
+                "conveyor.correlation_id": draft.correlation_id,
+            },
+        ):
+            pass
 
 
 def _check_query(after_position: int, journal_filter: JournalFilter) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from conveyor.events.v1 import service_pb2_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
+from conveyor_core.gauges import SnapshotGauges
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_events import metrics as events_metrics
 from conveyor_events.api.access import EVENT_STORE_ACCESS
 from conveyor_events.api.journal_servicer import journal_registration
 from conveyor_events.api.servicer import SERVICE_NAME as STORE_SERVICE_NAME
@@ -19,6 +22,7 @@ from conveyor_events.engine import EventStoreEngine
 from conveyor_events.journal_engine import build_journal_engine
 from conveyor_events.migrations import MIGRATIONS
 from conveyor_events.settings import EventStoreSettings
+from conveyor_events.store.gauges import events_snapshot
 from conveyor_events.store.sql import SqlEventStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,16 @@ class EventStoreService:
         self.engine = EventStoreEngine(self.store, coordination, self.settings, self.clock)
         self.servicer = EventStoreServicer(self.engine, self.page_tokens)
         self.journal = build_journal_engine(self.engine_db, coordination, self.settings, self.clock)
+        self.gauges = SnapshotGauges(
+            "events",
+            lambda: events_snapshot(
+                self.engine_db,
+                self.clock.now() - timedelta(seconds=self.settings.stale_after_seconds),
+                self.settings.metrics_max_topics,
+            ),
+            self.settings.metrics_refresh_seconds,
+            self.settings.metrics_query_timeout_seconds,
+        )
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -66,6 +80,8 @@ class EventStoreService:
         if self._started:
             return
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
+        self.gauges.start()
+        events_metrics.announce()
         self._started = True
         log.info("event store started on %s", db.redacted(self.database_url))
 
@@ -74,6 +90,7 @@ class EventStoreService:
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
     async def stop(self) -> None:
+        self.gauges.stop()
         await self.engine_db.dispose()
         self._started = False
 

@@ -35,5 +35,18 @@ class EventStoreSettings(BaseSettings):
     subscribe_poll_seconds: float = Field(
         1.0, gt=0, description="Subscription re-check when no wake-up arrives."
     )
+    metrics_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How long the pending / stale / journal-head gauges reuse one database "
+        "snapshot, however often /metrics is scraped.",
+    )
+    metrics_query_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a scrape waits for a fresh gauge snapshot."
+    )
+    metrics_max_topics: int = Field(
+        1000, ge=1, description="Most topics (the fullest first) the gauges report."
+    )
     default_page_size: int = Field(50, ge=1)
     max_page_size: int = Field(1000, ge=1)

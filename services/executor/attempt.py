@@ -23,6 +23,7 @@ from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor.queue.v1 import service_pb2 as queue_rpc
 from conveyor_core.clock import Clock
 from conveyor_core.context import correlation_scope, is_valid_correlation_id
+from conveyor_executor import metrics
 from conveyor_executor.context import AttemptContext, StopCause
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.invocation import (
@@ -200,6 +201,14 @@ class AttemptExecution:
             work_found=outcome.work_found,
             summary=outcome.summary[: d.settings.max_summary_length],
             usage=Usage(outcome.input_tokens, outcome.output_tokens, outcome.cost_usd),
+        )
+        metrics.attempt_ended(
+            self.decoded.origin.kind.value,
+            self.decoded.origin.job,
+            None if outcome.succeeded or outcome.error is None else outcome.error.type.value,
+            outcome.input_tokens,
+            outcome.output_tokens,
+            outcome.cost_usd,
         )
         journal = self._journal(_JOURNAL_TYPE[run_state], end.error, attempt_state=attempt_state)
         await d.recorder.finish_attempt(AttemptFinish(self.ref, self.ctx.attempt, end, (journal,)))

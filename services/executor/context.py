@@ -46,6 +46,8 @@ class AttemptContext:
         self.stop_reason = ""
         self.progress: Progress | None = None
         self.progress_sent: Progress | None = None
+        #: When the attempt started (the stalled-runs gauge measures from here until progress).
+        self.started_at = clock.now()
 
     @property
     def run_id(self) -> str:

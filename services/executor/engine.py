@@ -60,6 +60,11 @@ class ExecutorEngine:
     async def output_get(self, ref: OutputRef) -> Output:
         return await self.store.output_get(ref)
 
+    async def output_list(
+        self, ref: RunRef, after: tuple[int, str] | None, limit: int
+    ) -> list[Output]:
+        return await self.store.output_list(ref, after, limit)
+
     async def job_usage(self, namespace: str, job: str) -> JobUsage:
         return await self.store.job_usage(namespace, job)
 

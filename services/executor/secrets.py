@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from conveyor_core.logscrub import register_secret
 from conveyor_core.validators import name_pattern
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,15 @@ class SecretSource:
         self._prefix = env_prefix
 
     def get(self, name: str) -> str | None:
-        """The secret's value, or None when no source has it (or the name is malformed)."""
+        """The secret's value, or None when no source has it (or the name is malformed).
+
+        A value found is registered with conveyor_core.logscrub: no log line shows it."""
+        value = self._lookup(name)
+        if value:
+            register_secret(value)
+        return value
+
+    def _lookup(self, name: str) -> str | None:
         if not _SECRET_NAME.match(name):
             return None
         if self._directory is not None:

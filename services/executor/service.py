@@ -20,10 +20,12 @@ from conveyor.executor.v1 import service_pb2_grpc, workflow_pb2_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
+from conveyor_core.gauges import SnapshotGauges
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_executor import metrics
 from conveyor_executor.api.access import ACCESS
 from conveyor_executor.api.servicer import SERVICE_NAME, ExecutorServicer
 from conveyor_executor.api.workflow_servicer import (
@@ -41,6 +43,7 @@ from conveyor_executor.runners import RunnerSettings, SharedHttpClient, run_comm
 from conveyor_executor.runners.context import RunContext, RunnerOutcome
 from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
+from conveyor_executor.store.gauges import executor_snapshot
 from conveyor_executor.store.outbox import OUTBOX_CHANNEL, SqlExecutorOutbox
 from conveyor_executor.store.sql import SqlRunStore
 from conveyor_executor.store.workflow_sql import SqlWorkflowStore
@@ -156,6 +159,13 @@ class ExecutorService:
             sessions=self.sessions,
         )
         self.pool = WorkerPool(deps)
+        metrics.track_pool(self.pool)
+        self.gauges = SnapshotGauges(
+            "executor",
+            lambda: executor_snapshot(self.engine_db, self.clock.now(), s.metrics_max_workflows),
+            s.metrics_refresh_seconds,
+            s.metrics_query_timeout_seconds,
+        )
         self.engine = ExecutorEngine(
             self.store, self.pool, self.hub, s, self.clock, s.watch_poll_seconds
         )
@@ -190,6 +200,8 @@ class ExecutorService:
             await self.attach_journal(self.core.journal_address)
         if self.core.queue_address:
             self.queue = self._queue_client(self.core.queue_address)
+        self.gauges.start()
+        metrics.announce()
         self._started = True
         log.info("executor service started on %s", db.redacted(self.database_url))
 
@@ -282,6 +294,7 @@ class ExecutorService:
 
     async def stop(self) -> None:
         """Drain the pool (see pool.py), then stop the relay and close connections."""
+        self.gauges.stop()
         await self.drain()
         await self.outbox_notifier.close()
         await self.http_client.close()

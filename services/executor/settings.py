@@ -64,6 +64,25 @@ class ExecutorSettings(BaseSettings):
     worker_identity: str = Field(
         "", description="Recorded on leased orders; empty: host name and process id."
     )
+    # -- metrics -------------------------------------------------------------------
+    stalled_run_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="An attempt with no progress report (or none since it started) for this "
+        "long counts in conveyor_executor_runs_stalled.",
+    )
+    metrics_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How long the blocked-runs gauges reuse one database snapshot.",
+    )
+    metrics_query_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a scrape waits for a fresh gauge snapshot."
+    )
+    metrics_max_workflows: int = Field(
+        1000, ge=1, description="Most workflows (the most blocked first) the gauges report."
+    )
     # -- runners (see conveyor_executor.runners.RunnerSettings for each meaning) -------
     workspace_root: Path = Field(
         Path("data/workspaces"), description="Parent directory of command jobs' workspaces."

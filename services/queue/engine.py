@@ -26,6 +26,7 @@ from conveyor_core.context import get_correlation_id
 from conveyor_core.coordination import Coordination
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.tasks import cancel_and_wait
+from conveyor_queue import metrics
 from conveyor_queue.domain.commands import FailAttempt, RedriveRequest
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
@@ -183,6 +184,7 @@ class QueueEngine:
                 order.state,
                 extra={"work_order_id": str(order.id), "correlation_id": order.correlation_id},
             )
+        metrics.expired(changed)
         requeued = [o for o in changed if o.state is WorkOrderState.QUEUED]
         await self._wake_delayed(requeued, now)
         await self._wake(_per_queue(requeued))
@@ -232,6 +234,7 @@ class QueueEngine:
             "work_order.submitted", [r.work_order for r in results if not r.already_exists]
         )
         new_orders = [r.work_order for r in results if not r.already_exists]
+        metrics.submitted(new_orders)
         added = _per_queue(new_orders)
         await self._wake_delayed(new_orders, now)
         await self._wake(added)  # one parked leaser per new order, not all of them
@@ -277,6 +280,7 @@ class QueueEngine:
         if leased:
             orders = [lw.work_order for lw in leased]
             self._trace_each("work_order.leased", orders)
+            metrics.dispatched(orders, params.now)
             await self._count("dispatch", _per_queue(orders), self.clock.now())
         return leased
 
@@ -337,6 +341,7 @@ class QueueEngine:
         results = await self.store.work_order_complete_many(items, self.clock.now(), brief)
         done = [r for r in results if not isinstance(r, Exception)]
         self._trace_each("work_order.completed", done)
+        metrics.completed(done)
         await self._wake_if_capped(_per_queue(done))
         return results
 
@@ -345,6 +350,7 @@ class QueueEngine:
         plan = RetryPlan(command.failure, now, command.retry_delay)
         order = await self.store.work_order_fail(FailParams(command.ref, command.lease_token, plan))
         self._trace_each("work_order.failed", [order])
+        metrics.failed(order)
         await self._wake_delayed([order], now)
         # One leaser: for the retry (it recomputes its pause if delayed), or for the freed slot.
         await self._wake({QueueRef(order.namespace, order.queue): 1})
@@ -446,6 +452,7 @@ class QueueEngine:
             redrive.reason,
             redrive.redriven_count,
         )
+        metrics.redriven(params.queue.namespace, params.queue.queue, redrive.redriven_count)
         await self._coordination.notify(delayed_channel(params.queue))
         await self._wake({params.queue: redrive.redriven_count})
         return redrive

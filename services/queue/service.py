@@ -8,15 +8,18 @@ from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination
+from conveyor_core.gauges import SnapshotGauges
 from conveyor_core.grpc import ServiceRegistration
 from conveyor_core.outbox import JournalDelivery, OutboxNotifier, OutboxRelay, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
+from conveyor_queue import metrics as queue_metrics
 from conveyor_queue.api.access import ACCESS
 from conveyor_queue.api.servicer import SERVICE_NAME, WorkOrderQueueServicer
 from conveyor_queue.engine import QueueEngine
 from conveyor_queue.migrations import MIGRATIONS
 from conveyor_queue.settings import QueueSettings
+from conveyor_queue.store.gauges import queue_snapshot
 from conveyor_queue.store.outbox import OUTBOX_CHANNEL, NotifyingWorkOrderStore, SqlQueueOutbox
 from conveyor_queue.store.sql import SqlWorkOrderStore
 
@@ -63,6 +66,14 @@ class QueueService:
         self.journal = JournalDelivery(
             self.outbox, coordination, core, RelaySettings.of(self.settings), name="queue"
         )
+        self.gauges = SnapshotGauges(
+            "queue",
+            lambda: queue_snapshot(
+                self.engine_db, self.engine.clock.now(), self.settings.metrics_max_queues
+            ),
+            self.settings.metrics_refresh_seconds,
+            self.settings.metrics_query_timeout_seconds,
+        )
         self._started = False
 
     def registrations(self) -> list[ServiceRegistration]:
@@ -80,6 +91,8 @@ class QueueService:
             return
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         await self.engine.start()
+        self.gauges.start()
+        queue_metrics.announce()
         if self.core.journal_address:
             await self.attach_journal(self.core.journal_address)
         self._started = True
@@ -105,6 +118,7 @@ class QueueService:
         await self.journal.stop(flush=True)
 
     async def stop(self) -> None:
+        self.gauges.stop()
         await self.drain()
         await self.outbox_notifier.close()
         await self.engine.stop()

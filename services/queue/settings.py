@@ -54,6 +54,19 @@ class QueueSettings(BaseSettings):
         description="A kept connection goes back to the pool once the hot statements have "
         "used it this long, so the pool recycles it (its own recycle age is 1800 s).",
     )
+    metrics_refresh_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="How long the depth / in-flight / oldest-age gauges reuse one database "
+        "snapshot, however often /metrics is scraped.",
+    )
+    metrics_query_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="How long a scrape waits for a fresh gauge snapshot."
+    )
+    metrics_max_queues: int = Field(
+        1000, ge=1, description="Most queues (the most loaded first) the gauges report."
+    )
     stats_window_seconds: int = Field(300, ge=60, le=3600)
     stats_wait_sample: int = Field(2000, ge=10)
     default_page_size: int = Field(50, ge=1)

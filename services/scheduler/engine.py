@@ -8,16 +8,18 @@ on-event arming are in outcomes.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from opentelemetry import propagate, trace
 
 from conveyor_core.clock import Clock
-from conveyor_core.context import new_correlation_id
+from conveyor_core.context import get_correlation_id, new_correlation_id
 from conveyor_core.coordination import Coordination
-from conveyor_core.errors import FieldViolation, InvalidArgument
+from conveyor_core.errors import FieldViolation, InvalidArgument, Unavailable
 from conveyor_core.metrics import meter
 from conveyor_core.poison import record_poisoned
 from conveyor_scheduler import invocation
@@ -29,12 +31,15 @@ from conveyor_scheduler.domain.model import (
     Job,
     JobDefinition,
     JobRef,
+    JobRun,
+    JobRunRequest,
     PolicyDecision,
     Schedule,
     ScheduleKind,
     SchedulePolicy,
     ScheduleRef,
     ScheduleSpec,
+    SubmittedOrder,
 )
 from conveyor_scheduler.errors import NotAvailable
 from conveyor_scheduler.settings import SchedulerSettings
@@ -60,11 +65,33 @@ SLOTS_SKIPPED = _meter.create_counter(
     description="Slots not fired (reason: overlap, catch_up_fire_once, missed, ...), per schedule.",
 )
 FIRE_LAG = _meter.create_histogram(
-    "conveyor.scheduler.fire_lag", unit="s", description="Queue accept time minus slot time."
+    "conveyor.scheduler.fire_lag",
+    unit="s",
+    description="Queue accept time minus slot time.",
+    # Seconds (the SDK's default buckets are for milliseconds).
+    explicit_bucket_boundaries_advisory=(
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1,
+        2.5,
+        5,
+        10,
+        30,
+        60,
+        300,
+        900,
+        3600,
+    ),
 )
 WAKE_CHANNEL = "scheduler:wake"
 PREVIEW_HORIZON = timedelta(days=366 * 100)
 TRIGGER_SLOT_TRIES = 100
+
+JOB_RUN_JOURNAL_TYPE = "scheduler.job.run"
 
 JOURNAL_TYPES = {
     FireOutcome.PENDING: "scheduler.schedule.fired",
@@ -74,7 +101,16 @@ JOURNAL_TYPES = {
 }
 
 
+class OrderSubmitter(Protocol):
+    """Submits a work order for a caller now (peers.QueueClient.submit_now)."""
+
+    async def submit_now(self, parent: str, spec: bytes) -> SubmittedOrder: ...
+
+
 class SchedulerEngine:
+    #: Set once the queue's address is known (service.attach_peers); RunJob needs it.
+    submitter: OrderSubmitter | None = None
+
     def __init__(
         self,
         store: SchedulerStore,
@@ -114,9 +150,12 @@ class SchedulerEngine:
     # -- schedules -------------------------------------------------------------------
 
     async def create_schedule(
-        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy
+        self, ref: ScheduleRef, spec: ScheduleSpec, policy: SchedulePolicy, paused: bool = False
     ) -> Schedule:
+        """A new schedule; `paused`: created paused, it fires once resumed (from then)."""
         new = self._new_schedule(uuid.uuid4(), ref, spec, policy)
+        if paused:
+            new = dataclasses.replace(new, paused=True)
         schedule = await self.store.schedule_insert(new, self.settings.max_schedules_per_job)
         await self._wake()
         return schedule
@@ -208,6 +247,50 @@ class SchedulerEngine:
                 return written[0].fire
             slot += timedelta(microseconds=1)
         raise NotAvailable(ref.name, "could not find a free slot to trigger; retry")
+
+    async def run_job(self, request: JobRunRequest) -> JobRun:
+        """Submit the job's JobInvocation now, outside its schedules; journal it once.
+
+        With a request id the queue's idempotency key is derived from it, so a retried
+        call answers with the first order (already_exists) and journals nothing again.
+        """
+        job = await self.store.job_get(request.job, request.version)
+        known = [e.name for e in job.definition.endpoints]
+        unknown = [e for e in request.endpoints if e not in known]
+        if unknown:
+            raise InvalidArgument(
+                FieldViolation(
+                    "endpoints",
+                    f"{', '.join(unknown)}: not an endpoint of {job.ref.name} v{job.version} "
+                    f"(it has: {', '.join(known) or 'none'})",
+                )
+            )
+        if self.submitter is None:
+            raise Unavailable("this scheduler has no queue to submit to (CONVEYOR_QUEUE_ADDRESS)")
+        if request.request_id:
+            key = f"run/{job.ref.namespace}/{job.ref.job_id}/{request.request_id}"
+        else:
+            key = f"run/{uuid.uuid4()}"
+        parent, spec = invocation.run_spec(job, request.endpoints, request.input_payload, key)
+        order = await self.submitter.submit_now(parent, spec)
+        if not order.already_exists:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            entry = JournalEntry(
+                JOB_RUN_JOURNAL_TYPE,
+                job.ref.namespace,
+                {"job": job.ref.name, "work_order": order.id},
+                {
+                    "job_version": str(job.version),
+                    "queue": parent,
+                    "request_id": request.request_id,
+                    "endpoints": ",".join(request.endpoints),
+                },
+                order.correlation_id or get_correlation_id() or "",
+                carrier.get("traceparent", ""),
+            )
+            await self.store.journal_insert(entry, self.clock.now())
+        return JobRun(order, job.version)
 
     async def backfill(
         self, ref: ScheduleRef, start: datetime, end: datetime

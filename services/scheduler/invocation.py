@@ -29,19 +29,49 @@ def work_order_spec(job: Job, fire: Fire, fencing_token: int) -> tuple[str, byte
         fire_id=str(fire.id),
         endpoints=list(fire.endpoints),
     )
+    labels = {
+        "schedule": fire.schedule.name,
+        "job": job.ref.name,
+        "job_version": str(job.version),
+        "fire_id": str(fire.id),
+        "fencing_token": str(fencing_token),
+    }
+    key = timing.idempotency_key(fire.schedule_uid, fire.slot_at)
+    return _spec(job, definition, invocation, key, labels)
+
+
+def run_spec(
+    job: Job, endpoints: tuple[str, ...], input_payload: bytes | None, key: str
+) -> tuple[str, bytes]:
+    """(queue resource name, serialized WorkOrderSpec) of a RunJob: the job now, outside
+    its schedules; `input_payload` is a serialized conveyor.common.v1.Payload."""
+    definition = pb.Job.FromString(job.definition.document)
+    invocation = job_pb2.JobInvocation(
+        job=job.ref.name,
+        job_version=job.version,
+        target=definition.target,
+        endpoints=list(endpoints),
+    )
+    if input_payload is not None:
+        invocation.input.ParseFromString(input_payload)
+    labels = {"job": job.ref.name, "job_version": str(job.version), "trigger": "run"}
+    return _spec(job, definition, invocation, key, labels)
+
+
+def _spec(
+    job: Job,
+    definition: pb.Job,
+    invocation: job_pb2.JobInvocation,
+    key: str,
+    labels: dict[str, str],
+) -> tuple[str, bytes]:
     spec = queue_pb.WorkOrderSpec(
         priority=definition.priority,
         payload=types_pb2.Payload(
             data=invocation.SerializeToString(), content_type=JOB_INVOCATION_TYPE
         ),
-        idempotency_key=timing.idempotency_key(fire.schedule_uid, fire.slot_at),
-        labels={
-            "schedule": fire.schedule.name,
-            "job": job.ref.name,
-            "job_version": str(job.version),
-            "fire_id": str(fire.id),
-            "fencing_token": str(fencing_token),
-        },
+        idempotency_key=key,
+        labels=labels,
     )
     if definition.target.HasField("workflow"):
         # One session per workflow at a time: the workflow's queue allows one leased

@@ -19,9 +19,27 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from conveyor_core.coordination import Coordination, Lease
+from conveyor_core.metrics import meter
 from conveyor_core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+_meter = meter(__name__)
+#: change: elected (this replica took the lease), lost (a renewal failed), released (stop).
+LEADER_CHANGES = _meter.create_counter(
+    "conveyor.scheduler.leader_changes",
+    unit="{change}",
+    description="Leadership changes seen by this replica (change: elected, lost, released).",
+)
+IS_LEADER = _meter.create_up_down_counter(
+    "conveyor.scheduler.leader",
+    unit="{replica}",
+    description="1 while this replica holds the scheduler leader lease, else 0.",
+)
+
+
+def _changed(change: str) -> None:
+    LEADER_CHANGES.add(1, {"change": change})
+    IS_LEADER.add(1 if change == "elected" else -1)
 
 
 def holder_id() -> str:
@@ -64,6 +82,7 @@ class LeaderElection:
             await cancel_and_wait(task)
         if self.lease is not None:
             lease, self.lease = self.lease, None
+            _changed("released")
             await self._on_deposed()
             with contextlib.suppress(Exception):
                 await self._coordination.lease_release(lease)
@@ -84,6 +103,7 @@ class LeaderElection:
             return
         if lease is not None:
             self.lease = lease
+            _changed("elected")
             log.info(
                 "became scheduler leader (holder %s, fencing token %d)", lease.holder, lease.token
             )
@@ -92,6 +112,7 @@ class LeaderElection:
             except Exception:
                 log.exception("leader tasks failed to start: giving the lease up")
                 self.lease = None
+                _changed("released")
                 await self._on_deposed()
                 await self._coordination.lease_release(lease)
 
@@ -107,4 +128,5 @@ class LeaderElection:
                 "lost the scheduler leader lease (token %d): stopping fires", self.lease.token
             )
             self.lease = None
+            _changed("lost")
             await self._on_deposed()

@@ -24,9 +24,18 @@ from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor.queue.v1 import service_pb2 as queue_rpc
 from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor_core.context import correlation_scope
+from conveyor_core.errors import (
+    ConveyorError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+    Unavailable,
+)
 from conveyor_core.grpc import create_channel
+from conveyor_core.grpc.status import rich_error_details
 from conveyor_core.settings import CoreSettings
-from conveyor_scheduler.domain.model import FireOutcome
+from conveyor_scheduler.domain.model import FireOutcome, SubmittedOrder
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +99,17 @@ class QueueClient:
         )
         return await self._stub.SubmitWorkOrder(request, timeout=self._timeout)
 
+    async def submit_now(self, parent: str, spec: bytes) -> SubmittedOrder:
+        """A submit on behalf of a caller (RunJob): the queue's refusal becomes the
+        caller's error (INVALID_ARGUMENT naming the field, FAILED_PRECONDITION), a queue
+        that does not answer UNAVAILABLE (retry with the same request id)."""
+        try:
+            response = await self.submit(parent, spec)
+        except grpc.aio.AioRpcError as error:
+            raise refusal_of(parent, error) from None
+        order = response.work_order
+        return SubmittedOrder(order.name, order.id, response.already_exists, order.correlation_id)
+
     async def submit_batch(
         self, parent: str, items: list[tuple[bytes, str, str]]
     ) -> list[queue_rpc.SubmitWorkOrderResponse]:
@@ -125,6 +145,34 @@ class QueueClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def refusal_of(parent: str, error: grpc.aio.AioRpcError) -> ConveyorError:
+    """The queue's answer to a submit made for a caller, as the caller's error."""
+    details = rich_error_details(error)
+    said = details.message or error.code().name
+    if details.code is grpc.StatusCode.INVALID_ARGUMENT:
+        violations = [
+            FieldViolation(
+                "input" if "payload" in field else "name",
+                f"the queue refused the work order: {field}: {description}",
+            )
+            for field, description in details.field_violations
+        ] or [FieldViolation("name", f"the queue refused the work order: {said}")]
+        return InvalidArgument(violations)
+    if details.code in (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+    ):
+        return FailedPrecondition(
+            PreconditionViolation("QUEUE", parent, f"the queue refused the work order: {said}")
+        )
+    return Unavailable(
+        f"the queue did not take the work order ({error.code().name}: {said}); "
+        "retry (with a request_id the retry runs the job once)"
+    )
 
 
 def order_outcome(order: queue_pb.WorkOrder) -> OrderOutcome:

@@ -19,14 +19,15 @@ from conveyor_core import db, migrations
 from conveyor_core.clock import Clock, SystemClock
 from conveyor_core.coordination import Coordination, Lease
 from conveyor_core.grpc import ServiceRegistration
+from conveyor_core.metrics import announce
 from conveyor_core.outbox import JournalDelivery, RelaySettings
 from conveyor_core.pagination import PageTokens
 from conveyor_core.settings import CoreSettings, load
 from conveyor_core.tasks import cancel_and_wait
 from conveyor_scheduler.api.access import ACCESS
 from conveyor_scheduler.api.servicer import SERVICE_NAME, SchedulerServicer
-from conveyor_scheduler.engine import WAKE_CHANNEL, SchedulerEngine
-from conveyor_scheduler.leader import LeaderElection
+from conveyor_scheduler.engine import SLOTS_SKIPPED, WAKE_CHANNEL, SchedulerEngine
+from conveyor_scheduler.leader import LEADER_CHANGES, LeaderElection
 from conveyor_scheduler.migrations import MIGRATIONS
 from conveyor_scheduler.outcomes import OutcomeTracker
 from conveyor_scheduler.peers import EventsClient, QueueClient
@@ -115,6 +116,8 @@ class SchedulerService:
         await migrations.ensure_schema(self.engine_db, MIGRATIONS, apply=self.core.migrate_on_start)
         if self.core.journal_address:
             self._journal_address = self.core.journal_address
+        # Rare-event counters exported from the start (conveyor_core.metrics.announce).
+        announce(SLOTS_SKIPPED, LEADER_CHANGES)
         self._started = True
         log.info("scheduler service started on %s", db.redacted(self.database_url))
 
@@ -133,6 +136,7 @@ class SchedulerService:
         if "executor" in addresses:  # workflow targets are checked against deployed apps
             self.workflows.attach(addresses["executor"], self.core, timeout)
         self.queue = QueueClient(addresses["queue"], self.core, timeout)
+        self.engine.submitter = self.queue  # RunJob submits on any replica
         if "events" in addresses:
             self.events = EventsClient(addresses["events"], self.core, timeout)
         self.advisor = self._build_advisor()
@@ -239,6 +243,7 @@ class SchedulerService:
             if client is not None:
                 await client.close()
         self.queue = self.events = None
+        self.engine.submitter = None
         await self.workflows.close()
         if self.advisor is not None:
             await self.advisor.close()

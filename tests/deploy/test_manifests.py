@@ -34,6 +34,8 @@ WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 IMAGE_PLACEHOLDER = "conveyor"  # set by the `images:` entry of base/kustomization.yaml
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
 SHUTDOWN_GRACE = "CONVEYOR_SHUTDOWN_GRACE_SECONDS"
+#: Where every Conveyor container serves Prometheus /metrics (CONVEYOR_METRICS_PORT).
+METRICS_PORT = 9464
 
 Doc = dict[str, Any]
 
@@ -104,11 +106,17 @@ def is_conveyor(doc: Doc, placeholder_only: bool = True) -> bool:
     return any(image_name(i) == IMAGE_PLACEHOLDER for i in images)
 
 
+CONSOLE = "conveyor-console"  # the web console: HTTP, not a gRPC server
+
+
 def conveyor_servers(docs: list[tuple[Path, Doc]], placeholder_only: bool = True) -> list[Doc]:
+    """The gRPC servers (the console is checked on its own)."""
     return [
         doc
         for _, doc in docs
-        if doc.get("kind") == "Deployment" and is_conveyor(doc, placeholder_only)
+        if doc.get("kind") == "Deployment"
+        and is_conveyor(doc, placeholder_only)
+        and doc["metadata"]["name"] != CONSOLE
     ]
 
 
@@ -235,14 +243,18 @@ def test_base_holds_no_secret() -> None:
 
 
 def test_every_base_service_folder_is_complete() -> None:
-    """Each service folder: Deployment, Service, ServiceAccount, PDB and migration Job."""
+    """Each service folder: Deployment, Service, ServiceAccount, PDB and migration Job (the
+    console keeps no schema: no Job)."""
     folders = [p for p in BASE.iterdir() if p.is_dir()]
-    assert BASE / "queue" in folders
+    assert BASE / "queue" in folders and BASE / "console" in folders
     listed = load_all(BASE / "kustomization.yaml")[0]["resources"]
     for folder in folders:
         assert folder.name in listed, f"base/kustomization.yaml must list {folder.name}"
         kinds = {doc["kind"] for _, doc in resource_docs(folder)}
-        assert {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "Job"} <= kinds
+        expected = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"}
+        assert expected | ({"Job"} if folder.name != "console" else set()) <= kinds
+        if folder.name == "console":
+            assert "Job" not in kinds
 
 
 # ---- workloads (base, components) -------------------------------------------------------
@@ -397,18 +409,97 @@ def test_services_pdbs_and_service_accounts_match_their_deployments() -> None:
         assert len(pdbs) == 1, deployment["metadata"]["name"]
 
 
+def test_console_deployment_serves_http_with_probes_and_calls_the_services() -> None:
+    docs = resource_docs(BASE / "console")
+    (doc,) = [d for _, d in docs if d["kind"] == "Deployment"]
+    spec = pod_spec(doc)
+    (container,) = spec["containers"]
+    assert container["args"] == ["serve", "console"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9464}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CONVEYOR_CONSOLE_LISTEN_ADDRESS"] == "0.0.0.0:8080"
+    assert env["CONVEYOR_LISTEN_ADDRESS"].startswith("127.0.0.1:")  # its gRPC: health only
+    for peer in ("queue", "events", "scheduler", "executor"):
+        assert env[f"CONVEYOR_{peer.upper()}_ADDRESS"] == f"conveyor-{peer}:50051"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert spec["terminationGracePeriodSeconds"] > max(shutdown_graces())
+    (service,) = [d for _, d in docs if d["kind"] == "Service"]
+    assert service["spec"]["ports"] == [
+        {
+            "name": "http",
+            "port": 80,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+        {
+            "name": "metrics",
+            "port": 9464,
+            "targetPort": "metrics",
+            "protocol": "TCP",
+            "appProtocol": "http",
+        },
+    ]
+    for component in ("auth", "tls"):  # both mount what their settings point at
+        text = (KUSTOMIZE / "components" / component / "kustomization.yaml").read_text()
+        assert "console" in text, component
+
+
 @pytest.mark.parametrize(
     "doc",
-    [d for _, d in resource_docs(BASE) if d["kind"] == "Service"],
+    [
+        d
+        for _, d in resource_docs(BASE)
+        if d["kind"] == "Service" and d["metadata"]["name"] != CONSOLE
+    ],
     ids=lambda d: d["metadata"]["name"],
 )
-def test_conveyor_service_ports_are_grpc(doc: Doc) -> None:
+def test_conveyor_service_ports_are_grpc_and_metrics(doc: Doc) -> None:
     assert doc["spec"].get("type", "ClusterIP") == "ClusterIP"
-    assert doc["spec"]["ports"]
-    for port in doc["spec"]["ports"]:
-        assert port["name"] == "grpc"
-        assert port.get("appProtocol") == "grpc"
-        assert port["targetPort"] in ("grpc", 50051)
+    ports = {port["name"]: port for port in doc["spec"]["ports"]}
+    assert set(ports) == {"grpc", "metrics"}
+    assert ports["grpc"].get("appProtocol") == "grpc"
+    assert ports["grpc"]["targetPort"] in ("grpc", 50051)
+    assert ports["metrics"]["targetPort"] == "metrics"
+    assert ports["metrics"]["port"] == METRICS_PORT
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [d for _, d in resource_docs(BASE) if d["kind"] == "Deployment"],
+    ids=lambda d: d["metadata"]["name"],
+)
+def test_every_deployment_serves_metrics_on_a_port_named_metrics(doc: Doc) -> None:
+    [container] = containers(doc)
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env.get("CONVEYOR_METRICS_PORT") == str(METRICS_PORT)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_prometheus_operator_component_scrapes_every_conveyor_service() -> None:
+    folder = KUSTOMIZE / "components" / "prometheus-operator"
+    assert load_all(folder / "kustomization.yaml")[0]["kind"] == "Component"
+    [monitor] = [d for _, d in resource_docs(folder) if d["kind"] == "ServiceMonitor"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    base_labels = {
+        key: value
+        for entry in load_all(BASE / "kustomization.yaml")[0]["labels"]
+        for key, value in entry["pairs"].items()
+    }
+    services = [d for _, d in resource_docs(BASE) if d["kind"] == "Service"]
+    assert len(services) == 5  # the four gRPC services and the console
+    for service in services:  # the base's labels transformer puts part-of on each
+        assert selects(selector, {**service["metadata"]["labels"], **base_labels})
+        assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
 @pytest.mark.parametrize(
@@ -483,13 +574,15 @@ def test_compose_file() -> None:
     build = conveyor["build"]
     context = (COMPOSE.parent / build["context"]).resolve()
     assert context == ROOT and (context / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    assert conveyor["command"] == ["serve"]
+    assert conveyor["command"] == ["serve", "queue", "events", "scheduler", "executor"]
     env = conveyor["environment"]
     assert env["CONVEYOR_DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert "@postgres:5432/" in env["CONVEYOR_DATABASE_URL"]
     assert env["CONVEYOR_REDIS_URL"].startswith("redis://redis:6379")
     assert env["CONVEYOR_OTLP_ENDPOINT"] == "http://jaeger:4317"
     assert env["CONVEYOR_LISTEN_ADDRESS"] == "0.0.0.0:50051"
+    assert env["CONVEYOR_METRICS_PORT"] == str(METRICS_PORT)
+    assert f"{METRICS_PORT}:{METRICS_PORT}" in conveyor["ports"]
     assert len(env["CONVEYOR_PAGE_TOKEN_SECRET"]) >= 16
     for dependency in ("postgres", "redis"):
         assert conveyor["depends_on"][dependency]["condition"] == "service_healthy"
@@ -499,6 +592,18 @@ def test_compose_file() -> None:
     stop = int(conveyor["stop_grace_period"].rstrip("s"))
     assert stop > float(env.get(SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_GRACE_SECONDS))
     assert conveyor["read_only"] is True and conveyor["cap_drop"] == ["ALL"]
+
+    console = services["console"]
+    assert console["image"] == conveyor["image"] and console["command"] == ["serve", "console"]
+    env = console["environment"]
+    assert (
+        env["CONVEYOR_CONSOLE_LISTEN_ADDRESS"] == "0.0.0.0:8080" and "8080:8080" in console["ports"]
+    )
+    for peer in ("QUEUE", "EVENTS", "SCHEDULER", "EXECUTOR"):
+        assert env[f"CONVEYOR_{peer}_ADDRESS"] == "conveyor:50051"
+    assert console["depends_on"]["conveyor"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(console["healthcheck"]["test"])
+    assert console["read_only"] is True and console["cap_drop"] == ["ALL"]
 
 
 def assert_principals_mounted(servers: list[Doc], config: Doc, secrets: set[str]) -> None:

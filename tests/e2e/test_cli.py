@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -134,7 +135,9 @@ async def test_run_example_shows_an_order_and_its_journal(
 ) -> None:
     """What `make run` does: the embedded default with every service and the example."""
     env = cli_env(
-        CONVEYOR_DATA_DIR=str(tmp_path), CONVEYOR_LISTEN_ADDRESS=f"127.0.0.1:{free_port()}"
+        CONVEYOR_DATA_DIR=str(tmp_path),
+        CONVEYOR_LISTEN_ADDRESS=f"127.0.0.1:{free_port()}",
+        CONVEYOR_CONSOLE_LISTEN_ADDRESS="127.0.0.1:0",
     )
     platform = await conveyor("run", "--example", env=env)
     stopped_on_exit.append(platform)
@@ -145,6 +148,13 @@ async def test_run_example_shows_an_order_and_its_journal(
         assert line, f"the platform exited early: {lines}"
         lines.append(line.decode())
     assert any(line.startswith("[example] job namespaces/default/jobs/hello v") for line in lines)
+    console = next(line for line in lines if line.startswith("  web console: http://127.0.0.1:"))
+    url = console.split()[2]
+    async with httpx.AsyncClient() as client:  # the banner's URL is the console, serving
+        overview = await client.get(url, follow_redirects=True)
+        queues = await client.get(f"{url}/api/v1/namespaces/default/queues")
+    assert overview.status_code == 200 and "Overview" in overview.text
+    assert queues.status_code == 200 and "queues" in queues.json()
     assert any(line.startswith("[example] run ") and "succeeded" in line for line in lines)
     trail = lines[-1].rstrip().split(": ", 1)[1].split(" -> ")
     assert trail[0] == "scheduler.schedule.fired" and trail[-1] == "executor.run.succeeded"

@@ -108,15 +108,40 @@ async def test_jobs_run_now_then_its_run_and_logs(address: str, tmp_path: Path) 
         "hello from the cli\n"
     )
 
+    listed = (await conveyor(address, "-o", "json", "runs", "outputs", run_id)).json()
+    assert {o["display_name"]: o["size_bytes"] for o in listed} == {
+        "iteration 1 stdout": len("hello from the cli\n"),
+        "iteration 1 stderr": len("a warning\n"),
+    }
+    assert "text" not in listed[0]
+    only = await conveyor(address, "runs", "logs", run_id, "--name", "iteration 1 stderr")
+    assert "a warning" in only.stdout and "hello from the cli" not in only.stdout
+
     steps = (await conveyor(address, "-o", "json", "runs", "steps", run_id)).json()
     assert steps[0]["kind"] == "iteration"
 
-    # The same key runs once: the second call answers with the first order.
+    # One RunJob call: journaled by the scheduler, with the order's correlation id.
+    async def journaled() -> list[dict[str, object]] | None:
+        tail = await conveyor(
+            address, "-o", "json", "journal", "tail", "--type", "scheduler.job.run",
+            "--subject", run_id,
+        )  # fmt: skip
+        return tail.json_lines() or None
+
+    [record] = await eventually(journaled, "the scheduler's scheduler.job.run record", 60)
+    assert record["subjects"]["job"] == f"namespaces/{NAMESPACE}/jobs/greet"
+    assert record["correlation_id"] == lines[0]["correlation_id"]
+
+    # The same request id runs once: the second call answers with the first order.
     key = f"cli-{uuid.uuid4()}"
-    first = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--idempotency-key", key)
-    second = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--idempotency-key", key)
-    assert first.json()["work_order"]["name"] == second.json()["work_order"]["name"]
+    first = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--request-id", key)
+    second = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--request-id", key)
+    assert first.json()["work_order"] == second.json()["work_order"]
     assert second.json()["already_exists"] is True
+    pinned = await conveyor(address, "-o", "json", "jobs", "run", "greet", "--version", "9")
+    assert pinned.code == 3 and "NOT_FOUND" in pinned.stderr
+    unknown = await conveyor(address, "jobs", "run", "greet", "--endpoint", "nope")
+    assert unknown.code == 1 and "endpoints" in unknown.stderr
 
 
 async def test_schedules_pause_resume_trigger_backfill_preview_and_fires(
@@ -130,6 +155,11 @@ async def test_schedules_pause_resume_trigger_backfill_preview_and_fires(
     listed = (await conveyor(address, "-o", "json", "schedules", "list")).json()
     assert [s["name"].rsplit("/", 1)[-1] for s in listed] == ["hourly"]
     assert (await conveyor(address, "schedules", "get", schedule)).stdout.count("every 1h") == 1
+    held = tmp_path / "held.yaml"
+    held.write_text("job: greet\nname: held\ninterval: {every: 60s}\npaused: true\n")
+    created = (await conveyor(address, "-o", "json", "schedules", "apply", "-f", str(held))).json()
+    assert created[0]["schedule"]["paused"] is True, "a new schedule is created paused"
+    assert (await conveyor(address, "schedules", "delete", "greet/held", "--yes")).code == 0
 
     paused = (await conveyor(address, "-o", "json", "schedules", "pause", schedule)).json()
     assert paused["paused"] is True

@@ -258,6 +258,47 @@ async def test_journal_tail_filters_by_correlation_id_and_follows_a_subject(
     assert people.stdout.count("queue.work_order.") == 1 and "cancelled" in people.stdout
 
 
+async def submit_parked(address: str) -> str:
+    submitted = await conveyor(
+        address, "-o", "json", "submit", "--queue", "parked", "--payload", "{}"
+    )
+    return str(submitted.json()["work_order"]["id"])
+
+
+async def test_journal_tail_shows_the_last_lines_then_follows_new_records(address: str) -> None:
+    ids = [await submit_parked(address) for _ in range(4)]
+    queued = ("--type", "queue.work_order.queued")
+
+    async def all_journaled() -> list[dict[str, object]] | None:
+        tail = await conveyor(address, "-o", "json", "journal", "tail", *queued, "--lines", "0")
+        records = tail.json_lines()
+        return records if len(records) == 4 else None
+
+    every = await eventually(all_journaled, "the four submits journaled", 60)
+    assert [r["subjects"]["work_order"] for r in every] == ids
+    last_two = await conveyor(address, "-o", "json", "journal", "tail", *queued, "--lines", "2")
+    records = last_two.json_lines()
+    assert [r["subjects"]["work_order"] for r in records] == ids[2:], "the last two, in order"
+    assert records[0]["position"] < records[1]["position"]
+
+    follow = await start_conveyor(
+        address, "-o", "json", "journal", "tail", "-f", *queued, "--lines", "1"
+    )
+    try:
+        assert follow.stdout is not None
+        first = json.loads(await asyncio.wait_for(follow.stdout.readline(), 60))
+        assert first["subjects"]["work_order"] == ids[-1]
+        new = await submit_parked(address)
+        second = json.loads(await asyncio.wait_for(follow.stdout.readline(), 60))
+        assert second["subjects"]["work_order"] == new, "followed past the last line"
+        follow.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(follow.wait(), 30) == 130
+    finally:
+        if follow.returncode is None:
+            follow.kill()
+            await follow.wait()
+
+
 async def test_errors_are_the_rich_details_on_stderr_with_exit_codes(
     address: str, tmp_path: Path
 ) -> None:

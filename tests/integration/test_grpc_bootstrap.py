@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from conveyor_core import logscrub
 from conveyor_core.context import (
     CORRELATION_METADATA_KEY,
     correlation_scope,
@@ -44,11 +45,15 @@ from conveyor_core.grpc import (
     create_server,
     rich_error_details,
 )
+from conveyor_core.logscrub import register_secret
 from conveyor_core.settings import CoreSettings
+from conveyor_core.telemetry import configure_logging
 from tests.helpers.polling import eventually
 
 SERVICE = "conveyor.test.v1.ProbeService"
 SECRET = "hunter2-database-password"
+BEARER = "cvy_0123456789abcdef0123456789"
+RESOLVED = "resolved-endpoint-api-key-42"
 
 
 @dataclass
@@ -81,7 +86,10 @@ class ProbeServicer:
         raise NotFound("work_order", "wo-404")
 
     async def crash(self, request: bytes, context: Any) -> bytes:
-        raise ValueError(f"could not connect with password {SECRET}")
+        raise ValueError(
+            f"could not connect to postgresql+asyncpg://app:{SECRET}@db:5432/conveyor "
+            f"(Authorization: Bearer {BEARER}, api secret {RESOLVED})"
+        )
 
     async def countdown(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
         yield b"2"
@@ -281,8 +289,23 @@ async def test_not_found_carries_resource_info(harness: Harness) -> None:
     assert error.reason == "NOT_FOUND"
 
 
-async def test_unexpected_error_is_masked_for_caller_and_logged_in_full(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+def production_logging() -> Iterator[None]:
+    """The process's logging as `conveyor serve` sets it up (scrubbing included), undone after."""
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging(CoreSettings())
+    register_secret(RESOLVED)  # as the executor does for each secret it resolves
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        logscrub.uninstall()
+
+
+async def test_unexpected_error_is_masked_for_caller_and_logged_without_secrets(
+    harness: Harness, caplog: pytest.LogCaptureFixture, production_logging: None
 ) -> None:
     with caplog.at_level(logging.ERROR), correlation_scope("crash-correlation-id"):
         raw_error = await rpc_error(harness.unary("Crash")(b""))
@@ -294,7 +317,12 @@ async def test_unexpected_error_is_masked_for_caller_and_logged_in_full(
     assert (error.reason, error.correlation_id) == ("INTERNAL", "crash-correlation-id")
     [record] = [r for r in caplog.records if r.name == "conveyor_core.grpc.interceptors"]
     assert "crash-correlation-id" in record.getMessage()
-    assert record.exc_info is not None and SECRET in str(record.exc_info[1])
+    # The traceback is kept, scrubbed; the live exception (and its message) is not.
+    assert record.exc_info is None and record.exc_text
+    assert "ValueError: could not connect to postgresql+asyncpg://app:***@db" in record.exc_text
+    assert "Bearer ***" in record.exc_text and "api secret ***" in record.exc_text
+    for secret in (SECRET, BEARER, RESOLVED):
+        assert secret not in record.exc_text and secret not in caplog.text
 
 
 async def test_error_raised_mid_stream_arrives_after_the_responses(harness: Harness) -> None:

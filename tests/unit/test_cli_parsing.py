@@ -24,6 +24,14 @@ def test_short_names_become_resource_names_in_the_namespace() -> None:
             names.schedule(bad, "ops")
     with pytest.raises(click.BadParameter, match="TOPIC/SEQUENCE"):
         names.event("orders/x", "ops")
+    assert names.workflow("shop", "ops") == "namespaces/ops/workflows/shop"
+    assert names.workflow_id("namespaces/ops/workflows/shop") == "shop"
+    assert names.session("s1", "ops") == "namespaces/ops/sessions/s1"
+    assert names.handler_run("r1", "ops") == "namespaces/ops/handlerRuns/r1"
+    mutation = "namespaces/x/handlerRuns/r1/mutation"
+    assert names.handler_run(mutation, "ops") == "namespaces/x/handlerRuns/r1"
+    with pytest.raises(click.BadParameter, match="handler run"):
+        names.handler_run(" ", "ops")
 
 
 def test_times_and_durations() -> None:

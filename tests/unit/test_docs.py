@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conveyor_console.settings import ConsoleSettings
 from conveyor_core.settings import CoreSettings
 from conveyor_executor.settings import ExecutorSettings
 from conveyor_queue.settings import QueueSettings
@@ -22,6 +23,7 @@ def test_every_setting_is_documented() -> None:
             AdvisorSettings,
             SchedulerSettings,
             ExecutorSettings,
+            ConsoleSettings,
         )
         for name in cls.model_fields
         if f"`{cls.model_config['env_prefix']}{name.upper()}`" not in README

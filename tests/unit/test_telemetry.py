@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from conveyor_core import logscrub
 from conveyor_core.context import correlation_scope
 from conveyor_core.settings import CoreSettings
 from conveyor_core.telemetry import configure_logging, configure_tracing, tracer
@@ -23,6 +24,7 @@ def restore_root_logger() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    logscrub.uninstall()  # configure_logging installed the scrubbing record factory
 
 
 def test_second_configure_extends_the_same_provider() -> None:

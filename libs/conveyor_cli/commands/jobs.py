@@ -5,23 +5,20 @@ documents allowed); a document may also hold `schedules:`, the job's schedules. 
 that does not exist is created, one whose definition differs gets a new version, an
 equal one is left alone ("unchanged"), so applying the same file twice changes nothing.
 
-`jobs run NAME` runs the job's latest version now, outside its schedules: it submits
-the job's JobInvocation to the job's queue (as a schedule's fire does, job.proto says
-any client may), so the run records the job and its version.
+`jobs run NAME` runs the job's latest version (or --version) now, outside its schedules,
+with the scheduler's RunJob: one call, journaled as scheduler.job.run; the run records
+the job and its version.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import click
 import grpc
 
-from conveyor.common.v1 import job_pb2, types_pb2
-from conveyor.queue.v1 import messages_pb2 as queue_pb
-from conveyor.queue.v1 import service_pb2 as queue_rpc
+from conveyor.common.v1 import types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as scheduler_pb
 from conveyor.scheduler.v1 import service_pb2 as scheduler_rpc
 from conveyor_cli import documents, names, render
@@ -30,9 +27,7 @@ from conveyor_cli.commands.schedules import apply_schedule
 from conveyor_cli.session import Exit, Session, execute
 from conveyor_cli.watch import wait_for_run, watch_run
 
-JOB_INVOCATION_TYPE = "application/x-protobuf; messageType=conveyor.common.v1.JobInvocation"
 OUTPUT_ONLY = ("name", "version", "create_time", "update_time")
-DEFAULT_JOB_QUEUE = "jobs"  # the scheduler's default when a job names no queue
 
 
 @click.group()
@@ -215,30 +210,6 @@ def delete(job: str, yes: bool) -> None:
     execute(body)
 
 
-def invocation_spec(
-    job: scheduler_pb.Job, endpoints: tuple[str, ...], input_json: Any, key: str
-) -> queue_pb.WorkOrderSpec:
-    """The work order of a run of `job` now: its JobInvocation at its version."""
-    invocation = job_pb2.JobInvocation(
-        job=job.name, job_version=job.version, target=job.target, endpoints=list(endpoints)
-    )
-    if input_json is not None:
-        invocation.input.CopyFrom(json_payload(input_json))
-    spec = queue_pb.WorkOrderSpec(
-        priority=job.priority,
-        payload=types_pb2.Payload(
-            data=invocation.SerializeToString(), content_type=JOB_INVOCATION_TYPE
-        ),
-        idempotency_key=key,
-        labels={"job": job.name, "job_version": str(job.version), "trigger": "cli"},
-    )
-    if job.HasField("retry_policy"):
-        spec.retry_policy.CopyFrom(job.retry_policy)
-    if job.HasField("start_to_close_timeout"):
-        spec.start_to_close_timeout.CopyFrom(job.start_to_close_timeout)
-    return spec
-
-
 def json_payload(value: Any) -> types_pb2.Payload:
     return types_pb2.Payload(
         data=json.dumps(value, separators=(",", ":")).encode(), content_type="application/json"
@@ -247,51 +218,51 @@ def json_payload(value: Any) -> types_pb2.Payload:
 
 @jobs.command("run")
 @click.argument("job")
+@click.option("--version", type=click.IntRange(min=1), help="this version (default: latest)")
 @click.option("--endpoint", "endpoints", multiple=True, help="HTTP jobs: call only this endpoint")
 @click.option("--input", "input_text", help="JSON input of the run (@file reads a file)")
 @click.option(
-    "--idempotency-key", default="", help="run once per key (default: a new run every time)"
+    "--request-id",
+    "--idempotency-key",
+    "request_id",
+    default="",
+    help="run once per id: the same id answers with the first run (default: a new run)",
 )
 @click.option("--watch", is_flag=True, help="follow the run until it ends (exit 4 if it fails)")
 def run(
-    job: str, endpoints: tuple[str, ...], input_text: str | None, idempotency_key: str, watch: bool
+    job: str,
+    version: int | None,
+    endpoints: tuple[str, ...],
+    input_text: str | None,
+    request_id: str,
+    watch: bool,
 ) -> None:
-    """Run JOB now, outside its schedules: prints the work order and the run."""
+    """Run JOB now, outside its schedules (the scheduler's RunJob): prints the work order
+    and the run."""
     input_json = documents.json_value(input_text, "--input") if input_text else None
 
     async def body(session: Session) -> int | None:
         name = names.job(job, session.namespace)
-        found = (
-            await session.call(session.scheduler.GetJob, scheduler_rpc.GetJobRequest(name=name))
-        ).job
-        key = idempotency_key or f"cli/{uuid.uuid4()}"
-        spec = invocation_spec(found, endpoints, input_json, key)
-        namespace = names.namespace_of(found.name)
-        queue = f"namespaces/{namespace}/queues/{found.queue or DEFAULT_JOB_QUEUE}"
-        reply = await session.call(
-            session.queue.SubmitWorkOrder,
-            queue_rpc.SubmitWorkOrderRequest(parent=queue, work_order=spec),
+        request = scheduler_rpc.RunJobRequest(
+            name=name, version=version or 0, endpoints=list(endpoints), request_id=request_id
         )
-        order = reply.work_order
-        run_name = names.run(order.name, namespace)
+        if input_json is not None:
+            request.input.CopyFrom(json_payload(input_json))
+        reply = await session.call(session.scheduler.RunJob, request)
+        namespace = names.namespace_of(name) or session.namespace
+        run_name = names.run(reply.work_order, namespace)
         if session.options.json:
-            render.print_json(
-                {
-                    "work_order": render.message_json(order),
-                    "run": run_name,
-                    "already_exists": reply.already_exists,
-                },
-                lines=watch,
-            )
+            document = render.message_json(reply)
+            document["run"] = run_name
+            render.print_json(document, lines=watch)
         else:
-            again = " (that key had run before: the same order)" if reply.already_exists else ""
-            render.console().print(
-                render.Text(f"job {found.name} v{found.version}: work order {order.name}{again}")
-            )
+            again = " (that request id ran before: the same order)" if reply.already_exists else ""
+            text = f"job {name} v{reply.job_version}: work order {reply.work_order}{again}"
+            render.console().print(render.Text(text))
             render.console().print(render.Text(f"run {run_name}"))
         if not watch:
             return None
-        if not await wait_for_run(session, run_name, order.name):
+        if not await wait_for_run(session, run_name, reply.work_order):
             return int(Exit.RUN_FAILED)  # the order ended without a run (cancelled while queued)
         return await watch_run(session, run_name)
 

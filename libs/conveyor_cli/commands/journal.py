@@ -1,13 +1,12 @@
 """`conveyor journal tail [-f]`: the lifecycle records of every service, filtered.
 
-Without -f it prints the last --lines records that match (reading forward from --after,
-as the journal reads only forward); with -f it then follows new records as they commit
-(SubscribeJournal), one line each, or one JSON line each under --output json.
+It prints the last --lines records that match (ReadJournal newest first, so only those
+are read), oldest of them first; with -f it then follows new records as they commit
+(SubscribeJournal from the head it read), one line each, or one JSON line each under
+--output json.
 """
 
 from __future__ import annotations
-
-import collections
 
 import click
 from rich.text import Text
@@ -36,6 +35,46 @@ def record_line(record: events_pb.JournalRecord) -> Text:
     if record.correlation_id:
         line.append(f"  cid={record.correlation_id}", style="cyan")
     return line
+
+
+async def _latest(
+    session: Session, selection: events_rpc.JournalFilter, lines: int, after: int
+) -> tuple[list[events_pb.JournalRecord], int]:
+    """The last `lines` matching records after `after` (0 lines: all of them), oldest
+    first, and the head to follow from. The last N are read newest first, page by page
+    back from the head, so a long journal costs no more than N records."""
+    found: list[events_pb.JournalRecord] = []
+    if not lines:
+        position = after
+        while True:
+            page = await session.call(
+                session.journal.ReadJournal,
+                events_rpc.ReadJournalRequest(
+                    after_position=position, filter=selection, page_size=PAGE
+                ),
+            )
+            found.extend(page.records)
+            position = max(position, page.next_position)
+            if len(page.records) < PAGE:
+                return found, position
+    head, before = 0, 0
+    while len(found) < lines:
+        page = await session.call(
+            session.journal.ReadJournal,
+            events_rpc.ReadJournalRequest(
+                after_position=after,
+                filter=selection,
+                page_size=min(PAGE, lines - len(found)),
+                newest_first=True,
+                before_position=before,
+            ),
+        )
+        head = head or max(page.head_position, after)
+        found.extend(page.records)
+        before = page.next_position
+        if not before or not page.records:
+            break
+    return found[::-1], head
 
 
 def _show(session: Session, record: events_pb.JournalRecord) -> None:
@@ -82,19 +121,7 @@ def tail(
             subject=subject or "",
             correlation_id=correlation_id or "",
         )
-        last: collections.deque[events_pb.JournalRecord] = collections.deque(maxlen=lines or None)
-        position = after
-        while True:
-            page = await session.call(
-                session.journal.ReadJournal,
-                events_rpc.ReadJournalRequest(
-                    after_position=position, filter=selection, page_size=PAGE
-                ),
-            )
-            last.extend(page.records)
-            position = max(position, page.next_position)
-            if len(page.records) < PAGE:
-                break
+        last, position = await _latest(session, selection, lines, after)
         for record in last:
             _show(session, record)
         if not follow:

@@ -1,11 +1,10 @@
-"""`conveyor runs list|get|steps|watch|logs|abort`: the executor's record of each work order."""
+"""`conveyor runs list|get|steps|watch|outputs|logs|abort`: the executor's record of runs."""
 
 from __future__ import annotations
 
 import sys
 
 import click
-from google.protobuf import json_format
 
 from conveyor.executor.v1 import messages_pb2 as executor_pb
 from conveyor.executor.v1 import service_pb2 as executor_rpc
@@ -199,58 +198,74 @@ def watch(run: str) -> None:
     execute(body)
 
 
-def output_refs(run: executor_pb.Run, steps: list[executor_pb.RunStep]) -> list[str]:
-    """References ("outputs/<id>") to the outputs the run kept, in the order they were made."""
-    found: list[str] = []
+async def _outputs(session: Session, run: str) -> list[executor_pb.Output]:
+    """The run's outputs without their data (ListOutputs), oldest first."""
+    request = executor_rpc.ListOutputsRequest(parent=run)
+    return await collect(session, session.executor.ListOutputs, request, "outputs", 0)
 
-    def take(values: object) -> None:
-        for value in values if isinstance(values, list | tuple) else [values]:
-            if isinstance(value, str) and value.startswith("outputs/") and value not in found:
-                found.append(value)
 
-    for step in steps:
-        attributes = json_format.MessageToDict(step.attributes)
-        for value in attributes.values():
-            take(value)
-        take(list(step.failure.details.values()))
-    for attempt in run.attempts:
-        take(list(attempt.failure.details.values()))
-    take(list(run.failure.details.values()))
-    return found
+@runs.command("outputs")
+@click.argument("run")
+def outputs(run: str) -> None:
+    """The outputs RUN kept (name, size, truncated), oldest first; `runs logs` prints them."""
+
+    async def body(session: Session) -> None:
+        items = await _outputs(session, names.run(run, session.namespace))
+        out = render.table("OUTPUT", "NAME", "BYTES", "TRUNCATED", "CREATED")
+        for item in items:
+            render.row(
+                out,
+                render.last_segment(item.name),
+                item.display_name,
+                item.size_bytes,
+                "yes" if item.truncated else "no",
+                render.when(item, "create_time"),
+            )
+        if session.options.json:
+            render.print_json([_output_json(o, with_text=False) for o in items])
+        else:
+            render.emit_list(session.options, items, out, "the run kept no output")
+
+    execute(body)
 
 
 @runs.command("logs")
 @click.argument("run")
-def logs(run: str) -> None:
+@click.option(
+    "--name",
+    "only",
+    multiple=True,
+    help='only the output of this name, e.g. "iteration 1 stderr" (repeat for several)',
+)
+def logs(run: str, only: tuple[str, ...]) -> None:
     """What RUN printed and kept (stdout and stderr of each iteration, check output,
-    a task's traceback), decoded as UTF-8 text."""
+    a task's traceback), decoded as UTF-8 text, oldest first."""
 
     async def body(session: Session) -> None:
         name = names.run(run, session.namespace)
-        reply = await session.call(session.executor.GetRun, executor_rpc.GetRunRequest(name=name))
-        refs = output_refs(reply.run, await _steps(session, name))
-        outputs = []
-        for ref in refs:
+        listed = [o for o in await _outputs(session, name) if not only or o.display_name in only]
+        kept = []
+        for item in listed:
             got = await session.call(
-                session.executor.GetOutput, executor_rpc.GetOutputRequest(name=f"{name}/{ref}")
+                session.executor.GetOutput, executor_rpc.GetOutputRequest(name=item.name)
             )
-            outputs.append(got.output)
-        outputs.sort(key=lambda o: (o.create_time.ToNanoseconds(), o.display_name))
+            kept.append(got.output)
         if session.options.json:
-            render.print_json([_output_json(o) for o in outputs])
+            render.print_json([_output_json(o) for o in kept])
             return
-        if not outputs:
+        if not kept:
             render.console(stderr=True).print("[dim]the run kept no output[/]")
-        for output in outputs:
+        for output in kept:
             _print_output(output)
 
     execute(body)
 
 
-def _output_json(output: executor_pb.Output) -> dict[str, object]:
+def _output_json(output: executor_pb.Output, with_text: bool = True) -> dict[str, object]:
     data = render.message_json(output)
     data.pop("data", None)
-    data["text"] = output.data.decode("utf-8", "replace")
+    if with_text:
+        data["text"] = output.data.decode("utf-8", "replace")
     return data
 
 

@@ -165,7 +165,8 @@ async def apply_schedule(
         draft = scheduler_pb.Schedule()
         draft.CopyFrom(schedule)
         for field in ("name", *OUTPUT_ONLY):
-            draft.ClearField(field)
+            if field != "paused":  # a new schedule may be created paused
+                draft.ClearField(field)
         reply = await session.call(
             session.scheduler.CreateSchedule,
             scheduler_rpc.CreateScheduleRequest(

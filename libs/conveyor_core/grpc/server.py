@@ -1,7 +1,8 @@
 """gRPC server bootstrap: interceptors, health, reflection, graceful stop.
 
 `create_server(address, services, settings)` builds a `grpc.aio` server with
-Conveyor's interceptors (`conveyor_core.grpc.interceptors`), the standard
+Conveyor's interceptors (RED metrics per RPC from `conveyor_core.grpc.metrics`,
+then `conveyor_core.grpc.interceptors`), the standard
 `grpc.health.v1.Health` service and server reflection, binds it (port 0 picks
 a free port) and returns a `GrpcServer` with the bound port.
 
@@ -45,6 +46,7 @@ from conveyor_core.auth import Access, Authenticator, PrincipalsFileError
 from conveyor_core.grpc.auth import AuthInterceptor, server_credentials
 from conveyor_core.grpc.decoding import DecodeInterceptor
 from conveyor_core.grpc.interceptors import server_interceptors
+from conveyor_core.grpc.metrics import RpcMetricsInterceptor
 from conveyor_core.settings import ConfigurationError, CoreSettings
 
 logger = logging.getLogger(__name__)
@@ -232,7 +234,9 @@ async def create_server(
     names = [service.name for service in services]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate service names in {names}")
-    interceptors = server_interceptors()
+    # Outermost: RED metrics see the code the caller receives (grpc/metrics.py).
+    interceptors: list[grpc.aio.ServerInterceptor] = [RpcMetricsInterceptor()]
+    interceptors.extend(server_interceptors())
     if authenticator is None and settings.auth_enabled:
         authenticator = authenticator_from(settings)
     if authenticator is not None:

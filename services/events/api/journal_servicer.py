@@ -33,11 +33,16 @@ class JournalServicer(service_pb2_grpc.JournalServiceServicer):
         settings = self._engine.settings
         size = page_size(request.page_size, settings.default_page_size, settings.max_page_size)
         page = await self._engine.read(
-            request.after_position, convert.filter_from_pb(request.filter), size
+            request.after_position,
+            convert.filter_from_pb(request.filter),
+            size,
+            newest_first=request.newest_first,
+            before_position=request.before_position,
         )
         return rpc.ReadJournalResponse(
             records=[convert.record_to_pb(r) for r in page.records],
             next_position=page.next_position,
+            head_position=page.head_position,
         )
 
     async def SubscribeJournal(  # type: ignore[no-untyped-def]

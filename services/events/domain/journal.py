@@ -74,6 +74,8 @@ class JournalPage:
 
     records: Sequence[JournalRecord]
     next_position: int
+    #: The head when it was read (every record at or below it committed).
+    head_position: int = 0
 
 
 def draft_violations(

@@ -24,11 +24,14 @@ class JournalAppendParams:
 
 @dataclass(frozen=True, slots=True)
 class JournalReadParams:
-    """Records with position > `after_position` matching `filter`, at most `limit`."""
+    """Records with position > `after_position` matching `filter`, at most `limit`;
+    `newest_first`: the latest of them below `before_position` (0: the head), descending."""
 
     after_position: int
     filter: JournalFilter
     limit: int
+    newest_first: bool = False
+    before_position: int = 0
 
 
 class JournalStore(Protocol):
@@ -48,6 +51,9 @@ class JournalStore(Protocol):
         `next_position` is the last record's position when the page is full,
         otherwise the journal head at the time of the read: every record at or
         below it was committed, so a reader continuing from it misses nothing.
+        Newest first, records come in descending order and `next_position` is the
+        last record's position when the page is full, otherwise 0 (nothing older).
+        `head_position` is the head at the time of the read, either way.
         """
         ...
 

@@ -92,12 +92,12 @@ class SqlJournalStore:
             # commit in position order), so the records query sees all of them.
             head = await _head(conn)
             if head <= after:
-                return JournalPage([], after)
+                return JournalPage([], 0 if params.newest_first else after, head)
             result = await conn.execute(_read_statement(params, head))
             records = [_record_from_row(row._mapping) for row in result]
         if len(records) == params.limit:
-            return JournalPage(records, records[-1].position)
-        return JournalPage(records, head)
+            return JournalPage(records, records[-1].position, head)
+        return JournalPage(records, 0 if params.newest_first else head, head)
 
     async def journal_head(self) -> int:
         async with self._engine.connect() as conn:
@@ -112,6 +112,8 @@ async def _head(conn: AsyncConnection) -> int:
 def _read_statement(params: JournalReadParams, head: int) -> Any:
     f = params.filter
     conditions = [j.position > params.after_position, j.position <= head]
+    if params.newest_first and params.before_position:
+        conditions.append(j.position < params.before_position)
     if f.namespace:
         conditions.append(j.namespace == f.namespace)
     if f.type_prefix:
@@ -122,7 +124,8 @@ def _read_statement(params: JournalReadParams, head: int) -> Any:
         conditions.append(
             exists().where(js.position == j.position, js.value == f.subject),
         )
-    return select(journal).where(*conditions).order_by(j.position).limit(params.limit)
+    order = j.position.desc() if params.newest_first else j.position
+    return select(journal).where(*conditions).order_by(order).limit(params.limit)
 
 
 def _record_row(position: int, draft: JournalDraft, now_us: int) -> dict[str, Any]:

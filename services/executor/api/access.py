@@ -10,6 +10,7 @@ ACCESS: dict[str, Access] = {
     "WatchRun": access(Role.VIEWER, "name"),
     "ListRunSteps": access(Role.VIEWER, "parent"),
     "GetOutput": access(Role.VIEWER, "name"),
+    "ListOutputs": access(Role.VIEWER, "parent"),
     "GetJobUsage": access(Role.VIEWER, "job"),
     "AbortRun": access(Role.OPERATOR, "name"),
 }

@@ -93,6 +93,28 @@ class ExecutorServicer(service_pb2_grpc.ExecutorServiceServicer):
         output = await self._engine.output_get(names.parse_output(request.name, "name"))
         return rpc.GetOutputResponse(output=convert.output_to_pb(output))
 
+    async def ListOutputs(self, request, context):  # type: ignore[no-untyped-def]
+        ref = names.parse_run(request.parent, "parent")
+        scope = _scope("outputs", ref)
+        cursor = self._tokens.decode(scope, request.page_token)
+        after = None
+        if cursor is not None:
+            output_id = cursor.get("id")
+            if not isinstance(output_id, str):
+                raise InvalidArgument(FieldViolation("page_token", _NOT_A_TOKEN))
+            after = (_cursor_int(cursor, "at"), output_id)
+        size = self._page_size(request.page_size)
+        found = await self._engine.output_list(ref, after, size + 1)
+        page, token = self._tokens.next_page(
+            found,
+            size,
+            scope,
+            lambda o: {"at": to_micros(o.created_at), "id": o.ref.output_id},
+        )
+        return rpc.ListOutputsResponse(
+            outputs=[convert.output_to_pb(o) for o in page], next_page_token=token
+        )
+
     async def GetJobUsage(self, request, context):  # type: ignore[no-untyped-def]
         namespace, job = names.parse_job(request.job, "job")
         usage = await self._engine.job_usage(namespace, job)

@@ -118,6 +118,13 @@ class RunStore(Protocol):
         self, ref: RunRef, name: str, data: bytes, truncated: bool, now: datetime
     ) -> OutputRef: ...
     async def output_get(self, ref: OutputRef) -> Output: ...
+    async def output_list(
+        self, ref: RunRef, after: tuple[int, str] | None, limit: int
+    ) -> list[Output]:
+        """A run's outputs oldest first (created, id), after the cursor, without data;
+        RunNotFound when the run does not exist."""
+        ...
+
     async def job_usage(self, namespace: str, job: str) -> JobUsage: ...
     async def journal_append(self, drafts: Sequence[JournalDraft]) -> None:
         """Journal records that go with no other write (e.g. an integration call failed)."""

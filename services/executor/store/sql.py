@@ -372,6 +372,22 @@ class SqlRunStore:
             raise OutputNotFound(ref)
         return output_from_row(row._mapping)
 
+    async def output_list(
+        self, ref: RunRef, after: tuple[int, str] | None, limit: int
+    ) -> list[Output]:
+        columns = [c for c in outputs.c if c.name != "data"]
+        stmt = select(*columns).where(oc.namespace == ref.namespace, oc.run_id == ref.run_id)
+        if after is not None:
+            at, output_id = after
+            stmt = stmt.where(
+                or_(oc.created_at > at, and_(oc.created_at == at, oc.output_id > output_id))
+            )
+        stmt = stmt.order_by(oc.created_at, oc.output_id).limit(limit)
+        async with self._engine.connect() as conn:
+            await self._run_row(conn, ref)
+            found = await conn.execute(stmt)
+            return [output_from_row({**r._mapping, "data": b""}) for r in found]
+
     async def journal_append(self, drafts: Sequence[JournalDraft]) -> None:
         async with self._engine.begin() as conn:
             await self._journal(conn, drafts)

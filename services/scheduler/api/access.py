@@ -23,5 +23,6 @@ ACCESS: dict[str, Access] = {
     "PauseSchedule": access(Role.OPERATOR, "name"),
     "ResumeSchedule": access(Role.OPERATOR, "name"),
     "TriggerSchedule": access(Role.OPERATOR, "name"),
+    "RunJob": access(Role.OPERATOR, "name"),
     "BackfillSchedule": access(Role.OPERATOR, "name"),
 }

@@ -98,6 +98,7 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
             ScheduleRef(job.namespace, job.job_id, schedule_id),
             convert.spec_from_pb(request.schedule),
             convert.policy_from_pb(request.schedule, self._settings.catch_up_window_seconds),
+            paused=request.schedule.paused,
         )
         return rpc.CreateScheduleResponse(schedule=convert.schedule_to_pb(schedule))
 
@@ -143,6 +144,16 @@ class SchedulerServicer(service_pb2_grpc.SchedulerServiceServicer):
     async def TriggerSchedule(self, request, context):  # type: ignore[no-untyped-def]
         fire = await self._engine.trigger(check.parse_schedule(request.name, "name"))
         return rpc.TriggerScheduleResponse(fire=convert.fire_to_pb(fire))
+
+    async def RunJob(self, request, context):  # type: ignore[no-untyped-def]
+        run = await self._engine.run_job(check.check_run_job(request, self._settings))
+        return rpc.RunJobResponse(
+            work_order=run.order.name,
+            work_order_id=run.order.id,
+            job_version=run.job_version,
+            already_exists=run.order.already_exists,
+            correlation_id=run.order.correlation_id,
+        )
 
     async def BackfillSchedule(self, request, context):  # type: ignore[no-untyped-def]
         ref = check.parse_schedule(request.name, "name")

@@ -14,16 +14,18 @@ from google.protobuf import duration_pb2
 
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as pb
+from conveyor.scheduler.v1 import service_pb2 as rpc
 from conveyor_core.errors import FieldViolation, InvalidArgument
 from conveyor_core.validators import name_pattern
 from conveyor_scheduler.domain import timing
-from conveyor_scheduler.domain.model import JobRef, ScheduleRef
+from conveyor_scheduler.domain.model import JobRef, JobRunRequest, ScheduleRef
 from conveyor_scheduler.settings import SchedulerSettings
 
 ID = name_pattern(r"[a-z0-9][a-z0-9-]{0,62}")
 NAMESPACE_ID = name_pattern(r"[a-z][a-z0-9-]{0,62}")
 ENDPOINT_NAME = name_pattern(r"[a-z0-9][a-z0-9_-]{0,62}")
 QUEUE_ID = name_pattern(r"[a-z][a-z0-9._-]{0,127}")
+REQUEST_ID = name_pattern(r"[A-Za-z0-9._:/-]{1,128}")
 HEADER_NAME = name_pattern(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 #: Header names whose values must be secret references, never literals.
@@ -67,6 +69,55 @@ def check_id(value: str, field: str) -> str:
     if not ID.match(value):
         raise bad(field, f"{value!r} must match [a-z0-9][a-z0-9-]{{0,62}}")
     return value
+
+
+def check_run_job(request: rpc.RunJobRequest, settings: SchedulerSettings) -> JobRunRequest:
+    """A RunJob request as the engine takes it, or every problem of it."""
+    problems: list[FieldViolation] = []
+    ref = JobRef("", "")
+    try:
+        ref = parse_job(request.name, "name")
+    except InvalidArgument as exc:
+        problems.extend(exc.violations)
+    if request.version < 0:
+        problems.append(FieldViolation("version", "must not be negative (0: the latest)"))
+    for index, endpoint in enumerate(request.endpoints):
+        if not ENDPOINT_NAME.match(endpoint):
+            problems.append(
+                FieldViolation(
+                    f"endpoints[{index}]",
+                    f"{endpoint[:80]!r} must match [a-z0-9][a-z0-9_-]{{0,62}}",
+                )
+            )
+    if len(set(request.endpoints)) != len(request.endpoints):
+        problems.append(FieldViolation("endpoints", "names an endpoint twice"))
+    if request.request_id and not REQUEST_ID.match(request.request_id):
+        problems.append(
+            FieldViolation(
+                "request_id",
+                f"{request.request_id[:80]!r} must be 1-128 characters of [A-Za-z0-9._:/-]",
+            )
+        )
+    size = request.input.ByteSize()
+    if size > settings.max_job_definition_bytes:
+        problems.append(
+            FieldViolation(
+                "input",
+                f"{size} bytes; at most {settings.max_job_definition_bytes} "
+                "(CONVEYOR_SCHEDULER_MAX_JOB_DEFINITION_BYTES)",
+            )
+        )
+    if len(request.input.content_type) > 256:
+        problems.append(FieldViolation("input.content_type", "longer than 256 characters"))
+    if problems:
+        raise InvalidArgument(problems)
+    return JobRunRequest(
+        ref,
+        request.version,
+        tuple(request.endpoints),
+        request.input.SerializeToString() if request.HasField("input") else None,
+        request.request_id,
+    )
 
 
 def check_job(job: pb.Job, settings: SchedulerSettings, field: str = "job") -> None:

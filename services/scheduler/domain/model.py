@@ -203,3 +203,33 @@ class PolicyDecision:
     input_tokens: int = 0
     output_tokens: int = 0
     fallback_reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRunRequest:
+    """RunJob: run `job` now, outside its schedules (engine.run_job)."""
+
+    job: JobRef
+    version: int = 0
+    endpoints: tuple[str, ...] = ()
+    #: A serialized conveyor.common.v1.Payload, or None.
+    input_payload: bytes | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedOrder:
+    """What the queue answered to a submit."""
+
+    name: str
+    id: str
+    already_exists: bool
+    correlation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """The answer to a RunJob: the order submitted (or found by its request id)."""
+
+    order: SubmittedOrder
+    job_version: int

@@ -34,6 +34,8 @@ class NewSchedule:
     next_slot_at: datetime | None
     next_fire_at: datetime | None
     now: datetime
+    #: Created paused (CreateSchedule's `paused`): it fires only once resumed.
+    paused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,7 @@ class SchedulerStore(Protocol):
     async def submit_outbox_mark(self, deliveries: Sequence[Delivery], now: datetime) -> None: ...
 
     async def decision_insert(self, decision: NewDecision, now: datetime) -> None: ...
+    async def journal_insert(self, entry: JournalEntry, now: datetime) -> None: ...
     async def decision_list(
         self, schedule_uid: uuid.UUID, before_seq: int, limit: int
     ) -> list[PolicyDecision]: ...

@@ -33,12 +33,13 @@ from conveyor_scheduler.errors import (
     TooManySchedules,
 )
 from conveyor_scheduler.store import rows
-from conveyor_scheduler.store.base import NewDecision, NewSchedule, ScheduleTiming
+from conveyor_scheduler.store.base import JournalEntry, NewDecision, NewSchedule, ScheduleTiming
 from conveyor_scheduler.store.firing import FiringQueries, decision_row, timing_values
 from conveyor_scheduler.store.tables import (
     fires,
     job_versions,
     jobs,
+    journal_outbox,
     policy_decisions,
     schedules,
 )
@@ -182,7 +183,7 @@ class SqlSchedulerStore(FiringQueries):
             "kind": new.spec.kind.value,
             "spec": rows.spec_to_json(new.spec),
             "policy": rows.policy_to_json(new.policy),
-            "paused": False,
+            "paused": new.paused,
             "next_slot_at": opt_to_micros(new.next_slot_at),
             "next_fire_at": opt_to_micros(new.next_fire_at),
             "backoff_level": 0,
@@ -300,6 +301,23 @@ class SqlSchedulerStore(FiringQueries):
         async with self._engine.begin() as conn:
             result = await conn.execute(statement.values(values))
         return result.rowcount == 1
+
+    # -- journal ---------------------------------------------------------------------
+
+    async def journal_insert(self, entry: JournalEntry, now: datetime) -> None:
+        """A journal record outside a fire (RunJob); the journal relay delivers it."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(journal_outbox).values(
+                    type=entry.type,
+                    namespace=entry.namespace,
+                    subjects=entry.subjects,
+                    attributes=entry.attributes,
+                    correlation_id=entry.correlation_id,
+                    traceparent=entry.traceparent,
+                    at=to_micros(now),
+                )
+            )
 
     # -- decisions -------------------------------------------------------------------
 

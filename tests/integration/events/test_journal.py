@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from conveyor.events.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
 from conveyor_core.settings import CoreSettings
 from conveyor_events.settings import EventStoreSettings
@@ -131,6 +132,45 @@ async def test_paging_by_next_position(env: JournalEnv) -> None:
     # Past the head: nothing, and the position given back.
     page = await env.read(after=50)
     assert list(page.records) == [] and page.next_position == 50
+
+
+async def test_newest_first_reads_the_latest_records_back_to_front(env: JournalEnv) -> None:
+    await env.append(
+        *(record(f"r{i}", subjects={"k": "even" if i % 2 else "odd"}) for i in range(9))
+    )
+
+    async def newest(before: int = 0, page_size: int = 3, **filter_fields: str) -> object:
+        return await env.stub.ReadJournal(
+            rpc.ReadJournalRequest(
+                newest_first=True,
+                before_position=before,
+                page_size=page_size,
+                filter=rpc.JournalFilter(**filter_fields),
+            )
+        )
+
+    page = await newest()
+    assert positions_of(page.records) == [9, 8, 7] and page.next_position == 7
+    assert page.head_position == 9
+    page = await newest(before=page.next_position)
+    assert positions_of(page.records) == [6, 5, 4] and page.next_position == 4
+    page = await newest(before=4, page_size=10)
+    assert positions_of(page.records) == [3, 2, 1] and page.next_position == 0
+    # Filtered, and bounded below by after_position too.
+    page = await newest(page_size=2, subject="even")
+    assert positions_of(page.records) == [8, 6] and page.head_position == 9
+    page = await env.stub.ReadJournal(
+        rpc.ReadJournalRequest(after_position=5, newest_first=True, page_size=10)
+    )
+    assert positions_of(page.records) == [9, 8, 7, 6] and page.next_position == 0
+    # Oldest first, the head is given too: a subscriber continues from it.
+    assert (await env.read(page_size=2)).head_position == 9
+    code, fields = await _violations(newest(before=-1))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "before_position" in fields
+    code, fields = await _violations(
+        env.stub.ReadJournal(rpc.ReadJournalRequest(before_position=3))
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "before_position" in fields
 
 
 async def _violations(call: object) -> tuple[grpc.StatusCode, dict[str, str]]:

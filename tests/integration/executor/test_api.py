@@ -90,6 +90,57 @@ async def test_outputs_are_kept_truncated_at_the_limit_and_readable(executor: Ex
     assert response.output.display_name == "stdout"
 
 
+async def test_list_outputs_pages_a_runs_outputs_without_their_data(
+    executor: ExecutorEnv,
+) -> None:
+    from conveyor_executor.context import AttemptContext
+    from conveyor_executor.domain.model import RunRef
+
+    order = await executor.submit(command_invocation("ok"))
+    await executor.wait_run(order, [pb.RUN_STATE_SUCCEEDED])
+    service = executor.service
+    ctx = AttemptContext(
+        RunRef(order.namespace, order.id),
+        1,
+        service.recorder,
+        service.pool.deps.secrets,
+        service.hub,
+        service.clock,
+        max_output_bytes=1024,
+    )
+    saved = {
+        name: await ctx.save_output(name, data, truncated=False)
+        for name, data in (("stdout", b"hello\n"), ("stderr", b"oops"), ("check", b"ok"))
+    }
+    parent = run_name(order)
+    first = await executor.stub.ListOutputs(rpc.ListOutputsRequest(parent=parent, page_size=2))
+    assert len(first.outputs) == 2 and first.next_page_token
+    rest = await executor.stub.ListOutputs(
+        rpc.ListOutputsRequest(parent=parent, page_size=2, page_token=first.next_page_token)
+    )
+    assert len(rest.outputs) == 1 and not rest.next_page_token
+    listed = [*first.outputs, *rest.outputs]
+    assert {o.name for o in listed} == {f"{parent}/{ref}" for ref in saved.values()}
+    sizes = {o.display_name: (o.size_bytes, o.data) for o in listed}
+    assert sizes == {"stdout": (6, b""), "stderr": (4, b""), "check": (2, b"")}
+    times = [(o.create_time.ToNanoseconds(), o.name) for o in listed]
+    assert times == sorted(times), "oldest first"
+    got = await executor.stub.GetOutput(rpc.GetOutputRequest(name=f"{parent}/{saved['stdout']}"))
+    assert got.output.data == b"hello\n"
+
+    missing = await _field_violations(
+        executor.stub.ListOutputs(rpc.ListOutputsRequest(parent="namespaces/test/runs/0000"))
+    )
+    assert missing == (grpc.StatusCode.NOT_FOUND, [])
+    for request, field in (
+        (rpc.ListOutputsRequest(parent="runs/x"), "parent"),
+        (rpc.ListOutputsRequest(parent=parent, page_token="x"), "page_token"),
+        (rpc.ListOutputsRequest(parent=parent, page_size=-1), "page_size"),
+    ):
+        code, fields = await _field_violations(executor.stub.ListOutputs(request))
+        assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, [field]), request
+
+
 @pytest.mark.parametrize(
     ("request_", "field"),
     [

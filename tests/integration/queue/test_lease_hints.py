@@ -7,16 +7,20 @@ straight into the store, without the engine, stand for a change nobody announced
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from conveyor.queue.v1 import messages_pb2 as m
 from conveyor.queue.v1 import service_pb2 as rpc
+from conveyor_core.settings import CoreSettings
 from conveyor_queue.domain.model import QueueRef, WorkOrderSpec
 from conveyor_queue.hints import DrainedQueues, DueTimes
 from conveyor_queue.store.base import NewWorkOrder
-from tests.helpers.queue import NAMESPACE, QueueEnv, queue_name, spec
+from tests.helpers.polling import eventually
+from tests.helpers.queue import NAMESPACE, QueueEnv, queue_name, spec, wall_clock
 
 
 def _at(env: QueueEnv, seconds: float) -> timestamp_pb2.Timestamp:
@@ -83,10 +87,31 @@ async def test_failed_attempt_with_backoff_is_announced(env: QueueEnv) -> None:
         await due.close()
 
 
+@pytest.fixture
+async def trusting_env(
+    core: CoreSettings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[QueueEnv]:
+    """A queue whose drained answers outlive the test: the poll interval is their TTL, and
+    on a loaded machine the default 1 s can pass between two calls of one test."""
+    monkeypatch.setenv("CONVEYOR_QUEUE_POLL_INTERVAL_SECONDS", "3600")
+    queue_env = await QueueEnv(core, wall_clock()).start()
+    yield queue_env
+    await queue_env.stop()
+
+
 async def test_a_drained_queue_is_not_queried_again_until_something_is_announced(
-    env: QueueEnv,
+    trusting_env: QueueEnv,
 ) -> None:
-    assert await env.lease(n=5, wait=0.05) == []  # drained, nothing delayed
+    env = trusting_env
+
+    async def both_answers_known() -> bool:
+        # A long-poll that parks learns both answers: drained, and nothing delayed. One
+        # whose statement outlasts its wait (a loaded machine) gives up before asking the
+        # second, so try again until one parked.
+        assert await env.lease(n=5, wait=0.2) == []
+        return not await env.engine._due.may_be_due(NAMESPACE, ["jobs"], env.clock.now())
+
+    await eventually(both_answers_known, "a long-poll parked with both answers known", 30)
     await _unannounced_delayed_order(env, 0)  # available now, but nobody said so
     assert await env.lease(n=5) == []  # the statement was skipped
     second = await env.submit()  # announced: the next lease runs its statement again

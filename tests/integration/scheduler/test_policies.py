@@ -156,6 +156,25 @@ async def test_pause_stops_fires_and_resume_continues_from_now(env: SchedulerEnv
     assert [o for o, _ in outcomes] == [OUT.FIRE_OUTCOME_SUCCEEDED, OUT.FIRE_OUTCOME_SUBMITTED]
 
 
+async def test_a_schedule_created_paused_fires_only_once_resumed(env: SchedulerEnv) -> None:
+    await env.create_job()
+    paused = await env.create_schedule(interval(60, paused=True), schedule_id="paused")
+    assert paused.paused
+    live = await env.create_schedule(interval(60), schedule_id="live")
+    got = await env.stub.GetSchedule(rpc.GetScheduleRequest(name=paused.name))
+    assert got.schedule.paused
+    # Both were due at once: while the live one fires (and then skips an overlapping
+    # slot ten minutes later), ticks pass the paused one by.
+    await eventually(lambda: _count(env, live.name, OUT.FIRE_OUTCOME_SUBMITTED))
+    env.clock.advance(timedelta(minutes=10))
+    await eventually(lambda: _count(env, live.name, OUT.FIRE_OUTCOME_SKIPPED))
+    assert await env.fires(paused.name) == []
+    resumed = await env.stub.ResumeSchedule(rpc.ResumeScheduleRequest(name=paused.name))
+    assert not resumed.schedule.paused
+    assert resumed.schedule.next_fire_time.ToDatetime(tzinfo=UTC) == env.clock.now()
+    await eventually(lambda: _count(env, paused.name, OUT.FIRE_OUTCOME_SUBMITTED))
+
+
 async def test_trigger_backfill_and_preview(env: SchedulerEnv) -> None:
     await env.create_job()
     schedule = await env.create_schedule(interval(3600, overlap_policy=pb.OVERLAP_POLICY_ALLOW_ALL))

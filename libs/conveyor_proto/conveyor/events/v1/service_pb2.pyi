@@ -898,9 +898,18 @@ class ReadJournalRequest(_message.Message):
     AFTER_POSITION_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
+    BEFORE_POSITION_FIELD_NUMBER: _builtins.int
     after_position: _builtins.int
     """Records with position > after_position."""
     page_size: _builtins.int
+    newest_first: _builtins.bool
+    """Newest first: the latest matching records (position descending), e.g. the last N
+    of a tail. next_position is then the smallest position examined: pass it as
+    before_position to read further back. Default: oldest first.
+    """
+    before_position: _builtins.int
+    """With newest_first: only records with position < before_position; 0: up to the head."""
     @_builtins.property
     def filter(self) -> Global___JournalFilter: ...
     def __init__(
@@ -909,10 +918,12 @@ class ReadJournalRequest(_message.Message):
         after_position: _builtins.int = ...,
         filter: Global___JournalFilter | None = ...,
         page_size: _builtins.int = ...,
+        newest_first: _builtins.bool = ...,
+        before_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "filter", b"filter", "page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_position", b"after_position", "before_position", b"before_position", "filter", b"filter", "newest_first", b"newest_first", "page_size", b"page_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -924,8 +935,15 @@ class ReadJournalResponse(_message.Message):
 
     RECORDS_FIELD_NUMBER: _builtins.int
     NEXT_POSITION_FIELD_NUMBER: _builtins.int
+    HEAD_POSITION_FIELD_NUMBER: _builtins.int
     next_position: _builtins.int
-    """Pass as after_position to continue (the last position examined)."""
+    """Pass as after_position to continue (the last position examined); with
+    newest_first, as before_position (0 when nothing is left).
+    """
+    head_position: _builtins.int
+    """The journal's head when it was read: every record at or below it was committed,
+    so SubscribeJournal from it misses nothing (what `tail -f` does after the last N).
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[_messages_pb2.JournalRecord]: ...
     def __init__(
@@ -933,10 +951,11 @@ class ReadJournalResponse(_message.Message):
         *,
         records: _abc.Iterable[_messages_pb2.JournalRecord] | None = ...,
         next_position: _builtins.int = ...,
+        head_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_position", b"next_position", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head_position", b"head_position", "next_position", b"next_position", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

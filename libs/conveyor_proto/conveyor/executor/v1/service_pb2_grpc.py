@@ -69,6 +69,11 @@ class ExecutorServiceStub:
                 request_serializer=conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputRequest.SerializeToString,
                 response_deserializer=conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputResponse.FromString,
                 _registered_method=True)
+        self.ListOutputs = channel.unary_unary(
+                '/conveyor.executor.v1.ExecutorService/ListOutputs',
+                request_serializer=conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsRequest.SerializeToString,
+                response_deserializer=conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsResponse.FromString,
+                _registered_method=True)
         self.GetJobUsage = channel.unary_unary(
                 '/conveyor.executor.v1.ExecutorService/GetJobUsage',
                 request_serializer=conveyor_dot_executor_dot_v1_dot_service__pb2.GetJobUsageRequest.SerializeToString,
@@ -126,6 +131,14 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOutputs(self, request, context):
+        """The outputs a run kept (stdout and stderr of each iteration, check output, a task's
+        traceback), oldest first, without their data: GetOutput reads each one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetJobUsage(self, request, context):
         """Sums token usage and cost over a job's runs.
         """
@@ -165,6 +178,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.GetOutput,
                     request_deserializer=conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputRequest.FromString,
                     response_serializer=conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputResponse.SerializeToString,
+            ),
+            'ListOutputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOutputs,
+                    request_deserializer=conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsRequest.FromString,
+                    response_serializer=conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsResponse.SerializeToString,
             ),
             'GetJobUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJobUsage,
@@ -339,6 +357,33 @@ class ExecutorService:
             '/conveyor.executor.v1.ExecutorService/GetOutput',
             conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputRequest.SerializeToString,
             conveyor_dot_executor_dot_v1_dot_service__pb2.GetOutputResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOutputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.executor.v1.ExecutorService/ListOutputs',
+            conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsRequest.SerializeToString,
+            conveyor_dot_executor_dot_v1_dot_service__pb2.ListOutputsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class ExecutorServiceStub:
     """Lists a run's recorded steps, oldest first."""
     GetOutput: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetOutputRequest, _service_pb2.GetOutputResponse]
     """Gets one captured output."""
+    ListOutputs: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListOutputsRequest, _service_pb2.ListOutputsResponse]
+    """The outputs a run kept (stdout and stderr of each iteration, check output, a task's
+    traceback), oldest first, without their data: GetOutput reads each one.
+    """
     GetJobUsage: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetJobUsageRequest, _service_pb2.GetJobUsageResponse]
     """Sums token usage and cost over a job's runs."""
 
@@ -75,6 +79,10 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """Lists a run's recorded steps, oldest first."""
     GetOutput: _aio.UnaryUnaryMultiCallable[_service_pb2.GetOutputRequest, _service_pb2.GetOutputResponse]  # type: ignore[assignment]
     """Gets one captured output."""
+    ListOutputs: _aio.UnaryUnaryMultiCallable[_service_pb2.ListOutputsRequest, _service_pb2.ListOutputsResponse]  # type: ignore[assignment]
+    """The outputs a run kept (stdout and stderr of each iteration, check output, a task's
+    traceback), oldest first, without their data: GetOutput reads each one.
+    """
     GetJobUsage: _aio.UnaryUnaryMultiCallable[_service_pb2.GetJobUsageRequest, _service_pb2.GetJobUsageResponse]  # type: ignore[assignment]
     """Sums token usage and cost over a job's runs."""
 
@@ -133,6 +141,16 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.GetOutputResponse, _abc.Awaitable[_service_pb2.GetOutputResponse]]:
         """Gets one captured output."""
+
+    @_abc_1.abstractmethod
+    def ListOutputs(
+        self,
+        request: _service_pb2.ListOutputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListOutputsResponse, _abc.Awaitable[_service_pb2.ListOutputsResponse]]:
+        """The outputs a run kept (stdout and stderr of each iteration, check output, a task's
+        traceback), oldest first, without their data: GetOutput reads each one.
+        """
 
     @_abc_1.abstractmethod
     def GetJobUsage(

@@ -397,6 +397,9 @@ class Schedule(_message.Message):
     overlap_policy: Global___OverlapPolicy.ValueType
     catch_up_mode: Global___CatchUpMode.ValueType
     paused: _builtins.bool
+    """CreateSchedule with paused creates it paused: it fires only once resumed, from then
+    on. UpdateSchedule keeps the paused state; PauseSchedule and ResumeSchedule change it.
+    """
     backoff_level: _builtins.int
     """Adaptive backoff level (0 = as scheduled)."""
     @_builtins.property

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from conveyor.common.v1 import types_pb2 as _types_pb2
 from conveyor.scheduler.v1 import messages_pb2 as _messages_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -565,6 +566,84 @@ class TriggerScheduleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
+
+@_typing.final
+class RunJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENDPOINTS_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The job: namespaces/{namespace}/jobs/{job}"""
+    version: _builtins.int
+    """0 means the latest."""
+    request_id: _builtins.str
+    """Optional idempotency: 1-128 characters of [A-Za-z0-9._:/-]. Empty: a new run
+    every call.
+    """
+    @_builtins.property
+    def endpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HTTP jobs: call only these endpoints (names of the job's endpoints); empty: all."""
+
+    @_builtins.property
+    def input(self) -> _types_pb2.Payload:
+        """The run's input, passed in the JobInvocation (JSON, text or bytes)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+        endpoints: _abc.Iterable[_builtins.str] | None = ...,
+        input: _types_pb2.Payload | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoints", b"endpoints", "input", b"input", "name", b"name", "request_id", b"request_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunJobRequest: _TypeAlias = RunJobRequest  # noqa: Y015
+
+@_typing.final
+class RunJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_ORDER_FIELD_NUMBER: _builtins.int
+    WORK_ORDER_ID_FIELD_NUMBER: _builtins.int
+    JOB_VERSION_FIELD_NUMBER: _builtins.int
+    ALREADY_EXISTS_FIELD_NUMBER: _builtins.int
+    CORRELATION_ID_FIELD_NUMBER: _builtins.int
+    work_order: _builtins.str
+    """The submitted work order: namespaces/{namespace}/queues/{queue}/workOrders/{id}"""
+    work_order_id: _builtins.str
+    """Its id, which is also the run's: namespaces/{namespace}/runs/{work_order_id}"""
+    job_version: _builtins.int
+    """The job version it runs."""
+    already_exists: _builtins.bool
+    """True when request_id matched an earlier RunJob: that call's order is returned."""
+    correlation_id: _builtins.str
+    """The order's correlation id (what the journal's records of its life carry)."""
+    def __init__(
+        self,
+        *,
+        work_order: _builtins.str = ...,
+        work_order_id: _builtins.str = ...,
+        job_version: _builtins.int = ...,
+        already_exists: _builtins.bool = ...,
+        correlation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_exists", b"already_exists", "correlation_id", b"correlation_id", "job_version", b"job_version", "work_order", b"work_order", "work_order_id", b"work_order_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunJobResponse: _TypeAlias = RunJobResponse  # noqa: Y015
 
 @_typing.final
 class BackfillScheduleRequest(_message.Message):

@@ -106,6 +106,11 @@ class SchedulerServiceStub:
                 request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleRequest.SerializeToString,
                 response_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleResponse.FromString,
                 _registered_method=True)
+        self.RunJob = channel.unary_unary(
+                '/conveyor.scheduler.v1.SchedulerService/RunJob',
+                request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobRequest.SerializeToString,
+                response_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobResponse.FromString,
+                _registered_method=True)
         self.BackfillSchedule = channel.unary_unary(
                 '/conveyor.scheduler.v1.SchedulerService/BackfillSchedule',
                 request_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.BackfillScheduleRequest.SerializeToString,
@@ -223,6 +228,17 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunJob(self, request, context):
+        """Runs a job now, outside its schedules: submits its JobInvocation (the latest version,
+        or `version`) to the job's queue, journaled as scheduler.job.run, and answers with
+        the work order. With a request_id the call is idempotent: the same id for the same
+        job answers with the first order (already_exists) and journals nothing again.
+        The run is in no schedule's fire history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BackfillSchedule(self, request, context):
         """Fires every slot of [start_time, end_time) not fired yet, at most the service's bound.
         """
@@ -318,6 +334,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.TriggerSchedule,
                     request_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleRequest.FromString,
                     response_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'RunJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunJob,
+                    request_deserializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobRequest.FromString,
+                    response_serializer=conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobResponse.SerializeToString,
             ),
             'BackfillSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.BackfillSchedule,
@@ -698,6 +719,33 @@ class SchedulerService:
             '/conveyor.scheduler.v1.SchedulerService/TriggerSchedule',
             conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleRequest.SerializeToString,
             conveyor_dot_scheduler_dot_v1_dot_service__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/conveyor.scheduler.v1.SchedulerService/RunJob',
+            conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobRequest.SerializeToString,
+            conveyor_dot_scheduler_dot_v1_dot_service__pb2.RunJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

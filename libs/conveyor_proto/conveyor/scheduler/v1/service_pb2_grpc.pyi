@@ -61,6 +61,13 @@ class SchedulerServiceStub:
     """Resumes; slots that passed while paused are not fired."""
     TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.TriggerScheduleRequest, _service_pb2.TriggerScheduleResponse]
     """Fires now, outside the schedule (overlap policy does not apply)."""
+    RunJob: _grpc.UnaryUnaryMultiCallable[_service_pb2.RunJobRequest, _service_pb2.RunJobResponse]
+    """Runs a job now, outside its schedules: submits its JobInvocation (the latest version,
+    or `version`) to the job's queue, journaled as scheduler.job.run, and answers with
+    the work order. With a request_id the call is idempotent: the same id for the same
+    job answers with the first order (already_exists) and journals nothing again.
+    The run is in no schedule's fire history.
+    """
     BackfillSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.BackfillScheduleRequest, _service_pb2.BackfillScheduleResponse]
     """Fires every slot of [start_time, end_time) not fired yet, at most the service's bound."""
     PreviewSchedule: _grpc.UnaryUnaryMultiCallable[_service_pb2.PreviewScheduleRequest, _service_pb2.PreviewScheduleResponse]
@@ -103,6 +110,13 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """Resumes; slots that passed while paused are not fired."""
     TriggerSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.TriggerScheduleRequest, _service_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
     """Fires now, outside the schedule (overlap policy does not apply)."""
+    RunJob: _aio.UnaryUnaryMultiCallable[_service_pb2.RunJobRequest, _service_pb2.RunJobResponse]  # type: ignore[assignment]
+    """Runs a job now, outside its schedules: submits its JobInvocation (the latest version,
+    or `version`) to the job's queue, journaled as scheduler.job.run, and answers with
+    the work order. With a request_id the call is idempotent: the same id for the same
+    job answers with the first order (already_exists) and journals nothing again.
+    The run is in no schedule's fire history.
+    """
     BackfillSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.BackfillScheduleRequest, _service_pb2.BackfillScheduleResponse]  # type: ignore[assignment]
     """Fires every slot of [start_time, end_time) not fired yet, at most the service's bound."""
     PreviewSchedule: _aio.UnaryUnaryMultiCallable[_service_pb2.PreviewScheduleRequest, _service_pb2.PreviewScheduleResponse]  # type: ignore[assignment]
@@ -220,6 +234,19 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.TriggerScheduleResponse, _abc.Awaitable[_service_pb2.TriggerScheduleResponse]]:
         """Fires now, outside the schedule (overlap policy does not apply)."""
+
+    @_abc_1.abstractmethod
+    def RunJob(
+        self,
+        request: _service_pb2.RunJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.RunJobResponse, _abc.Awaitable[_service_pb2.RunJobResponse]]:
+        """Runs a job now, outside its schedules: submits its JobInvocation (the latest version,
+        or `version`) to the job's queue, journaled as scheduler.job.run, and answers with
+        the work order. With a request_id the call is idempotent: the same id for the same
+        job answers with the first order (already_exists) and journals nothing again.
+        The run is in no schedule's fire history.
+        """
 
     @_abc_1.abstractmethod
     def BackfillSchedule(
