@@ -15,17 +15,20 @@ import json
 import os
 import time
 import typing
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from opentelemetry import propagate
 
 from conveyor.common.v1 import types_pb2
 from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor.queue.v1 import service_pb2 as queue_rpc
 from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor_sdk._app import Task
+from conveyor_sdk._batching import Coalescer
 from conveyor_sdk._channel import open_channel
 from conveyor_sdk._errors import (
     ResultTimeout,
@@ -208,6 +211,9 @@ class Client:
             self.address, token=token, tls=tls, root_certificates=root_certificates
         )
         self._queue = queue_grpc.WorkOrderQueueServiceStub(self._channel)
+        self._submits: Coalescer[queue_rpc.SubmitWorkOrderRequest, _Submitted] = Coalescer(
+            self._submit_batch, SUBMIT_BATCH_SIZE, "submits"
+        )
         #: Workflows: trigger handlers, sessions, blocked runs, resolve mutations.
         self.workflows = Workflows(self._channel, self.namespace)
 
@@ -276,13 +282,17 @@ class Client:
                 getattr(spec, field_name).CopyFrom(_timestamp(value))
         spec.labels.update(labels or {})
         queue_id = queue or (options.queue if options else "default")
-        response = await _call(
-            self._queue.SubmitWorkOrder(
-                queue_rpc.SubmitWorkOrderRequest(
-                    parent=f"namespaces/{namespace}/queues/{queue_id}", work_order=spec
-                )
-            )
+        request = queue_rpc.SubmitWorkOrderRequest(
+            parent=f"namespaces/{namespace}/queues/{queue_id}", work_order=spec
         )
+        if len(spec.payload.data) > SUBMIT_BATCH_MAX_PAYLOAD:
+            response = await _call(self._queue.SubmitWorkOrder(request))
+        else:
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)  # batch items carry their own trace and correlation
+            request.traceparent = carrier.get("traceparent", "")
+            request.correlation_id = uuid.uuid4().hex
+            response = await _call(self._submits.submit(request))
         return TaskHandle(
             self,
             response.work_order.name,
@@ -290,12 +300,65 @@ class Client:
             already_submitted=response.already_exists,
         )
 
+    async def _submit_batch(
+        self, requests: typing.Sequence[queue_rpc.SubmitWorkOrderRequest]
+    ) -> list[_Submitted | BaseException]:
+        """Submits made together go out as one BatchSubmitWorkOrders per namespace."""
+        by_namespace: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_namespace.setdefault(request.parent.split("/", 2)[1], []).append(i)
+        out: list[_Submitted | BaseException] = [RuntimeError("not sent")] * len(requests)
+        for indexes in by_namespace.values():
+            items = [requests[i] for i in indexes]
+            for i, result in zip(indexes, await self._submit_together(items), strict=True):
+                out[i] = result
+        return out
+
+    async def _submit_together(
+        self, items: list[queue_rpc.SubmitWorkOrderRequest]
+    ) -> list[_Submitted | BaseException]:
+        if len(items) > 1:
+            batch = queue_rpc.BatchSubmitWorkOrdersRequest(parent=items[0].parent, requests=items)
+            try:
+                response = await self._queue.BatchSubmitWorkOrders(batch)
+                return list(response.responses)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _REFUSED_AS_A_WHOLE:
+                    return [error] * len(items)  # perhaps applied: never sent twice
+        # One alone, or a batch the queue refused (nothing applied): each its own answer.
+        out: list[_Submitted | BaseException] = []
+        for item in items:
+            single = queue_rpc.SubmitWorkOrderRequest()
+            single.CopyFrom(item)
+            single.ClearField("traceparent")  # the call's own metadata carries them
+            single.ClearField("correlation_id")
+            try:
+                out.append(await self._queue.SubmitWorkOrder(single))
+            except grpc.aio.AioRpcError as error:
+                out.append(error)
+        return out
+
     def handle(self, work_order: str, result_type: Any = None) -> TaskHandle[Any]:
         """A handle on an order submitted earlier: its name, or its id in `namespace`."""
         if "/" not in work_order:
             raise ValueError("give the work order's name (namespaces/N/queues/Q/workOrders/ID)")
         return TaskHandle(self, work_order, result_type=result_type)
 
+
+#: Submits made at the same time (while one is in flight) share a BatchSubmitWorkOrders
+#: call of at most this many; payloads above SUBMIT_BATCH_MAX_PAYLOAD bytes go alone.
+SUBMIT_BATCH_SIZE = 100
+SUBMIT_BATCH_MAX_PAYLOAD = 64 * 1024
+_Submitted = queue_rpc.SubmitWorkOrderResponse
+# A batch refused for these was applied to no item: its items are sent one by one.
+_REFUSED_AS_A_WHOLE = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+)
 
 _STATES = {
     queue_pb.WORK_ORDER_STATE_QUEUED: TaskState.QUEUED,

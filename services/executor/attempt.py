@@ -147,7 +147,52 @@ class AttemptExecution:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        attempt_state, run_state = await self._report(outcome)
+        if outcome.succeeded and self.ctx.stop_cause is not StopCause.LEASE_LOST:
+            attempt_state, run_state = await self._succeed(outcome)
+        else:
+            attempt_state, run_state = await self._report(outcome)
+            await self._record_end(outcome, attempt_state, run_state)
+        log.info(
+            "run %s attempt %d: %s (run %s)",
+            self.ref.name,
+            self.ctx.attempt,
+            attempt_state.value,
+            run_state.value,
+            extra={"work_order_id": self.leased.work_order.id},
+        )
+        return run_state
+
+    async def _succeed(self, outcome: RunnerOutcome) -> tuple[RunState, RunState]:
+        """Record the success, then complete the order: once the queue says SUCCEEDED, the
+        run's record (state, usage, summary) is already durable. Should the queue refuse the
+        completion (the lease was lost), the record is corrected: attempt FAILED, run
+        PENDING (the order is someone else's now), its usage counted once."""
+        await self._record_end(outcome, RunState.SUCCEEDED, RunState.SUCCEEDED)
+        try:
+            await self.queue.complete(self.leased, self._result(outcome))
+        except grpc.aio.AioRpcError as error:
+            log.warning(
+                "run %s: queue refused the outcome (%s: %s); the lease will expire",
+                self.ref.name,
+                error.code().name,
+                error.details(),
+            )
+            refused = ClassifiedError(
+                ErrorType.INTERNAL,
+                f"the queue refused the completion: {error.code().name}: {error.details()}"[:500],
+                True,
+                {},
+            )
+            correction = replace(outcome, succeeded=False, error=refused, cost_usd=0.0)
+            correction = replace(correction, input_tokens=0, output_tokens=0)
+            await self._record_end(correction, RunState.FAILED, RunState.PENDING)
+            return RunState.FAILED, RunState.PENDING
+        return RunState.SUCCEEDED, RunState.SUCCEEDED
+
+    async def _record_end(
+        self, outcome: RunnerOutcome, attempt_state: RunState, run_state: RunState
+    ) -> None:
+        d = self.deps
         end = AttemptEnd(
             attempt_state=attempt_state,
             run_state=run_state,
@@ -167,15 +212,6 @@ class AttemptExecution:
         )
         journal = self._journal(_JOURNAL_TYPE[run_state], end.error, attempt_state=attempt_state)
         await d.recorder.finish_attempt(AttemptFinish(self.ref, self.ctx.attempt, end, (journal,)))
-        log.info(
-            "run %s attempt %d: %s (run %s)",
-            self.ref.name,
-            self.ctx.attempt,
-            attempt_state.value,
-            run_state.value,
-            extra={"work_order_id": self.leased.work_order.id},
-        )
-        return run_state
 
     async def _outcome(self) -> RunnerOutcome:
         if self.decoded.error is not None:
@@ -359,13 +395,11 @@ class AttemptExecution:
             ctx.stop(StopCause.ABORT, "the work order was cancelled")
 
     async def _report(self, outcome: RunnerOutcome) -> tuple[RunState, RunState]:
-        """Complete or fail the order; returns (attempt state, run state)."""
+        """Fail the order (a failed attempt, or any after the lease was lost); returns
+        (attempt state, run state)."""
         if self.ctx.stop_cause is StopCause.LEASE_LOST:
             return RunState.FAILED, RunState.PENDING  # the order is someone else's now
         try:
-            if outcome.succeeded:
-                await self.queue.complete(self.leased, self._result(outcome))
-                return RunState.SUCCEEDED, RunState.SUCCEEDED
             assert outcome.error is not None
             order = await self.queue.fail(self.leased, self._failure(outcome.error))
         except grpc.aio.AioRpcError as error:

@@ -75,12 +75,14 @@ class ExecutorEngine:
         """
         run = await self.store.run_get(ref)
         reason = reason or "aborted by request"
+        # Terminal first: a success is recorded before its order is completed, so a run
+        # still reporting here can already be SUCCEEDED, and is no longer abortable.
+        if run.state in TERMINAL:
+            raise RunNotAbortable(ref, run.state)
         ctx = self.pool.context_of(ref)
         if ctx is not None:
             ctx.stop(StopCause.ABORT, reason)
             return run
-        if run.state in TERMINAL:
-            raise RunNotAbortable(ref, run.state)
         queue = self.pool.queue
         if queue is None:
             raise Unavailable("the work-order queue is not reachable from this executor yet")

@@ -17,6 +17,7 @@ from conveyor.queue.v1 import service_pb2 as rpc
 from conveyor.queue.v1 import service_pb2_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_core.settings import CoreSettings
+from conveyor_sdk._batching import Coalescer
 
 log = logging.getLogger(__name__)
 QUEUE_SERVICE = rpc.DESCRIPTOR.services_by_name["WorkOrderQueueService"].full_name
@@ -39,12 +40,26 @@ _TRANSIENT = (
     grpc.StatusCode.INTERNAL,
 )
 T = TypeVar("T")
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def item_error(code: int, message: str) -> grpc.aio.AioRpcError:
+    """The error of one item of a batch call, as the single call would have raised it."""
+    status = _CODES.get(code, grpc.StatusCode.UNKNOWN)
+    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), message)
 
 
 class QueueClient:
     """Calls to the queue. Completing and failing an order are retried on transient errors
     (`report_attempts` tries, backoff from `report_backoff` seconds): losing a finished
-    attempt's report would make the queue run the order again after its lease expires."""
+    attempt's report would make the queue run the order again after its lease expires.
+
+    Completions are group-committed: the orders finishing while one
+    BatchCompleteWorkOrders call is in flight go out together in the next (at most
+    `batch_size`, one call per namespace), each caller getting its own item's status.
+    A batch refused as a whole for a bad argument is sent again one order at a time, so
+    one bad result never fails the others; a transient failure of the call is retried
+    per order by `_report` (the retries join the next batch)."""
 
     def __init__(
         self,
@@ -53,6 +68,7 @@ class QueueClient:
         call_timeout: float,
         report_attempts: int = 3,
         report_backoff: float = 0.2,
+        batch_size: int = 256,
     ) -> None:
         self.address = address
         self._report_attempts = report_attempts
@@ -61,6 +77,9 @@ class QueueClient:
         self._stub = service_pb2_grpc.WorkOrderQueueServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = call_timeout
+        self._completions: Coalescer[rpc.CompleteWorkOrderRequest, None] = Coalescer(
+            self._complete_batch, batch_size, "completions"
+        )
 
     async def close(self) -> None:
         await self._channel.close()
@@ -114,10 +133,51 @@ class QueueClient:
             name=leased.work_order.name, lease_token=leased.lease_token, result=result
         )
         await self._report(
-            lambda: self._stub.CompleteWorkOrder(request, timeout=self._timeout),
+            lambda: self._completions.submit(request),
             leased,
             accept=lambda order: order.state == queue_pb.WORK_ORDER_STATE_SUCCEEDED,
         )
+
+    async def _complete_batch(
+        self, requests: Sequence[rpc.CompleteWorkOrderRequest]
+    ) -> list[BaseException | None]:
+        by_namespace: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_namespace.setdefault(request.name.split("/", 2)[1], []).append(i)
+        out: list[BaseException | None] = [None] * len(requests)
+        for namespace, indexes in by_namespace.items():
+            items = [requests[i] for i in indexes]
+            try:
+                statuses = await self._complete_in(namespace, items)
+            except grpc.aio.AioRpcError as error:
+                statuses = [error] * len(items)
+            for i, status in zip(indexes, statuses, strict=True):
+                out[i] = status
+        return out
+
+    async def _complete_in(
+        self, namespace: str, items: Sequence[rpc.CompleteWorkOrderRequest]
+    ) -> list[BaseException | None]:
+        if len(items) == 1:
+            await self._stub.CompleteWorkOrder(items[0], timeout=self._timeout)
+            return [None]
+        request = rpc.BatchCompleteWorkOrdersRequest(
+            parent=f"namespaces/{namespace}", requests=list(items)
+        )
+        try:
+            response = await self._stub.BatchCompleteWorkOrders(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            out: list[BaseException | None] = []
+            for item in items:  # which one is bad: the single calls say
+                try:
+                    await self._stub.CompleteWorkOrder(item, timeout=self._timeout)
+                    out.append(None)
+                except grpc.aio.AioRpcError as single:
+                    out.append(single)
+            return out
+        return [None if s.code == 0 else item_error(s.code, s.message) for s in response.statuses]
 
     async def fail(
         self, leased: rpc.LeasedWorkOrder, failure: types_pb2.Failure

@@ -132,7 +132,11 @@ class ExecutorService:
         self.registrar: Registrar | None = None
         self._registering: asyncio.Task[None] | None = None
         self.recorder = RunRecorder(
-            self.store, self.hub, self.outbox_notifier.poke, s.max_failure_message_length
+            self.store,
+            self.hub,
+            self.outbox_notifier.poke,
+            s.max_failure_message_length,
+            s.record_batch_size,
         )
         secrets = SecretSource(
             s.secrets_dir, os.environ if environ is None else environ, s.secrets_env_prefix
@@ -209,6 +213,7 @@ class ExecutorService:
             s.queue_call_timeout_seconds,
             s.queue_report_attempts,
             s.queue_report_backoff_seconds,
+            s.record_batch_size,
         )
 
     async def attach_peers(self, addresses: Mapping[str, str]) -> None:

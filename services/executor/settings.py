@@ -52,6 +52,12 @@ class ExecutorSettings(BaseSettings):
     queue_report_backoff_seconds: float = Field(
         0.2, gt=0, description="First pause between those tries (doubling)."
     )
+    record_batch_size: int = Field(
+        256,
+        ge=1,
+        le=1000,
+        description="Most attempt starts, ends or completions written in one transaction or call.",
+    )
     lease_error_backoff_seconds: float = Field(
         1.0, gt=0, description="Pause after a failed lease call before the next one."
     )

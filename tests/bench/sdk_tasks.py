@@ -1,6 +1,7 @@
 """Python tasks through the SDK, end to end, on PostgreSQL + Redis (part of `make bench`).
 
     python -m tests.bench.sdk_tasks [--tasks 3000] [--rate 200] [--seconds 10]
+    python -m tests.bench.sdk_tasks --tasks 2000 --seconds 0 --profile worker   # py-spy the worker
 
 Starts `conveyor serve queue events` and `conveyor worker tests.bench.sdk_tasks:app` as
 two processes on a scratch database, then from this process (the SDK's Client):
@@ -10,7 +11,11 @@ two processes on a scratch database, then from this process (the SDK's Client):
 * latency: submits at --rate per second for --seconds; each task returns the time it
   started; submit-to-start p50/p99 (one machine, one clock).
 
-Prints the figures and writes .bench/sdk_tasks.json.
+The throughput window reports the CPU each process used per task (ms of CPU per task:
+worker, platform, PostgreSQL, the bench client, the rest of the machine) from /proc
+(`tests.bench.cpu`). `--profile worker|platform` records that window with py-spy
+(raw collapsed stacks, .bench/profile-sdk-<process>.txt; summarise with
+`python -m tests.bench.profile_summary`). Prints the figures and writes .bench/sdk_tasks.json.
 """
 
 from __future__ import annotations
@@ -18,17 +23,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 import conveyor
 from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor.queue.v1 import service_pb2 as queue_rpc
 from conveyor.queue.v1 import service_pb2_grpc as queue_grpc
 from conveyor_core.grpc import create_channel
+from tests.bench.cpu import CpuWindow, machine_busy
 from tests.bench.environment import (
     ScratchDatabase,
     ServerProcess,
@@ -47,19 +58,52 @@ async def noop() -> float:
     return time.time()
 
 
-async def _succeeded(address: str) -> int:
-    async with create_channel(address) as channel:
-        stats = await queue_grpc.WorkOrderQueueServiceStub(channel).GetQueueStats(
-            queue_rpc.GetQueueStatsRequest(name="namespaces/bench/queues/noop")
-        )
+async def _succeeded(channel: grpc.aio.Channel) -> int:
+    stats = await queue_grpc.WorkOrderQueueServiceStub(channel).GetQueueStats(
+        queue_rpc.GetQueueStatsRequest(name="namespaces/bench/queues/noop")
+    )
     depth = {d.state: d.count for d in stats.stats.depth}
     return int(depth.get(queue_pb.WORK_ORDER_STATE_SUCCEEDED, 0))
 
 
+def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        print("  (py-spy not found: not profiling)", flush=True)
+        return None
+    command = [spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    command += ["--format", "raw", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def measured(
+    address: str, tasks: int, pids: dict[str, int], database: str, profile: str
+) -> dict[str, Any]:
+    """`throughput` with the CPU of each process over the window (and py-spy if asked)."""
+    window = CpuWindow(pids, database)
+    spy = _spy(pids[profile], OUT / f"profile-sdk-{profile}.txt") if profile else None
+    if spy is not None:
+        await asyncio.sleep(0.5)  # attached before the window starts
+    try:
+        await asyncio.to_thread(window.start)
+        result = await throughput(address, tasks)
+        percent, seconds = await asyncio.to_thread(window.stop)
+    finally:
+        window.close()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            await asyncio.to_thread(spy.wait, 30)
+    result["cpu_percent"] = {k: round(v, 1) for k, v in percent.items()}
+    result["cpu_ms_per_task"] = {
+        k: round(v / 100 * seconds * 1000 / tasks, 3) for k, v in percent.items()
+    }
+    return result
+
+
 async def throughput(address: str, tasks: int) -> dict[str, Any]:
-    before = await _succeeded(address)
-    gate = asyncio.Semaphore(64)
-    async with conveyor.Client(address) as client:
+    async with create_channel(address) as channel, conveyor.Client(address) as client:
+        before = await _succeeded(channel)
+        gate = asyncio.Semaphore(64)
 
         async def one() -> None:
             async with gate:
@@ -68,8 +112,9 @@ async def throughput(address: str, tasks: int) -> dict[str, Any]:
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(tasks)))
         submitted = time.perf_counter() - started
-        while await _succeeded(address) - before < tasks:  # noqa: ASYNC110 - polls another process
-            await asyncio.sleep(0.05)
+        # One channel, every 0.1 s: the poll (a stats query) is not free for the queue.
+        while await _succeeded(channel) - before < tasks:  # noqa: ASYNC110 - polls another process
+            await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
     return {
         "tasks": tasks,
@@ -111,6 +156,13 @@ async def latency(address: str, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+def busy_before(seconds: float) -> float:
+    """Percent of one core the machine was busy over `seconds` (all processes)."""
+    first = machine_busy()
+    time.sleep(seconds)
+    return round((machine_busy() - first) / seconds * 100, 1)
+
+
 async def _ready(*servers: ServerProcess) -> None:
     for server in servers:
         await server.wait_ready()
@@ -120,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="0: no latency window")
+    parser.add_argument(
+        "--concurrency", type=int, default=256, help="the worker's slots (async tasks: cheap)"
+    )
+    parser.add_argument("--lease-batch", type=int, default=64, help="most orders per lease")
+    parser.add_argument("--profile", choices=["", "worker", "platform"], default="")
     args = parser.parse_args(argv)
     database = ScratchDatabase(admin_url())
     prefix = f"conveyor-bench:{leftovers.current_run_id()}:"
@@ -135,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "executor",
         "conveyor.executor.v1.ExecutorService",
         extra_env={
-            "CONVEYOR_EXECUTOR_CONCURRENCY": "64",
-            "CONVEYOR_EXECUTOR_MAX_LEASE_BATCH": "64",
+            "CONVEYOR_EXECUTOR_CONCURRENCY": str(args.concurrency),
+            "CONVEYOR_EXECUTOR_MAX_LEASE_BATCH": str(args.lease_batch),
             "CONVEYOR_EXECUTOR_LEASE_WAIT_SECONDS": "1",
         },
     )
@@ -155,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         worker.start()
         asyncio.run(_ready(worker))
         asyncio.run(throughput(platform.address, 200))  # warm-up: connections, plans
-        results["throughput"] = asyncio.run(throughput(platform.address, args.tasks))
-        results["latency"] = asyncio.run(latency(platform.address, args.rate, args.seconds))
+        pids = {"worker": worker.pid, "platform": platform.pid}
+        results["machine_busy_before"] = busy_before(2.0)
+        results["throughput"] = asyncio.run(
+            measured(platform.address, args.tasks, pids, database.name, args.profile)
+        )
+        if args.seconds > 0:
+            results["latency"] = asyncio.run(latency(platform.address, args.rate, args.seconds))
     finally:
         worker.stop()
         platform.stop()

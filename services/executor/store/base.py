@@ -59,6 +59,14 @@ class AttemptFinish:
 
 
 @dataclass(frozen=True, slots=True)
+class StepDraft:
+    ref: RunRef
+    attempt: int
+    step: Step
+    max_error_message: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunListCursor:
     created_at_us: int
     run_id: str
@@ -81,6 +89,14 @@ class RunStore(Protocol):
         ...
 
     async def run_finish_attempt(self, params: AttemptFinish) -> Run: ...
+    async def run_start_attempts(self, batch: Sequence[AttemptStart]) -> None:
+        """`run_start_attempt` of each, in one transaction; nothing is read back."""
+        ...
+
+    async def run_finish_attempts(self, batch: Sequence[AttemptFinish]) -> None:
+        """`run_finish_attempt` of each, in one transaction; nothing is read back."""
+        ...
+
     async def run_abort_pending(
         self, ref: RunRef, error: ClassifiedError, at: datetime, journal: tuple[JournalDraft, ...]
     ) -> Run:
@@ -93,6 +109,10 @@ class RunStore(Protocol):
     async def step_insert(
         self, ref: RunRef, attempt: int, step: Step, max_error_message: int
     ) -> StepRecord: ...
+    async def step_insert_many(self, drafts: Sequence[StepDraft]) -> list[StepRecord]:
+        """Steps of any runs in one transaction, with their seq, in order."""
+        ...
+
     async def step_list(self, ref: RunRef, after_seq: int, limit: int) -> list[StepRecord]: ...
     async def output_insert(
         self, ref: RunRef, name: str, data: bytes, truncated: bool, now: datetime

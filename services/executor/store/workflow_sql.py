@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
@@ -411,15 +413,17 @@ class SqlWorkflowStore:
         if params.revision is not None:
             guarded = guarded & (hc.revision == params.revision)
         async with self._engine.begin() as conn:
-            done = await conn.execute(update(handler_runs).where(guarded).values(values))
-            row = (await conn.execute(select(handler_runs).where(key))).first()
-            if row is None:
-                raise _not_found(
-                    "HandlerRun",
-                    f"namespaces/{params.namespace}/handlerRuns/{params.handler_run_id}",
-                )
-            if not done.rowcount:
-                run = _run(row._mapping)
+            # UPDATE ... RETURNING: the moved row in the same statement (no re-SELECT).
+            stmt = update(handler_runs).where(guarded).values(values).returning(*handler_runs.c)
+            row = (await conn.execute(stmt)).first()
+            if row is None:  # not moved: missing, or in another phase or revision
+                current = (await conn.execute(select(handler_runs).where(key))).first()
+                if current is None:
+                    raise _not_found(
+                        "HandlerRun",
+                        f"namespaces/{params.namespace}/handlerRuns/{params.handler_run_id}",
+                    )
+                run = _run(current._mapping)
                 raise PhaseConflict(run.name, run.phase.value, params.phase.value, run.revision)
             if params.mutation is not None:
                 await self._upsert_mutation(conn, params.mutation)
@@ -427,11 +431,17 @@ class SqlWorkflowStore:
             return _run(row._mapping)
 
     async def _upsert_mutation(self, conn: AsyncConnection, mutation: Mutation) -> None:
+        """One INSERT ... ON CONFLICT DO UPDATE (both PostgreSQL and SQLite have it)."""
         row = _mutation_row(mutation)
-        key = and_(mc.namespace == mutation.namespace, mc.handler_run_id == mutation.handler_run_id)
-        done = await conn.execute(update(mutations).where(key).values(row))
-        if not done.rowcount:
-            await conn.execute(insert(mutations).values(row))
+        dialect = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect(mutations).values(row)
+        keys = ("namespace", "handler_run_id")
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={k: stmt.excluded[k] for k in row if k not in keys},
+            )
+        )
 
     async def handler_run_get(self, namespace: str, handler_run_id: str) -> HandlerRun:
         key = and_(hc.namespace == namespace, hc.handler_run_id == handler_run_id)

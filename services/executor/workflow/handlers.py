@@ -15,45 +15,38 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
-from conveyor_core.clock import Clock
-from conveyor_executor.context import AttemptContext
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
 from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     HandlerKind,
     HandlerRun,
-    HeldEvent,
     Mutation,
     MutationState,
     Phase,
     prompt_for,
     sources_of,
 )
-from conveyor_executor.settings import ExecutorSettings
-from conveyor_executor.store.base import JournalDraft
-from conveyor_executor.store.workflow_base import Advance, WorkflowStore
+from conveyor_executor.store.workflow_base import Advance
 from conveyor_executor.workflow.calls import HandlerError, call, emit_of, json_of, user_error
-from conveyor_executor.workflow.peers import EventsPort, state_name
+from conveyor_executor.workflow.driver_base import DriverBase, SessionScope
+from conveyor_executor.workflow.peers import state_name
 from conveyor_sdk import (
     NO_MUTATION,
     Consumer,
-    HandlerContext,
     MutationFailed,
     MutationInfo,
     MutationResult,
     NonRetryable,
     Producer,
     Reconciled,
-    ReservedEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -61,55 +54,8 @@ tracer = trace.get_tracer("conveyor.executor.workflow")
 _VERSION_RETRIES = 3
 
 
-@dataclass
-class SessionScope:
-    """What every handler run of one session shares."""
-
-    namespace: str
-    session_id: str
-    workflow: str
-    queue: str
-    code_version: str
-    correlation_id: str
-    trace_id: str
-    attempt: AttemptContext
-    usage: Usage = field(default_factory=Usage)
-
-
-class PhaseDriver:
-    def __init__(
-        self,
-        store: WorkflowStore,
-        events: EventsPort,
-        settings: ExecutorSettings,
-        clock: Clock,
-        poke_outbox: Any,
-    ) -> None:
-        self.store = store
-        self.events = events
-        self.settings = settings
-        self.clock = clock
-        self._poke = poke_outbox
-
-    # -- records ------------------------------------------------------------------------
-
-    def _journal(
-        self, scope: SessionScope, run: HandlerRun, type_: str, **attrs: str
-    ) -> JournalDraft:
-        return JournalDraft(
-            type=type_,
-            namespace=run.namespace,
-            at=self.clock.now(),
-            subjects={
-                "workflow": run.workflow,
-                "handler": run.handler,
-                "handler_run": run.handler_run_id,
-                "session": scope.session_id,
-            },
-            correlation_id=scope.correlation_id,
-            trace_id=scope.trace_id,
-            attributes={k: v[:256] for k, v in attrs.items()},
-        )
+class PhaseDriver(DriverBase):
+    """Moves handler runs through their phases (records and helpers: DriverBase)."""
 
     async def _advance(
         self,
@@ -117,9 +63,14 @@ class PhaseDriver:
         run: HandlerRun,
         phase: Phase,
         mutation: Mutation | None = None,
+        passed: tuple[Phase, ...] = (),
         **changes: Any,
     ) -> HandlerRun:
-        journal = [self._journal(scope, run, f"workflow.handler_run.{phase.value.lower()}")]
+        """One checkpoint: the run moves to `phase` (through `passed`, phases whose own
+        checkpoint guards nothing external, each still journaled) in one transaction."""
+        journal = [
+            self._journal(scope, run, f"workflow.handler_run.{p.value.lower()}") for p in passed
+        ]
         if mutation is not None:
             journal.append(
                 self._journal(
@@ -129,13 +80,15 @@ class PhaseDriver:
                     attempts=str(mutation.attempts),
                 )
             )
+        target = self._journal(scope, run, f"workflow.handler_run.{phase.value.lower()}")
+        journal.insert(len(journal) if passed else 0, target)
         changes.setdefault("session_id", scope.session_id)
         changes.setdefault("code_version", scope.code_version)
         advanced = await self.store.handler_run_advance(
             Advance(
                 run.namespace,
                 run.handler_run_id,
-                sources_of(phase),
+                sources_of(passed[0] if passed else phase),
                 phase,
                 self.clock.now(),
                 changes,
@@ -145,14 +98,20 @@ class PhaseDriver:
             )
         )
         self._poke()
-        if self.settings.fault_exit_after_phase == phase.value:
-            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phase.value)
-            os._exit(137)
+        self._fault_exit(phase, *passed)
         return advanced
 
     async def create(
-        self, scope: SessionScope, kind: HandlerKind, handler: str, topic: str = ""
+        self,
+        scope: SessionScope,
+        kind: HandlerKind,
+        handler: str,
+        topic: str = "",
+        preparing: bool = False,
     ) -> HandlerRun:
+        """A new run, PENDING; `preparing`: a consumer run created straight in PREPARING
+        (both journaled; nothing happens between them), which `consumer` then prepares
+        without first releasing reservations it cannot have made yet."""
         now = self.clock.now()
         run = HandlerRun(
             namespace=scope.namespace,
@@ -161,52 +120,23 @@ class PhaseDriver:
             workflow=scope.workflow,
             handler=handler,
             kind=kind,
-            phase=Phase.PENDING,
+            phase=Phase.PREPARING if preparing else Phase.PENDING,
             queue=scope.queue,
             code_version=scope.code_version,
             created_at=now,
             updated_at=now,
             topic=topic,
         )
-        created = await self.store.handler_run_create(
-            run, (self._journal(scope, run, "workflow.handler_run.pending", kind=kind.value),)
-        )
+        journal = [self._journal(scope, run, "workflow.handler_run.pending", kind=kind.value)]
+        if preparing:
+            journal.append(self._journal(scope, run, "workflow.handler_run.preparing"))
+            self._fresh.add(run.handler_run_id)
+            self._unmutated.add(run.handler_run_id)
+        created = await self.store.handler_run_create(run, tuple(journal))
         self._poke()
+        if preparing:
+            self._fault_exit(Phase.PREPARING)
         return created
-
-    def _context(
-        self, scope: SessionScope, run: HandlerRun, events: tuple[HeldEvent, ...] = ()
-    ) -> HandlerContext:
-        return HandlerContext(
-            workflow=run.workflow,
-            handler=run.handler,
-            handler_run_id=run.handler_run_id,
-            session_id=scope.session_id,
-            events=[
-                ReservedEvent(e.topic, e.sequence, e.message_id, e.title, e.payload) for e in events
-            ],
-            code_version=scope.code_version,
-            namespace=run.namespace,
-            work_order_id=scope.session_id,
-            attempt=scope.attempt.attempt,
-            correlation_id=scope.correlation_id,
-            deadline=None,
-            report_progress=scope.attempt.set_progress,
-            loop=asyncio.get_running_loop(),
-        )
-
-    def _usage(self, scope: SessionScope, run: HandlerRun, ctx: HandlerContext) -> Usage:
-        used = ctx.usage
-        scope.usage = Usage(
-            scope.usage.input_tokens + used.input_tokens,
-            scope.usage.output_tokens + used.output_tokens,
-            scope.usage.cost_usd + used.cost_usd,
-        )
-        return Usage(
-            run.usage.input_tokens + used.input_tokens,
-            run.usage.output_tokens + used.output_tokens,
-            run.usage.cost_usd + used.cost_usd,
-        )
 
     async def _fail(
         self, scope: SessionScope, run: HandlerRun, error: ClassifiedError, release: bool
@@ -277,26 +207,42 @@ class PhaseDriver:
         with tracer.start_as_current_span(f"workflow.consumer {consumer.name}") as span:
             span.set_attribute("conveyor.handler_run", run.name)
             handler = consumer.instance()
-            while True:
-                span.add_event(run.phase.value)
-                if run.phase in (Phase.PENDING, Phase.PREPARING):
-                    run = await self._prepare(scope, consumer, handler, run)
-                elif run.phase is Phase.PREPARED:
-                    run = await self._mutate(scope, consumer, handler, run)
-                elif run.phase is Phase.MUTATING:
-                    run = await self._after_crash(scope, consumer, handler, run)
-                elif run.phase is Phase.MUTATED:
-                    run = await self._next(scope, consumer, handler, run)
-                elif run.phase is Phase.EMITTING:
-                    run = await self._commit(scope, consumer, run)
-                else:
-                    return run
+            try:
+                return await self._drive_consumer(scope, consumer, handler, run, span)
+            finally:
+                self._fresh.discard(run.handler_run_id)
+                self._unmutated.discard(run.handler_run_id)
+
+    async def _drive_consumer(
+        self,
+        scope: SessionScope,
+        consumer: Consumer,
+        handler: Any,
+        run: HandlerRun,
+        span: trace.Span,
+    ) -> HandlerRun:
+        while True:
+            span.add_event(run.phase.value)
+            if run.phase in (Phase.PENDING, Phase.PREPARING):
+                run = await self._prepare(scope, consumer, handler, run)
+            elif run.phase is Phase.PREPARED:
+                run = await self._mutate(scope, consumer, handler, run)
+            elif run.phase is Phase.MUTATING:
+                run = await self._after_crash(scope, consumer, handler, run)
+            elif run.phase is Phase.MUTATED:
+                run = await self._next(scope, consumer, handler, run)
+            elif run.phase is Phase.EMITTING:
+                run = await self._commit(scope, consumer, run)
+            else:
+                return run
 
     async def _prepare(
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
     ) -> HandlerRun:
         if run.phase is Phase.PENDING:
             run = await self._advance(scope, run, Phase.PREPARING)
+        elif run.handler_run_id in self._fresh:  # created PREPARING just now
+            self._fresh.discard(run.handler_run_id)
         else:  # a crash during prepare: what it reserved goes back first
             await self.events.release(run.namespace, run.topic, run.handler_run_id)
         held = await self.events.reserve(
@@ -336,7 +282,11 @@ class PhaseDriver:
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
     ) -> HandlerRun:
         now = self.clock.now()
-        before = await self.store.mutation_get(run.namespace, run.handler_run_id)
+        if run.handler_run_id in self._unmutated:  # created here: no ledger row to read
+            self._unmutated.discard(run.handler_run_id)
+            before = None
+        else:
+            before = await self.store.mutation_get(run.namespace, run.handler_run_id)
         attempts = (before.attempts if before else 0) + 1
         if attempts > self.settings.max_mutate_attempts:
             error = ClassifiedError(
@@ -426,8 +376,25 @@ class PhaseDriver:
                 in_flight, state=MutationState.APPLIED, result=plain, ended_at=self.clock.now()
             )
             result = {"kind": "applied", "value": plain}
+        # `next` is pure (replay runs it again): run it now and checkpoint MUTATED and
+        # EMITTING together; should it fail, MUTATED alone is checkpointed, as before.
+        mutated = replace(run, mutation_result=result, usage=usage)
+        try:
+            emit, after = await self._call_next(scope, consumer, handler, mutated)
+        except HandlerError:
+            await self._advance(
+                scope, run, Phase.MUTATED, mutation=done, mutation_result=result, usage=usage
+            )
+            raise
         return await self._advance(
-            scope, run, Phase.MUTATED, mutation=done, mutation_result=result, usage=usage
+            scope,
+            run,
+            Phase.EMITTING,
+            mutation=done,
+            passed=(Phase.MUTATED,),
+            mutation_result=result,
+            emit=emit,
+            usage=after,
         )
 
     async def _after_crash(
@@ -515,6 +482,13 @@ class PhaseDriver:
     async def _next(
         self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
     ) -> HandlerRun:
+        emit, usage = await self._call_next(scope, consumer, handler, run)
+        return await self._advance(scope, run, Phase.EMITTING, emit=emit, usage=usage)
+
+    async def _call_next(
+        self, scope: SessionScope, consumer: Consumer, handler: Any, run: HandlerRun
+    ) -> tuple[Any, Usage]:
+        """`next`'s emit and the run's usage after it; HandlerError when it fails."""
         result_doc: Mapping[str, Any] = run.mutation_result or {"kind": "none", "value": None}
         result = MutationResult(result_doc["kind"], result_doc.get("value"))
         ctx = self._context(scope, run, run.events)
@@ -527,9 +501,7 @@ class PhaseDriver:
             raise
         except Exception as exc:
             raise user_error(exc, f"{consumer.name}.next", ()) from exc
-        return await self._advance(
-            scope, run, Phase.EMITTING, emit=emit, usage=self._usage(scope, run, ctx)
-        )
+        return emit, self._usage(scope, run, ctx)
 
     async def _commit(self, scope: SessionScope, consumer: Consumer, run: HandlerRun) -> HandlerRun:
         assert run.emit is not None

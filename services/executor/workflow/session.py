@@ -44,7 +44,8 @@ from conveyor_executor.settings import ExecutorSettings
 from conveyor_executor.store.base import JournalDraft
 from conveyor_executor.store.workflow_base import HandlerRunListParams, WorkflowStore
 from conveyor_executor.workflow.calls import HandlerError
-from conveyor_executor.workflow.handlers import PhaseDriver, SessionScope
+from conveyor_executor.workflow.driver_base import SessionScope
+from conveyor_executor.workflow.handlers import PhaseDriver
 from conveyor_executor.workflow.peers import EventsPort, SessionSubmitter
 from conveyor_sdk import App, Consumer, Producer, Workflow
 
@@ -292,6 +293,7 @@ class SessionRunner:
         # 3. Consumers while events wait and the budget lasts.
         iterations = session.iterations
         budget_hit = False
+        known: dict[str, int] = {}  # consumer -> pending events counted, less those taken
         while True:
             progressed = False
             for consumer in workflow.consumers.values():
@@ -307,12 +309,20 @@ class SessionRunner:
                             {},
                         )
                     )
-                if not await self.driver.events.pending(ns, consumer.topic):
-                    continue
+                # Pending only grows but by our own runs: while the count read last is
+                # not used up, there is work without asking the event store again.
+                if known.get(consumer.name, 0) <= 0:
+                    known[consumer.name] = await self.driver.events.pending(ns, consumer.topic)
+                    if not known[consumer.name]:
+                        continue
                 run = await self.driver.create(
-                    scope, HandlerKind.CONSUMER, consumer.name, consumer.topic
+                    scope, HandlerKind.CONSUMER, consumer.name, consumer.topic, preparing=True
                 )
                 done = await self._drive(workflow, run, scope)
+                # Nothing reserved although counted: ask again next time.
+                known[consumer.name] = (
+                    (known[consumer.name] - len(done.events)) if done.events else 0
+                )
                 iterations += 1
                 runs += 1
                 suspended += done.phase is Phase.SUSPENDED

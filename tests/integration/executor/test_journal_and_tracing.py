@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.executor.v1 import messages_pb2 as pb
@@ -38,12 +39,17 @@ async def test_the_run_heartbeats_and_completion_share_the_orders_trace_and_corr
     spans.clear()
     order, trace_id = await _submit_traced(executor, "ok")
     await executor.wait_run(order, [pb.RUN_STATE_SUCCEEDED])
+
+    async def run_spans() -> list[ReadableSpan]:
+        return [
+            s
+            for s in spans.get_finished_spans()
+            if s.name == "executor.run" and s.attributes.get("conveyor.work_order.id") == order.id
+        ]
+
+    # The run is recorded SUCCEEDED before the order is completed, and its span ends after.
+    [run_span] = await poll(run_spans, lambda found: len(found) == 1)
     finished = spans.get_finished_spans()
-    [run_span] = [
-        s
-        for s in finished
-        if s.name == "executor.run" and s.attributes.get("conveyor.work_order.id") == order.id
-    ]
     assert run_span.context.trace_id == trace_id
     complete = [
         s

@@ -69,6 +69,28 @@ async def test_async_and_sync_tasks_return_their_results_and_are_recorded_as_run
     assert run.job == "namespaces/sdk/tasks/add"
 
 
+async def test_many_submits_at_once_share_batches_and_each_gets_its_own_answer(
+    client: conveyor.Client, address: str
+) -> None:
+    """Concurrent submits go out together (BatchSubmitWorkOrders), their completions and
+    run records too; a bad submit among them is refused alone, with its own details."""
+
+    async def bad() -> Exception:
+        with pytest.raises(conveyor.InvalidArgument) as refused:
+            await client.submit("add", 1, 2, queue="Not A Queue")
+        return refused.value
+
+    submits = [client.submit(sdk_app.add, i, 1) for i in range(150)]
+    handles = await asyncio.gather(*submits[:75], bad(), *submits[75:])
+    refused = handles.pop(75)
+    assert isinstance(refused, conveyor.InvalidArgument) and refused.field_violations
+    assert len({h.name for h in handles}) == 150, "one order per submit"
+    results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert results == [i + 1 for i in range(150)]
+    run = await get_run(address, handles[149].run)
+    assert run.state == executor_pb.RUN_STATE_SUCCEEDED and len(run.attempts) == 1
+
+
 async def test_dataclass_arguments_and_results_round_trip(client: conveyor.Client) -> None:
     handle = await client.submit(sdk_app.charge, sdk_app.Order("o-1", 21))
     assert await handle.result(timeout=30) == sdk_app.Receipt("o-1", 42)
