@@ -11,7 +11,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
-RUNBOOK = ROOT / "docs" / "runbook.md"
+RUNBOOK = ROOT / "docs" / "operations.md"
 README = (ROOT / "README.md").read_text()
 
 
@@ -32,7 +32,7 @@ def test_every_alert_links_to_a_runbook_section_and_has_a_severity() -> None:
     assert len(alerts) >= 8
     for rule in alerts:
         path, _, anchor = rule["annotations"]["runbook"].partition("#")
-        assert path == "docs/runbook.md" and anchor in sections, rule["alert"]
+        assert path == "docs/operations.md" and anchor in sections, rule["alert"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
 
 
@@ -48,7 +48,7 @@ def test_the_dashboard_panels_each_have_queries_and_unique_ids() -> None:
 
 def test_settings_named_in_the_ops_docs_exist() -> None:
     named: set[str] = set()
-    for doc in ("runbook.md", "observability.md"):
+    for doc in ("operations.md", "observability.md"):
         text = (ROOT / "docs" / doc).read_text()
         named |= set(re.findall(r"`(CONVEYOR_[A-Z0-9_]+)`", text))
     wildcard = {name for name in named if name.endswith("_")}  # prefixes like CONVEYOR_*_
