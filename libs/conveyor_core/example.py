@@ -118,6 +118,9 @@ async def _show_runs(
         await asyncio.sleep(0.5)
 
 
+_WHOLE_LIFE = {"scheduler.schedule.fired", "executor.run.succeeded", "queue.work_order.succeeded"}
+
+
 async def _show_journal(journal: events_grpc.JournalServiceAsyncStub, run: executor_pb.Run) -> None:
     """The order's life as the journal recorded it, from every service's outbox."""
     types: list[str] = []
@@ -129,9 +132,8 @@ async def _show_journal(journal: events_grpc.JournalServiceAsyncStub, run: execu
         )
         records = sorted(response.records, key=lambda r: (r.time.ToDatetime(), r.position))
         types = [record.type for record in records]
-        if {"scheduler.schedule.fired", "executor.run.succeeded"} <= set(types) or (
-            "executor.run.failed" in types
-        ):
+        # The run's success is recorded before its order is completed: wait for both.
+        if set(types) >= _WHOLE_LIFE or "executor.run.failed" in types:
             break
         await asyncio.sleep(0.1)
     print(f"[example] journal of {run.correlation_id}: {' -> '.join(types)}", flush=True)
