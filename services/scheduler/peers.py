@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
@@ -91,7 +92,17 @@ class QueueClient:
             ],
         )
         self._stub = queue_grpc.WorkOrderQueueServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = timeout
+
+    async def check(self) -> None:
+        """Raise unless the queue answers its health check as SERVING (readiness)."""
+        # types-grpcio-health-checking's HealthStub declares none of its methods.
+        response = await self._health.Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(service=_QUEUE), timeout=self._timeout
+        )
+        if response.status != health_pb2.HealthCheckResponse.SERVING:
+            raise RuntimeError(f"queue at {self.address} is not serving")
 
     async def submit(self, parent: str, spec: bytes) -> queue_rpc.SubmitWorkOrderResponse:
         request = queue_rpc.SubmitWorkOrderRequest(

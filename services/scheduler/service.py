@@ -229,7 +229,11 @@ class SchedulerService:
             await asyncio.sleep(every)
 
     async def self_check(self) -> None:
+        """Raises when the database is not at head or, once attached, the queue (which every
+        fire is submitted to) does not answer SERVING: readiness follows both."""
         await migrations.require_head(self.engine_db, MIGRATIONS)
+        if self.queue is not None:
+            await self.queue.check()
 
     async def drain(self) -> None:
         """Stop firing and give up leadership while the queue may still answer (shutdown):

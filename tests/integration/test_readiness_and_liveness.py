@@ -15,6 +15,7 @@ from conveyor_core.grpc import create_channel
 from conveyor_core.runtime import Platform
 from conveyor_core.settings import CoreSettings
 from conveyor_queue.api.servicer import SERVICE_NAME as QUEUE_SERVICE
+from conveyor_scheduler.api.servicer import SERVICE_NAME as SCHEDULER_SERVICE
 from tests.helpers.e2e import eventually
 from tests.helpers.tcp_proxy import BlackholeProxy, through_proxy
 
@@ -84,6 +85,29 @@ async def test_readiness_follows_the_database_and_redis_and_comes_back(
         await becomes(port, QUEUE_SERVICE, SERVING, "SERVING with Redis back")
     finally:
         await platform.stop(grace=0)
+
+
+async def test_the_schedulers_readiness_follows_its_queue(tmp_path: Path) -> None:
+    """A scheduler whose queue does not answer cannot fire: it says so (and comes back)."""
+    queue = Platform(CoreSettings(data_dir=tmp_path / "queue"), ["queue"])
+    queue_port = await queue.start("127.0.0.1:0")
+    proxy = BlackholeProxy("127.0.0.1", queue_port)
+    await proxy.start()
+    core = CoreSettings(
+        data_dir=tmp_path / "scheduler", queue_address=f"127.0.0.1:{proxy.port}", **QUICK
+    )
+    scheduler = Platform(core, ["scheduler"])
+    port = await scheduler.start("127.0.0.1:0")
+    try:
+        await becomes(port, SCHEDULER_SERVICE, SERVING, "SERVING with its queue")
+        await proxy.stop()  # connections drop, new ones are refused
+        await becomes(port, SCHEDULER_SERVICE, NOT_SERVING, "NOT_SERVING without its queue")
+        await proxy.start(proxy.port)
+        await becomes(port, SCHEDULER_SERVICE, SERVING, "SERVING with its queue back")
+    finally:
+        await scheduler.stop(grace=0)
+        await proxy.stop()
+        await queue.stop(grace=0)
 
 
 async def test_a_stuck_event_loop_fails_liveness_and_logs_where_it_is_stuck(
