@@ -73,10 +73,45 @@ def shop() -> AsyncIterator[FakeShop]:
     fake.stop()
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.communicate(), 60)
+class _Worker:
+    """A worker process whose output is read as it comes: a pipe nobody reads fills up
+    (64 KiB) and then blocks the worker's logging, which freezes its event loop."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.log = bytearray()
+        self._readers = [
+            asyncio.create_task(self._read(stream))
+            for stream in (process.stdout, process.stderr)
+            if stream is not None
+        ]
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            self.log += chunk
+            del self.log[:-200_000]  # keep the end
+
+    async def stop(self) -> str:
+        """SIGTERM and wait; returns the end of what the process wrote (its log)."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 60)
+        await asyncio.wait_for(asyncio.gather(*self._readers), 10)
+        return self.log.decode(errors="replace")
+
+
+async def _worker(platform: str, core: CoreSettings, shop: FakeShop, port: int) -> _Worker:
+    return _Worker(
+        await conveyor_cli(
+            "worker",
+            APP,
+            "--address",
+            platform,
+            "--listen",
+            f"127.0.0.1:{port}",
+            env=_worker_env(core, shop),
+        )
+    )
 
 
 @pytest.mark.parametrize("phase", ["PREPARED", "MUTATING", "MUTATED", "EMITTING"])
@@ -95,24 +130,14 @@ async def test_an_executor_killed_in_a_consumer_phase_is_taken_over_without_doub
     _, stderr = await asyncio.wait_for(doomed.communicate(), 90)
     assert doomed.returncode == 137, stderr.decode()[-2000:]
     ports = [free_port() for _ in range(2)]
-    takers = [
-        await conveyor_cli(
-            "worker",
-            APP,
-            "--address",
-            platform,
-            "--listen",
-            f"127.0.0.1:{port}",
-            env=_worker_env(core, shop),
-        )
-        for port in ports
-    ]
+    takers = [await _worker(platform, core, shop, port) for port in ports]
     try:
         await _check(platform, shop, order, phase)
         await _check_ledger(f"127.0.0.1:{ports[0]}", phase)
     finally:
-        for process in takers:
-            await _stop(process)
+        for port, taker in zip(ports, takers, strict=True):
+            log = await taker.stop()
+            print(f"--- worker 127.0.0.1:{port}, the end of its log ---\n{log[-6000:]}")
 
 
 async def _check_ledger(worker: str, phase: str) -> None:
@@ -195,18 +220,7 @@ async def test_two_executors_and_many_triggers_never_run_two_sessions_at_once(
     for index in range(6):
         shop.add_order(f"customer-{index}", index + 1)
     ports = [free_port() for _ in range(2)]
-    workers = [
-        await conveyor_cli(
-            "worker",
-            APP,
-            "--address",
-            platform,
-            "--listen",
-            f"127.0.0.1:{port}",
-            env=_worker_env(core, shop),
-        )
-        for port in ports
-    ]
+    workers = [await _worker(platform, core, shop, port) for port in ports]
     try:
         async with create_channel(platform) as channel:
             scheduler = sched_grpc.SchedulerServiceStub(channel)
@@ -233,19 +247,26 @@ async def test_two_executors_and_many_triggers_never_run_two_sessions_at_once(
                 except grpc.aio.AioRpcError:  # the worker may still be starting
                     return None
                 sessions = reply.sessions
+                last_seen[:] = sessions
                 done = len(sessions) >= 2 and all(
                     s.state != P.SESSION_STATE_RUNNING for s in sessions
                 )
                 return list(sessions) if done else None
 
-            sessions = await eventually(settled, "the sessions ended", 90)
+            last_seen: list[P.Session] = []
+            try:
+                sessions = await eventually(settled, "the sessions ended", 90)
+            except AssertionError as failed:  # say which session is stuck, and where
+                states = [(s.name, P.SessionState.Name(s.state), s.summary) for s in last_seen]
+                raise AssertionError(f"{failed}; sessions: {states}") from None
         spans = sorted((s.start_time.ToNanoseconds(), s.end_time.ToNanoseconds()) for s in sessions)
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, "two sessions of one workflow overlapped"
         assert all(len(shop.charges_of(i)) == 1 for i in range(1, 7)), "each order charged once"
     finally:
-        for process in workers:
-            await _stop(process)
+        for port, worker in zip(ports, workers, strict=True):
+            log = await worker.stop()
+            print(f"--- worker 127.0.0.1:{port}, the end of its log ---\n{log[-6000:]}")
 
 
 async def _all_charged(shop: FakeShop, count: int) -> bool:
