@@ -29,6 +29,7 @@ from conveyor_events.api.servicer import SERVICE_NAME as EVENTS_SERVICE
 from conveyor_executor.api.servicer import SERVICE_NAME as EXECUTOR_SERVICE
 from conveyor_queue.api.servicer import SERVICE_NAME as QUEUE_SERVICE
 from conveyor_scheduler.api.servicer import SERVICE_NAME as SCHEDULER_SERVICE
+from tests.helpers.polling import eventually
 
 #: Start order: each service's peers are up before it.
 ORDER = ("events", "queue", "scheduler", "executor")
@@ -130,13 +131,14 @@ class PlatformProcesses:
 
     async def wait_serving(self, name: str, limit: float = 60) -> None:
         service = self.services[name]
-        deadline = time.monotonic() + limit
         serving = 1  # health_pb2.HealthCheckResponse.SERVING
-        while await health_status(service.address, HEALTH_NAMES[name]) != serving:
+
+        async def up() -> bool:
             if service.process.returncode is not None:
                 raise AssertionError(f"{name} exited early: {self.logs(name)[-20:]}")
-            assert time.monotonic() < deadline, f"{name} not SERVING within {limit}s"
-            await asyncio.sleep(0.1)
+            return await health_status(service.address, HEALTH_NAMES[name]) == serving
+
+        await eventually(up, f"{name} SERVING", limit, every=0.1)
 
     def address(self, name: str) -> str:
         return self.services[name].address
