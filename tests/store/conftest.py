@@ -25,6 +25,11 @@ from conveyor_core.clock import ManualClock
 from conveyor_core.coordination.inprocess import InProcessCoordination
 from conveyor_core.migrations import MigrationSet
 from conveyor_core.settings import CoreSettings
+from conveyor_events.migrations import MIGRATIONS as EVENTS_MIGRATIONS
+from conveyor_events.store.base import EventStore
+from conveyor_events.store.journal_base import JournalStore
+from conveyor_events.store.journal_sql import SqlJournalStore
+from conveyor_events.store.sql import SqlEventStore
 from conveyor_executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
 from conveyor_executor.store.base import RunStore
 from conveyor_executor.store.outbox import SqlExecutorOutbox
@@ -116,3 +121,24 @@ def run_store(executor_db: AsyncEngine) -> RunStore:
 def executor_outbox(executor_db: AsyncEngine, clock: ManualClock) -> SqlExecutorOutbox:
     """Where the journal drafts of RunStore writes land (read to check they did)."""
     return SqlExecutorOutbox(executor_db, clock)
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def events_db(store_core: CoreSettings) -> AsyncIterator[AsyncEngine]:
+    engine = await _migrated(store_core, "events", EVENTS_MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def event_store(events_db: AsyncEngine) -> EventStore:
+    return SqlEventStore(events_db)
+
+
+@pytest.fixture
+def journal_store(events_db: AsyncEngine) -> JournalStore:
+    """The journal, on the event store's database (as service.py wires it)."""
+    return SqlJournalStore(events_db)
