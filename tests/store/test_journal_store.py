@@ -132,13 +132,16 @@ async def test_append_of_an_id_seen_before_returns_its_first_position_and_leaves
     assert await append(journal_store, clock, record("a"), record("b")) == [base + 1, base + 2]
     again = await append(journal_store, clock, record("b"), record("c"), record("a", "other.type"))
     assert again == [base + 2, base + 3, base + 1], "known ids keep theirs; new ones follow"
-    repeated = await append(journal_store, clock, record("d"), record("e"), record("d"))
+    repeated = await append(
+        journal_store, clock, record("d"), record("e"), record("d", "other.type")
+    )
     assert repeated == [base + 4, base + 5, base + 4], "a repeat in one call refers to the first"
     assert await append(journal_store, clock, record("a"), record("e")) == [base + 1, base + 5]
     assert await journal_store.journal_head() == base + 5, "only known ids: no position used"
     page = await read(journal_store, base)
     assert names(page) == ["a", "b", "c", "d", "e"]
     assert page.records[0].type == "test.thing.happened", "the first append wins"
+    assert page.records[3].type == "test.thing.happened", "and the first draft of a call"
 
 
 async def test_append_of_nothing_returns_nothing(
