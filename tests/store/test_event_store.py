@@ -126,8 +126,8 @@ async def test_topic_list_orders_by_name_pages_after_a_name_and_filters_by_workf
         await create(event_store, clock, name, workflow="wf" if name in "ace" else "")
     await event_store.topic_insert(Topic(f"{NS}-b", "a0", created_at=clock.now()))
 
-    async def names(**params: object) -> list[str]:
-        topics = await event_store.topic_list(TopicListParams(NS, **params))  # type: ignore[arg-type]
+    async def names(workflow: str | None = None, after: str = "", limit: int = 50) -> list[str]:
+        topics = await event_store.topic_list(TopicListParams(NS, workflow, after, limit))
         return [t.topic for t in topics]
 
     assert await names() == ["a", "b", "c", "d", "e"]
@@ -419,8 +419,11 @@ async def test_event_list_pages_oldest_or_newest_first_after_a_sequence(
     await create(event_store, clock)
     await publish(event_store, clock, *"abcdefg")
 
-    async def page(**params: object) -> list[int]:
-        events = await event_store.event_list(EventListParams(ORDERS, **params))  # type: ignore[arg-type]
+    async def page(
+        after_sequence: int | None = None, limit: int = 50, newest_first: bool = False
+    ) -> list[int]:
+        params = EventListParams(ORDERS, (), after_sequence, limit, newest_first)
+        events = await event_store.event_list(params)
         return [e.sequence for e in events]
 
     assert await page() == [1, 2, 3, 4, 5, 6, 7]

@@ -47,7 +47,10 @@ def record(
     type_: str = "test.thing.happened",
     namespace: str = "",
     subjects: dict[str, str] | None = None,
-    **fields: object,
+    correlation_id: str = "",
+    trace_id: str = "",
+    time: datetime | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> JournalDraft:
     """A draft whose id is unique to this test (record ids are global)."""
     return JournalDraft(
@@ -55,7 +58,10 @@ def record(
         type_,
         namespace or NS,
         subjects or {},
-        **fields,  # type: ignore[arg-type]
+        correlation_id,
+        trace_id,
+        time,
+        attributes or {},
     )
 
 
