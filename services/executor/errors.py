@@ -16,6 +16,28 @@ class OutputNotFound(NotFound):
         super().__init__("conveyor.executor.v1.Output", ref.name)
 
 
+class WorkflowNotFound(NotFound):
+    def __init__(self, namespace: str, workflow: str) -> None:
+        super().__init__(
+            "conveyor.executor.v1.Workflow", f"namespaces/{namespace}/workflows/{workflow}"
+        )
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, namespace: str, session_id: str) -> None:
+        super().__init__(
+            "conveyor.executor.v1.Session", f"namespaces/{namespace}/sessions/{session_id}"
+        )
+
+
+class HandlerRunNotFound(NotFound):
+    def __init__(self, namespace: str, handler_run_id: str) -> None:
+        super().__init__(
+            "conveyor.executor.v1.HandlerRun",
+            f"namespaces/{namespace}/handlerRuns/{handler_run_id}",
+        )
+
+
 class RunNotAbortable(FailedPrecondition):
     """The run is not running on this executor, so it cannot be aborted here."""
 

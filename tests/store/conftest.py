@@ -34,6 +34,8 @@ from conveyor_executor.migrations import MIGRATIONS as EXECUTOR_MIGRATIONS
 from conveyor_executor.store.base import RunStore
 from conveyor_executor.store.outbox import SqlExecutorOutbox
 from conveyor_executor.store.sql import SqlRunStore
+from conveyor_executor.store.workflow_base import WorkflowStore
+from conveyor_executor.store.workflow_sql import SqlWorkflowStore
 from conveyor_queue.engine import CoordinationGate
 from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
 from conveyor_queue.store.base import TokenGate, WorkOrderStore
@@ -118,8 +120,14 @@ def run_store(executor_db: AsyncEngine) -> RunStore:
 
 
 @pytest.fixture
+def workflow_store(executor_db: AsyncEngine) -> WorkflowStore:
+    return SqlWorkflowStore(executor_db)
+
+
+@pytest.fixture
 def executor_outbox(executor_db: AsyncEngine, clock: ManualClock) -> SqlExecutorOutbox:
-    """Where the journal drafts of RunStore writes land (read to check they did)."""
+    """Where the journal drafts of RunStore and WorkflowStore writes land (read to check
+    they did)."""
     return SqlExecutorOutbox(executor_db, clock)
 
 

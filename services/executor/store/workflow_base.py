@@ -80,9 +80,10 @@ class WorkflowStore(Protocol):
         """Create the session, or return the existing one (a re-leased order) RUNNING again."""
         ...
 
-    async def session_finish(
-        self, session: Session, journal: tuple[JournalDraft, ...]
-    ) -> Session: ...
+    async def session_finish(self, session: Session, journal: tuple[JournalDraft, ...]) -> Session:
+        """Store the session's end; raises SessionNotFound when it was never started."""
+        ...
+
     async def session_get(self, namespace: str, session_id: str) -> Session: ...
     async def workflow_usage(self, namespace: str, workflow: str) -> Usage:
         """Usage summed over the workflow's sessions."""
@@ -94,10 +95,13 @@ class WorkflowStore(Protocol):
 
     async def handler_run_create(
         self, run: HandlerRun, journal: tuple[JournalDraft, ...]
-    ) -> HandlerRun: ...
+    ) -> HandlerRun:
+        """Insert the run; for a run id already stored, return that run (no journal)."""
+        ...
 
     async def handler_run_advance(self, params: Advance) -> HandlerRun:
-        """Raises PhaseConflict when the run is not in one of `params.expect`."""
+        """Raises PhaseConflict when the run is not in one of `params.expect` (or not at
+        `params.revision`), HandlerRunNotFound when there is no such run."""
         ...
 
     async def handler_run_get(self, namespace: str, handler_run_id: str) -> HandlerRun: ...

@@ -19,7 +19,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
-from conveyor_core.errors import NotFound
 from conveyor_executor.domain.model import Usage
 from conveyor_executor.domain.workflow import (
     Emit,
@@ -35,7 +34,12 @@ from conveyor_executor.domain.workflow import (
     SessionState,
     WorkflowRecord,
 )
-from conveyor_executor.errors import PhaseConflict
+from conveyor_executor.errors import (
+    HandlerRunNotFound,
+    PhaseConflict,
+    SessionNotFound,
+    WorkflowNotFound,
+)
 from conveyor_executor.store.base import JournalDraft
 from conveyor_executor.store.rows import error_from_json, error_to_json
 from conveyor_executor.store.sql import journal_rows
@@ -49,10 +53,6 @@ from conveyor_executor.store.tables import (
 from conveyor_executor.store.workflow_base import Advance, HandlerRunListParams, MutationListParams
 
 wc, sc, hc, mc = workflows.c, sessions.c, handler_runs.c, mutations.c
-
-
-def _not_found(kind: str, name: str) -> NotFound:
-    return NotFound(f"conveyor.executor.v1.{kind}", name)
 
 
 def _dump(value: Any) -> str:
@@ -309,7 +309,7 @@ class SqlWorkflowStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(workflows).where(key))).first()
         if row is None:
-            raise _not_found("Workflow", f"namespaces/{namespace}/workflows/{workflow}")
+            raise WorkflowNotFound(namespace, workflow)
         return _workflow(row._mapping)
 
     async def workflow_list(self, namespace: str) -> list[WorkflowRecord]:
@@ -337,7 +337,7 @@ class SqlWorkflowStore:
         async with self._engine.begin() as conn:
             done = await conn.execute(update(workflows).where(key).values(values))
             if not done.rowcount:
-                raise _not_found("Workflow", f"namespaces/{namespace}/workflows/{workflow}")
+                raise WorkflowNotFound(namespace, workflow)
             await self._journal(conn, journal)
             return _workflow((await conn.execute(select(workflows).where(key))).one()._mapping)
 
@@ -359,7 +359,9 @@ class SqlWorkflowStore:
         key = and_(sc.namespace == session.namespace, sc.session_id == session.session_id)
         row = _session_row(session)
         async with self._engine.begin() as conn:
-            await conn.execute(update(sessions).where(key).values(row))
+            done = await conn.execute(update(sessions).where(key).values(row))
+            if not done.rowcount:  # never started: nothing to end, nothing to journal
+                raise SessionNotFound(session.namespace, session.session_id)
             await self._journal(conn, journal)
         return session
 
@@ -368,7 +370,7 @@ class SqlWorkflowStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(sessions).where(key))).first()
         if row is None:
-            raise _not_found("Session", f"namespaces/{namespace}/sessions/{session_id}")
+            raise SessionNotFound(namespace, session_id)
         return _session(row._mapping)
 
     async def workflow_usage(self, namespace: str, workflow: str) -> Usage:
@@ -397,8 +399,15 @@ class SqlWorkflowStore:
     async def handler_run_create(
         self, run: HandlerRun, journal: tuple[JournalDraft, ...]
     ) -> HandlerRun:
+        """Idempotent per run id: a create repeated (a retried write whose answer was
+        lost) returns the stored run and journals nothing again."""
+        dialect = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect(handler_runs).values(_run_row(run)).on_conflict_do_nothing()
         async with self._engine.begin() as conn:
-            await conn.execute(insert(handler_runs).values(_run_row(run)))
+            inserted = (await conn.execute(stmt.returning(hc.handler_run_id))).first()
+            if inserted is None:
+                key = and_(hc.namespace == run.namespace, hc.handler_run_id == run.handler_run_id)
+                return _run((await conn.execute(select(handler_runs).where(key))).one()._mapping)
             await self._journal(conn, journal)
         return run
 
@@ -419,10 +428,7 @@ class SqlWorkflowStore:
             if row is None:  # not moved: missing, or in another phase or revision
                 current = (await conn.execute(select(handler_runs).where(key))).first()
                 if current is None:
-                    raise _not_found(
-                        "HandlerRun",
-                        f"namespaces/{params.namespace}/handlerRuns/{params.handler_run_id}",
-                    )
+                    raise HandlerRunNotFound(params.namespace, params.handler_run_id)
                 run = _run(current._mapping)
                 raise PhaseConflict(run.name, run.phase.value, params.phase.value, run.revision)
             if params.mutation is not None:
@@ -448,7 +454,7 @@ class SqlWorkflowStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(handler_runs).where(key))).first()
         if row is None:
-            raise _not_found("HandlerRun", f"namespaces/{namespace}/handlerRuns/{handler_run_id}")
+            raise HandlerRunNotFound(namespace, handler_run_id)
         return _run(row._mapping)
 
     async def handler_run_list(self, params: HandlerRunListParams) -> list[HandlerRun]:
