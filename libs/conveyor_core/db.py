@@ -44,6 +44,10 @@ def create_engine(url: str, settings: CoreSettings) -> AsyncEngine:
     )
 
 
+#: How long (ms) a SQLite statement waits for another connection's write lock.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
 def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +58,7 @@ def _sqlite_engine(url: str, database: str | None) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

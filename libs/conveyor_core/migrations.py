@@ -3,7 +3,11 @@
 Every service keeps its own linear revision chain under
 `<service>/migrations/versions` and its own version table, so services can
 share one database (the embedded default puts each in its own SQLite file).
-On PostgreSQL an advisory lock serialises replicas that start together.
+Processes that start together on one database migrate one at a time, each in one
+transaction: on PostgreSQL under an advisory lock, on SQLite under the database's
+write lock taken first (`BEGIN IMMEDIATE`; without it Python's sqlite3 runs DDL outside
+any transaction, so two processes both saw no schema and the second one's CREATE TABLE
+failed with "table ... already exists").
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from conveyor_core.db import SQLITE_BUSY_TIMEOUT_MS
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,26 @@ async def ensure_schema(engine: AsyncEngine, migrations: MigrationSet, *, apply:
     await require_head(engine, migrations)
 
 
+#: How long (ms) a process starting on SQLite waits for another one's migration.
+SQLITE_MIGRATION_WAIT_MS = 120_000
+
+
 def _run(conn: Connection, migrations: MigrationSet, verb: str, revision: str) -> None:
     if conn.dialect.name == "postgresql":
         key = zlib.crc32(migrations.version_table.encode())
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-    cfg = migrations.config()
-    cfg.attributes["connection"] = conn
-    getattr(command, verb)(cfg, revision)
+    elif conn.dialect.name == "sqlite":
+        # Take the write lock before reading the version table; the busy handler waits
+        # for a migration in another process (the engine's usual 5 s may be too short).
+        conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        cfg = migrations.config()
+        cfg.attributes["connection"] = conn
+        getattr(command, verb)(cfg, revision)
+    finally:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def run_env() -> None:

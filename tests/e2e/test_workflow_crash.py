@@ -91,6 +91,14 @@ class _Worker:
             self.log += chunk
             del self.log[:-200_000]  # keep the end
 
+    def alive(self) -> None:
+        """Fail at once, with its log, when the worker has exited (a start-up failure)."""
+        if self.process.returncode is not None:
+            raise AssertionError(
+                f"a worker exited with {self.process.returncode}: "
+                f"{self.log.decode(errors='replace')[-3000:]}"
+            )
+
     async def stop(self) -> str:
         """SIGTERM and wait; returns the end of what the process wrote (its log)."""
         if self.process.returncode is None:
@@ -227,13 +235,17 @@ async def test_two_executors_and_many_triggers_never_run_two_sessions_at_once(
             name = "namespaces/wf/jobs/wf-shop-poll-orders/schedules/wf-shop-poll-orders"
 
             async def fired() -> bool:
+                for worker in workers:
+                    worker.alive()
                 try:
                     await scheduler.TriggerSchedule(sched_rpc.TriggerScheduleRequest(name=name))
                 except grpc.aio.AioRpcError:
                     return False
                 return True
 
-            for _ in range(8):  # triggers pile up behind the running session
+            # The first waits for the workers to start and register the schedule.
+            await eventually(fired, "the first trigger of the producer", 90)
+            for _ in range(7):  # triggers pile up behind the running session
                 await eventually(fired, "a trigger of the producer", 30)
         await eventually(lambda: _all_charged(shop, 6), "six orders charged", 90)
         async with create_channel(f"127.0.0.1:{ports[0]}") as channel:

@@ -5,11 +5,13 @@ through the fake payment API (one side effect per run, reconciled by looking the
 charge up), and a consumer of the receipts that makes no side effect.
 `tight`: a producer of five events and a consumer with an iteration budget of 2.
 `bad`: producers returning what they must not.
+`stuck`: a producer sleeping $CONVEYOR_TEST_STUCK_SECONDS (0 unless a test sets it).
 The shop's URL comes from $CONVEYOR_EXAMPLE_SHOP_URL, read at call time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.error
@@ -197,4 +199,14 @@ async def every_five_minutes(ctx: conveyor.HandlerContext, state: Any) -> convey
 
 @timing.producer(schedule=conveyor.cron("0 * * * *", tz="Europe/Berlin"))
 async def hourly(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    return conveyor.Produce()
+
+
+# A producer that never returns by itself: its session stops only when its order does.
+stuck = app.workflow("stuck", queue="stuck-sessions")
+
+
+@stuck.producer(schedule=conveyor.every(hours=1))
+async def hang(ctx: conveyor.HandlerContext, state: Any) -> conveyor.Produce:
+    await asyncio.sleep(float(os.environ.get("CONVEYOR_TEST_STUCK_SECONDS", "0")))
     return conveyor.Produce()

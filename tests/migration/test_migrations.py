@@ -3,6 +3,9 @@ exactly the models' schema (and is idempotent); `downgrade base` removes it agai
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from conveyor_core.settings import CoreSettings
 from tests.conftest import all_migration_sets
 
 SETS = {m.service: m for m in all_migration_sets()}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _expression_indexes(migration_set: MigrationSet) -> set[str]:
@@ -74,5 +78,46 @@ async def test_upgrade_head_matches_models_and_downgrade_empties(
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
         assert tables & set(migration_set.metadata.tables) == set()
+    finally:
+        await engine.dispose()
+
+
+_MIGRATE_ALL = """
+import asyncio, sys
+from conveyor_core import db, migrations
+from conveyor_core.settings import CoreSettings
+from conveyor_executor.migrations import MIGRATIONS
+
+async def main() -> None:
+    engine = db.create_engine(sys.argv[1], CoreSettings())
+    await migrations.ensure_schema(engine, MIGRATIONS, apply=True)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_together_on_one_database_each_find_the_schema_migrated(
+    database_url: str,
+) -> None:
+    """Replicas (or two `conveyor worker`s on the embedded default) starting at once: one
+    migrates, the others wait for it and find the head; none fails half-way."""
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_ALL,
+            database_url,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for _ in range(3)
+    ]
+    outputs = [(await p.communicate())[0].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0] * 3, "\n".join(o[-3000:] for o in outputs)
+    engine = db.create_engine(database_url, CoreSettings())
+    try:
+        await migrations.require_head(engine, SETS["executor"])
     finally:
         await engine.dispose()

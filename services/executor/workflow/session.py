@@ -18,6 +18,7 @@ A failed handler run fails the session; its order then follows its retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -195,6 +196,14 @@ class SessionRunner:
         self._poke()
         try:
             session = await self._loop(workflow, target.handler, session, scope)
+        except asyncio.CancelledError:
+            # Stopped past the grace period (lease lost, aborted, shutting down) inside a
+            # handler call: the session ends here, recorded before the cancellation goes
+            # on, or it would read RUNNING until another attempt of its order starts it.
+            reason = ctx.stop_reason or "the session's task was cancelled"
+            error = ClassifiedError(ErrorType.INTERNAL, f"session stopped: {reason}", True, {})
+            await asyncio.shield(self._end_failed(session, scope, error))
+            raise
         except HandlerError as failure:
             return await self._end_failed(session, scope, failure.error)
         except PhaseConflict as conflict:  # another executor drives the run: never both

@@ -11,6 +11,8 @@ import pytest
 from conveyor.events.v1 import service_pb2 as ev_rpc
 from conveyor.events.v1 import service_pb2_grpc as ev_grpc
 from conveyor.executor.v1 import workflow_pb2 as wf_pb
+from conveyor.queue.v1 import service_pb2 as q_rpc
+from conveyor.queue.v1 import service_pb2_grpc as q_grpc
 from conveyor_core.grpc import create_channel
 from conveyor_executor.workflow.peers import state_name
 from tests.helpers.e2e import eventually
@@ -242,3 +244,32 @@ async def test_oversize_state_or_prepared_data_fails_clearly_and_the_event_stays
 
 async def _handlers(fetch, wanted: set[str]) -> bool:  # type: ignore[no-untyped-def]
     return wanted <= {r.handler for r in await fetch()}
+
+
+async def test_a_session_stopped_inside_a_handler_call_ends_failed_not_running(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled past the abort grace period while its producer runs, the session's task
+    is cancelled: the session still records its end (it never reads RUNNING forever)."""
+    monkeypatch.setenv("CONVEYOR_TEST_STUCK_SECONDS", "3600")
+    await env.registered("stuck")
+    await env.trigger("stuck", "hang")
+
+    async def running() -> wf_pb.Session | None:
+        found = [s for s in await env.sessions("stuck") if s.state == P.SESSION_STATE_RUNNING]
+        return found[0] if found else None
+
+    session = await eventually(running, "a session of `stuck` running", 30)
+    order = f"namespaces/wf/queues/stuck-sessions/workOrders/{session.name.rsplit('/', 1)[-1]}"
+    async with create_channel(env.address) as channel:
+        queue = q_grpc.WorkOrderQueueServiceStub(channel)
+        await queue.CancelWorkOrder(q_rpc.CancelWorkOrderRequest(name=order, reason="test"))
+
+    async def ended() -> wf_pb.Session | None:
+        now = {s.name: s for s in await env.sessions("stuck")}[session.name]
+        return now if now.state != P.SESSION_STATE_RUNNING else None
+
+    done = await eventually(ended, "the cancelled session's end recorded", 30)
+    assert done.state == P.SESSION_STATE_FAILED
+    assert done.summary.startswith("session stopped:") and "cancelled" in done.summary
+    assert done.end_time.ToNanoseconds() >= done.start_time.ToNanoseconds()
