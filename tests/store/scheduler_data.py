@@ -27,15 +27,19 @@ from conveyor_scheduler.domain.model import (
     ScheduleSpec,
 )
 from conveyor_scheduler.store.base import (
+    Delivery,
     FireWrite,
     JournalEntry,
     NewSchedule,
+    OutboxSubmit,
     SchedulerStore,
     Submit,
 )
 
 #: Room for every schedule a test makes (the limit has its own test).
 ROOMY = 100
+#: A limit above anything a module writes: every row of the test comes.
+ALL = 10_000
 EVERY = timedelta(seconds=60)
 
 DEFINITION = JobDefinition(
@@ -129,3 +133,37 @@ def fire_write(
         correlation,
     )
     return FireWrite(fire, submit, journal, held=outcome is FireOutcome.BUFFERED)
+
+
+async def fired(store: SchedulerStore, ns: str, now: datetime, *slots: datetime) -> list[FireWrite]:
+    """Job "nightly" with a schedule "manual" (no next slot) with a pending fire at each of
+    `slots`, as a trigger writes them."""
+    await add_job(store, ns, "nightly", now)
+    schedule = await add_schedule(store, ScheduleRef(ns, "nightly", "manual"), now, None)
+    writes = [fire_write(schedule, slot, now, kind=FireKind.TRIGGERED) for slot in slots]
+    return await store.fire_insert_many(schedule.uid, writes)
+
+
+async def fires_of(store: SchedulerStore, uid: uuid.UUID) -> list[Fire]:
+    return [fire for _, fire in await store.fire_list(uid, 0, ALL)]
+
+
+async def outbox(store: SchedulerStore, ns: str) -> list[OutboxSubmit]:
+    """The undelivered, unheld outbox rows of namespace `ns` (submits and cancels), in
+    seq order: the test's part of a claim that spans namespaces."""
+    rows = await store.submit_outbox_claim(ALL)
+    return [r for r in rows if r.parent.startswith(f"namespaces/{ns}/")]
+
+
+async def deliver(store: SchedulerStore, ns: str, now: datetime, *writes: FireWrite) -> None:
+    """Mark the submits of `writes` delivered, each answered with an order named after it."""
+    ids = {w.fire.id for w in writes}
+    rows = [r for r in await outbox(store, ns) if r.fire_id in ids]
+    assert len(rows) == len(ids)
+    marks = [Delivery(r.seq, r.fire_id, r.action, order_of(r)) for r in rows]
+    await store.submit_outbox_mark(marks, now)
+
+
+def order_of(row: OutboxSubmit) -> str:
+    """The work order `deliver` names for an outbox row."""
+    return f"{row.parent}/workOrders/{row.fire_id}"

@@ -146,6 +146,7 @@ async def test_job_list_pages_the_latest_versions_by_id_in_one_namespace(
     rest = await scheduler_store.job_list(NS, first[-1].ref.job_id, 3)
     assert [j.ref.job_id for j in rest] == ["d"]
     assert await scheduler_store.job_list(NS, "d", 3) == []
+    assert await scheduler_store.job_list(f"{NS}-none", "", 3) == []
 
 
 async def test_job_delete_removes_the_job_with_its_schedules(
@@ -190,6 +191,25 @@ async def test_schedule_insert_stores_it_as_given(
     assert created.created_at == created.updated_at == now
     assert await scheduler_store.schedule_get(sched()) == created
     assert await scheduler_store.schedule_get_by_uid(new.uid) == created
+
+
+async def test_schedule_specs_of_every_kind_round_trip(
+    scheduler_store: SchedulerStore, clock: ManualClock
+) -> None:
+    now = clock.now()
+    await add_job(scheduler_store, NS, "nightly", now)
+    specs = [
+        interval(now - timedelta(hours=1)),
+        ScheduleSpec(ScheduleKind.CRON, cron="*/5 9-17 * * 1-5", time_zone="America/New_York"),
+        ScheduleSpec(ScheduleKind.ONE_OFF, fire_at=now + timedelta(days=3, microseconds=7)),
+        on_event("orders.created"),
+    ]
+    for i, spec in enumerate(specs):
+        new = new_schedule(sched(f"s{i}"), now, None, spec=spec)
+        await scheduler_store.schedule_insert(new, ROOMY)
+        stored = await scheduler_store.schedule_get_by_uid(new.uid)
+        assert stored is not None and (stored.spec, stored.policy) == (spec, POLICY)
+        assert stored.next_slot_at is None and stored.next_fire_at is None
 
 
 async def test_schedule_insert_needs_its_job_and_a_free_id(
