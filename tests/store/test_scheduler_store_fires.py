@@ -173,6 +173,24 @@ async def test_tick_hands_the_plan_the_latest_job_and_the_schedules_waiting_fire
     assert seen.buffered == 1
 
 
+async def test_tick_skips_a_schedule_paused_since_and_fires_it_once_resumed(
+    scheduler_store: SchedulerStore, clock: ManualClock
+) -> None:
+    now = clock.now()
+    await add_job(scheduler_store, NS, "nightly", now)
+    schedule = await add_schedule(scheduler_store, sched("due"), now, now)
+    keep = ScheduleTiming(now, now)
+    await scheduler_store.schedule_set_paused(schedule.ref, True, keep, now)
+    paused = Planner(now)
+    assert await tick(scheduler_store, clock, paused) == []
+    assert paused.seen == []
+    clock.advance(EVERY)
+    resume = ScheduleTiming(clock.now(), clock.now())
+    await scheduler_store.schedule_set_paused(schedule.ref, False, resume, clock.now())
+    [write] = await tick(scheduler_store, clock, Planner(clock.now()))
+    assert (write.fire.schedule_uid, write.fire.slot_at) == (schedule.uid, clock.now())
+
+
 async def test_tick_takes_at_most_limit_schedules_earliest_due_first(
     scheduler_store: SchedulerStore, clock: ManualClock
 ) -> None:
