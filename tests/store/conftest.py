@@ -40,6 +40,10 @@ from conveyor_queue.engine import CoordinationGate
 from conveyor_queue.migrations import MIGRATIONS as QUEUE_MIGRATIONS
 from conveyor_queue.store.base import TokenGate, WorkOrderStore
 from conveyor_queue.store.sql import SqlWorkOrderStore
+from conveyor_scheduler.migrations import MIGRATIONS as SCHEDULER_MIGRATIONS
+from conveyor_scheduler.store.base import SchedulerStore
+from conveyor_scheduler.store.outbox import SqlJournalOutbox
+from conveyor_scheduler.store.sql import SqlSchedulerStore
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +154,25 @@ def event_store(events_db: AsyncEngine) -> EventStore:
 def journal_store(events_db: AsyncEngine) -> JournalStore:
     """The journal, on the event store's database (as service.py wires it)."""
     return SqlJournalStore(events_db)
+
+
+# -- scheduler ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def scheduler_db(store_core: CoreSettings) -> AsyncIterator[AsyncEngine]:
+    engine = await _migrated(store_core, "scheduler", SCHEDULER_MIGRATIONS)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def scheduler_store(scheduler_db: AsyncEngine) -> SchedulerStore:
+    # As SchedulerService builds it: the engine alone (its settings are the engine's).
+    return SqlSchedulerStore(scheduler_db)
+
+
+@pytest.fixture
+def scheduler_journal(scheduler_db: AsyncEngine, clock: ManualClock) -> SqlJournalOutbox:
+    """Where the journal records of SchedulerStore writes land (read to check they did)."""
+    return SqlJournalOutbox(scheduler_db, clock)
