@@ -8,12 +8,13 @@ their end-to-end role.
 One database per module and backend, not per test: creating and dropping a
 PostgreSQL database costs seconds on a loaded machine. Each test works in a
 namespace of its own (`NS`, rebound per test by the autouse `namespace` fixture
-of each module), and a store method that spans namespaces (the sweepers, the
+below), and a store method that spans namespaces (the sweepers, the
 outbox count) is asserted on this test's part of the answer.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -73,6 +74,20 @@ async def _migrated(core: CoreSettings, service: str, schema: MigrationSet) -> A
     engine = db.create_engine(core.database_url_for(service), core)
     await migrations.ensure_schema(engine, schema, apply=True)
     return engine
+
+
+@pytest.fixture(autouse=True)
+def namespace(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """This test's namespace, bound to its module's `NS` while the test runs (a module
+    shares one database); a module whose names are built on it (a topic, a queue) defines
+    `names_in(ns) -> {name: value}` and they are bound too."""
+    ns = f"c{uuid.uuid4().hex[:12]}"
+    module = request.module
+    monkeypatch.setattr(module, "NS", ns, raising=False)
+    names_in = getattr(module, "names_in", None)
+    for name, value in (names_in(ns) if names_in else {}).items():
+        monkeypatch.setattr(module, name, value)
+    return ns
 
 
 @pytest.fixture

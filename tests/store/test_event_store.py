@@ -5,8 +5,6 @@ the Protocol alone, with the time from a manual clock."""
 from __future__ import annotations
 
 import asyncio
-import sys
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -39,18 +37,14 @@ from conveyor_events.store.base import (
     TopicListParams,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 ORDERS = TopicRef(NS, "orders")
 JSON = "application/json"
 
 
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS and ORDERS name it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    monkeypatch.setattr(sys.modules[__name__], "ORDERS", TopicRef(ns, "orders"))
-    return ns
+def names_in(ns: str) -> dict[str, object]:
+    """The module names built on this test's namespace (the `namespace` fixture binds them)."""
+    return {"ORDERS": TopicRef(ns, "orders")}
 
 
 def draft(message_id: str, title: str = "", data: bytes = b"{}") -> EventDraft:

@@ -4,8 +4,6 @@ with the time from a manual clock (topics and events: test_event_store.py)."""
 
 from __future__ import annotations
 
-import sys
-import uuid
 from types import EllipsisType
 
 import pytest
@@ -33,22 +31,19 @@ from conveyor_events.store.base import (
     StateCommitParams,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 HANDLER = HandlerRef(NS, "billing")
 IN, OUT = TopicRef(NS, "in"), TopicRef(NS, "out")
 JSON = "application/json"
 
 
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS, HANDLER, IN and OUT name it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    module = sys.modules[__name__]
-    monkeypatch.setattr(module, "NS", ns)
-    monkeypatch.setattr(module, "HANDLER", HandlerRef(ns, "billing"))
-    monkeypatch.setattr(module, "IN", TopicRef(ns, "in"))
-    monkeypatch.setattr(module, "OUT", TopicRef(ns, "out"))
-    return ns
+def names_in(ns: str) -> dict[str, object]:
+    """The module names built on this test's namespace (the `namespace` fixture binds them)."""
+    return {
+        "HANDLER": HandlerRef(ns, "billing"),
+        "IN": TopicRef(ns, "in"),
+        "OUT": TopicRef(ns, "out"),
+    }
 
 
 def data(value: bytes) -> Payload:

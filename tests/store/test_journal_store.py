@@ -9,8 +9,6 @@ its database: each test reads only what it appended, after the head it found at 
 from __future__ import annotations
 
 import asyncio
-import sys
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -24,16 +22,8 @@ from conveyor_events.store.journal_base import (
     JournalStore,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 TRACE = "0af7651916cd43dd8448eb211c80319c"
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 @pytest.fixture

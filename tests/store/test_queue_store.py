@@ -3,7 +3,6 @@ backend, through the Protocol alone, with the time from a manual clock."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import timedelta
 
@@ -40,20 +39,16 @@ from conveyor_queue.store.base import (
     WorkOrderStore,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 JOBS = QueueRef(NS, "jobs")
 LEASE = timedelta(seconds=30)
 #: No jitter: delays are exact, so the tests can name the instant a retry is due.
 POLICY = RetryPolicy(timedelta(seconds=2), 2.0, timedelta(seconds=60), 0.0, 3)
 
 
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS and JOBS name it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    monkeypatch.setattr(sys.modules[__name__], "JOBS", QueueRef(ns, "jobs"))
-    return ns
+def names_in(ns: str) -> dict[str, object]:
+    """The module names built on this test's namespace (the `namespace` fixture binds them)."""
+    return {"JOBS": QueueRef(ns, "jobs")}
 
 
 def mine(orders: list[WorkOrder]) -> list[WorkOrder]:

@@ -3,7 +3,6 @@ backend, through the Protocol alone, with the time from a manual clock."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 
 import pytest
@@ -32,16 +31,8 @@ from conveyor_executor.store.base import (
 )
 from conveyor_executor.store.outbox import SqlExecutorOutbox
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 NETWORK = ClassifiedError(ErrorType.NETWORK, "connection refused", True, {"endpoint": "api"})
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 def ref() -> RunRef:

@@ -11,7 +11,6 @@ schedules as they are.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,15 +45,7 @@ from tests.store.scheduler_data import (
     queue_of,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 
 
 def sched(schedule_id: str) -> ScheduleRef:

@@ -4,7 +4,6 @@ alone, with the time from a manual clock. Firing and the outbox: test_scheduler_
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import timedelta
 
@@ -50,16 +49,8 @@ from tests.store.scheduler_data import (
     on_event,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 OTHER = JobDefinition(b"\x0a\x05other", "slow", priority=-1)
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 def job(job_id: str = "nightly") -> JobRef:

@@ -8,7 +8,6 @@ test asserts on its own part of their answers.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from datetime import timedelta
 
@@ -40,17 +39,9 @@ from tests.store.scheduler_data import (
     queue_of,
 )
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 #: How long the sweep leaves a fire it gave before it gives it again.
 RECHECK = timedelta(seconds=30)
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 def sched(schedule_id: str) -> ScheduleRef:

@@ -4,7 +4,6 @@ from a manual clock. Handler runs and the mutation ledger: test_workflow_store_r
 
 from __future__ import annotations
 
-import sys
 import uuid
 from dataclasses import replace
 
@@ -25,19 +24,11 @@ from conveyor_executor.store.outbox import SqlExecutorOutbox
 from conveyor_executor.store.workflow_base import WorkflowStore
 from tests.store.journal import journal_types
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 HANDLERS = (
     HandlerDef("poll", HandlerKind.PRODUCER, schedule="namespaces/n/schedules/wf-shop-poll"),
     HandlerDef("charge", HandlerKind.CONSUMER, topic="orders", batch=5, has_reconcile=True),
 )
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 def workflow(clock: ManualClock, name: str = "shop") -> WorkflowRecord:

@@ -6,7 +6,6 @@ and sessions: test_workflow_store.py."""
 from __future__ import annotations
 
 import math
-import sys
 import uuid
 from dataclasses import replace
 
@@ -37,17 +36,9 @@ from conveyor_executor.store.workflow_base import (
 )
 from tests.store.journal import journal_types
 
-NS = "conformance"  # rebound per test (namespace fixture): a module shares one database
+NS = "conformance"  # rebound per test (conftest's namespace fixture): a module shares one database
 EVENT = HeldEvent("orders", 7, "order-7", "Order 7 from Ada", {"id": 7, "total": 12.5})
 TIMEOUT = ClassifiedError(ErrorType.INTERNAL, "mutate of charge timed out", True, {})
-
-
-@pytest.fixture(autouse=True)
-def namespace(monkeypatch: pytest.MonkeyPatch) -> str:
-    """This test's namespace: NS names it while the test runs."""
-    ns = f"c{uuid.uuid4().hex[:12]}"
-    monkeypatch.setattr(sys.modules[__name__], "NS", ns)
-    return ns
 
 
 def handler_run(
