@@ -4,8 +4,9 @@ The import names are not the folder names (`conveyor_queue` is `services/queue`,
 [tool.setuptools.package-dir] in pyproject.toml), and the editable install maps them
 with an import hook that mypy cannot follow. So this script lays a folder of links,
 `.typecheck/<import name> -> <folder>`, which [tool.mypy] mypy_path points at, and runs
-mypy on the packages by import name (the list is [tool.mypy] packages). Extra
-arguments are handed to mypy.
+mypy on the packages by import name (the list is [tool.mypy] packages) and on
+tests/sdk_types (assert_type checks of what a user's editor sees of the SDK). Arguments,
+if any, are handed to mypy instead.
 """
 
 from __future__ import annotations
@@ -34,9 +35,18 @@ def lay_links() -> None:
         link.symlink_to(target, target_is_directory=True)
 
 
+#: Checked with the packages: what a user's type checker sees of the SDK (assert_type).
+USAGE = "tests.sdk_types"
+
+
 def main() -> int:
     lay_links()
-    command = [sys.executable, "-m", "mypy", *sys.argv[1:]]
+    arguments = sys.argv[1:]
+    if not arguments:  # the configured packages, and the SDK's usage checks beside them
+        config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        packages: list[str] = config["tool"]["mypy"]["packages"]
+        arguments = [option for name in (*packages, USAGE) for option in ("-p", name)]
+    command = [sys.executable, "-m", "mypy", *arguments]
     return subprocess.call(command, cwd=ROOT)
 
 

@@ -16,7 +16,7 @@ import os
 import time
 import typing
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Generic, TypeVar, cast
 
 import grpc
@@ -226,9 +226,12 @@ class Client:
     async def close(self) -> None:
         await self._channel.close()
 
+    # An async task's handle gives what its coroutine returns; a sync task's, what it
+    # returns; a task named by a string, Any (pass `result_type` to `handle` to decode).
+    @typing.overload
     async def submit(
         self,
-        task: Task[..., T] | Callable[..., Awaitable[T]] | Callable[..., T] | str,
+        task: Task[..., Coroutine[Any, Any, T]],
         /,
         *args: Any,
         queue: str | None = None,
@@ -239,7 +242,51 @@ class Client:
         deadline: dt.datetime | None = None,
         labels: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> TaskHandle[T]:
+    ) -> TaskHandle[T]: ...
+    @typing.overload
+    async def submit(
+        self,
+        task: Task[..., T],
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str = "",
+        concurrency_key: str | None = None,
+        not_before: dt.datetime | None = None,
+        deadline: dt.datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[T]: ...
+    @typing.overload
+    async def submit(
+        self,
+        task: str,
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str = "",
+        concurrency_key: str | None = None,
+        not_before: dt.datetime | None = None,
+        deadline: dt.datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[Any]: ...
+    async def submit(
+        self,
+        task: Task[..., Any] | str,
+        /,
+        *args: Any,
+        queue: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str = "",
+        concurrency_key: str | None = None,
+        not_before: dt.datetime | None = None,
+        deadline: dt.datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> TaskHandle[Any]:
         """Submit a task (a `@app.task` function, or a task's name) with its arguments.
 
         The keyword names above are options of the submit; every other keyword is an
