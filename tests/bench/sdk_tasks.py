@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +78,21 @@ def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
 
 
 async def measured(
-    address: str, tasks: int, pids: dict[str, int], database: str, profile: str
+    pids: dict[str, int],
+    database: str,
+    count: int,
+    window_of: Callable[[], Awaitable[dict[str, Any]]],
+    profile: str = "",
 ) -> dict[str, Any]:
-    """`throughput` with the CPU of each process over the window (and py-spy if asked)."""
+    """What `window_of` returns, with the CPU of each process over it (and py-spy if asked)
+    per task of its `count`."""
     window = CpuWindow(pids, database)
     spy = _spy(pids[profile], OUT / f"profile-sdk-{profile}.txt") if profile else None
     if spy is not None:
         await asyncio.sleep(0.5)  # attached before the window starts
     try:
         await asyncio.to_thread(window.start)
-        result = await throughput(address, tasks)
+        result = await window_of()
         percent, seconds = await asyncio.to_thread(window.stop)
     finally:
         window.close()
@@ -95,7 +101,7 @@ async def measured(
             await asyncio.to_thread(spy.wait, 30)
     result["cpu_percent"] = {k: round(v, 1) for k, v in percent.items()}
     result["cpu_ms_per_task"] = {
-        k: round(v / 100 * seconds * 1000 / tasks, 3) for k, v in percent.items()
+        k: round(v / 100 * seconds * 1000 / count, 3) for k, v in percent.items()
     }
     return result
 
@@ -124,32 +130,41 @@ async def throughput(address: str, tasks: int) -> dict[str, Any]:
     }
 
 
-async def latency(address: str, rate: float, seconds: float) -> dict[str, Any]:
+async def latency(
+    address: str, rate: float, seconds: float, pids: dict[str, int], database: str
+) -> dict[str, Any]:
+    """Submits at `rate` for `seconds`, measured (`measured`) until the last task started;
+    the submit-to-start delays are read afterwards, so reading adds nothing to the window."""
     submitted: list[tuple[float, conveyor.TaskHandle[float]]] = []
-    async with conveyor.Client(address) as client:
+    count = int(rate * seconds)
+    async with conveyor.Client(address) as client, create_channel(address) as channel:
+        before = await _succeeded(channel)
 
-        async def one() -> None:
-            at = time.time()
-            submitted.append((at, await client.submit(noop)))
+        async def window() -> dict[str, Any]:
+            async def one() -> None:
+                at = time.time()
+                submitted.append((at, await client.submit(noop)))
 
-        pending = []
-        begin = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
-            pending.append(asyncio.create_task(one()))
-        await asyncio.gather(*pending)
-        # Results are read after the window, so polling adds no load to what is measured.
+            pending = []
+            begin = time.perf_counter()
+            for i in range(count):
+                await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
+                pending.append(asyncio.create_task(one()))
+            await asyncio.gather(*pending)
+            while await _succeeded(channel) - before < count:  # noqa: ASYNC110 - another process
+                await asyncio.sleep(0.1)
+            return {"rate": rate, "count": count}
+
+        result = await measured(pids, database, count, window)
         gate = asyncio.Semaphore(16)
 
         async def delay(at: float, handle: conveyor.TaskHandle[float]) -> float:
             async with gate:
                 return (await handle.result(timeout=120) - at) * 1000
 
-        delays = list(await asyncio.gather(*(delay(at, h) for at, h in submitted)))
-    delays.sort()
+        delays = sorted(await asyncio.gather(*(delay(at, h) for at, h in submitted)))
     return {
-        "rate": rate,
-        "count": len(delays),
+        **result,
         "submit_to_start_p50_ms": round(statistics.median(delays), 2),
         "submit_to_start_p99_ms": round(delays[int(len(delays) * 0.99) - 1], 2),
         "submit_to_start_max_ms": round(delays[-1], 2),
@@ -215,10 +230,18 @@ def main(argv: list[str] | None = None) -> int:
         pids = {"worker": worker.pid, "platform": platform.pid}
         results["machine_busy_before"] = busy_before(2.0)
         results["throughput"] = asyncio.run(
-            measured(platform.address, args.tasks, pids, database.name, args.profile)
+            measured(
+                pids,
+                database.name,
+                args.tasks,
+                lambda: throughput(platform.address, args.tasks),
+                args.profile,
+            )
         )
         if args.seconds > 0:
-            results["latency"] = asyncio.run(latency(platform.address, args.rate, args.seconds))
+            results["latency"] = asyncio.run(
+                latency(platform.address, args.rate, args.seconds, pids, database.name)
+            )
     finally:
         worker.stop()
         platform.stop()
