@@ -139,7 +139,8 @@ async def start_attempts(
                 ac.number == p.attempt,
             )
         )
-    await conn.execute(attempts.insert(), [new_attempt_row(p) for p in batch])
+    # RETURNING: one multi-row INSERT ("insertmanyvalues"), not one execution per row.
+    await conn.execute(attempts.insert().returning(ac.number), [new_attempt_row(p) for p in batch])
 
 
 async def finish_attempts(

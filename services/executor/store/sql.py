@@ -74,6 +74,11 @@ def journal_rows(drafts: Sequence[JournalDraft]) -> list[dict[str, Any]]:
     ]
 
 
+#: Executed with many rows: RETURNING makes SQLAlchemy send them as one multi-row INSERT
+#: ("insertmanyvalues") instead of one execution per row.
+JOURNAL_INSERT = insert(journal_outbox).returning(journal_outbox.c.seq)
+
+
 class SqlRunStore:
     """RunStore over one async engine (PostgreSQL or SQLite)."""
 
@@ -365,7 +370,7 @@ class SqlRunStore:
 
     async def _journal(self, conn: AsyncConnection, drafts: Sequence[JournalDraft]) -> None:
         if drafts:
-            await conn.execute(insert(journal_outbox), journal_rows(drafts))
+            await conn.execute(JOURNAL_INSERT, journal_rows(drafts))
 
     async def _run_row(self, conn: AsyncConnection, ref: RunRef) -> Any:
         row = (await conn.execute(select(runs).where(_run_key(ref)))).first()
