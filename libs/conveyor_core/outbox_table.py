@@ -24,14 +24,24 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, TextClause, bindparam, func, literal_column, select, text, update
+from sqlalchemy import (
+    ColumnClause,
+    Table,
+    TextClause,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxRecord
 
 #: The ctid of each claimed row (PostgreSQL), selected with it for `mark_by_ctid`.
-CTID = literal_column("ctid")
+CTID: ColumnClause[Any] = literal_column("ctid")
 
 
 def mark_by_ctid_statement(table: str, column: str) -> TextClause:
