@@ -7,6 +7,12 @@ so a re-delivery is a no-op at the journal. On PostgreSQL a claim locks its rows
 replicas (or an old and a new scheduler leader) take disjoint rows; SQLite has
 one writer: a plain read, then a short transaction to mark the rows.
 
+Marking on PostgreSQL updates each claimed row by its ctid (the claim holds the row
+locks, so the tuples cannot move): a TID scan, one tuple each. As `seq IN (...)`
+over a table without statistics the planner chose a sequential scan of every row
+ever written (delivered rows stay), so the mark's cost grew with the table
+(docs/benchmarks.md, "Round 3").
+
 The queue's outbox is not one of these: it relays its order history with an
 ordering guard per order (conveyor_queue.store.outbox).
 """
@@ -18,11 +24,39 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import (
+    ColumnClause,
+    Table,
+    TextClause,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxRecord
+
+#: The ctid of each claimed row (PostgreSQL), selected with it for `mark_by_ctid`.
+CTID: ColumnClause[Any] = literal_column("ctid")
+
+
+def mark_by_ctid_statement(table: str, column: str) -> TextClause:
+    """`UPDATE <table> SET <column> = :now WHERE ctid = :ctid`, executed once per row."""
+    return text(f"UPDATE {table} SET {column} = :now WHERE ctid = CAST(:ctid AS tid)").bindparams(
+        bindparam("now"), bindparam("ctid")
+    )
+
+
+async def mark_by_ctid(
+    conn: AsyncConnection, statement: TextClause, ctids: Sequence[Any], now_us: int
+) -> None:
+    """Mark locked rows delivered by their ctids (one TID scan each, in one round trip)."""
+    if ctids:
+        await conn.execute(statement, [{"now": now_us, "ctid": ctid} for ctid in ctids])
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +103,14 @@ def records_of(
     return records, unreadable
 
 
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    seqs: list[int]  # every claimed row
+    ctids: list[Any]  # of the rows fetched (PostgreSQL)
+    unfetched: list[int]  # seqs of the rows that could not be fetched
+    batch: ClaimedBatch
+
+
 class TableOutbox:
     """OutboxSource over `table`: undelivered rows oldest first, marked in `delivered_column`.
 
@@ -99,6 +141,7 @@ class TableOutbox:
         self._record_of = record_of
         self._postgres = engine.dialect.name == "postgresql"
         self._clock = clock or SystemClock()
+        self._mark_by_ctid = mark_by_ctid_statement(table.name, self._delivered.name)
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
         return self._claim(limit)
@@ -107,40 +150,47 @@ class TableOutbox:
     async def _claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
         if self._postgres:
             async with self._engine.begin() as conn:  # row locks held until the batch is done
-                seqs, batch = await self._read(conn, limit, lambda: self._mark(conn, seqs))
-                yield batch
+                claimed = await self._read(conn, limit, lambda: self._mark_locked(conn, claimed))
+                yield claimed.batch
             return
         async with self._engine.connect() as conn:
-            seqs, batch = await self._read(conn, limit, lambda: mark())
+            claimed = await self._read(conn, limit, lambda: mark())
 
         async def mark() -> None:
             async with self._engine.begin() as conn:
-                await self._mark(conn, seqs)
+                await self._mark(conn, claimed.seqs)
 
-        yield batch
+        yield claimed.batch
 
     async def _read(
         self, conn: AsyncConnection, limit: int, mark: Callable[[], Awaitable[None]]
-    ) -> tuple[list[int], ClaimedBatch]:
-        """The claimed seqs (every row, readable or not) and the batch of their records."""
+    ) -> _Claimed:
+        """The claimed rows (every row, readable or not) and the batch of their records."""
         statement = select(self._table).where(self._delivered.is_(None))
         statement = statement.order_by(self._seq).limit(limit)
         if self._postgres:
-            statement = statement.with_for_update(skip_locked=True)
+            statement = statement.add_columns(CTID).with_for_update(skip_locked=True)
         rows, fetch_errors = fetch_each(await conn.execute(statement))
         records, unreadable = records_of(rows, self._record_of, self._table.name)
         seqs = [row.seq for row in rows]
+        ctids = [row.ctid for row in rows] if self._postgres else []
+        unfetched: list[int] = []
         if fetch_errors:  # which rows did not come: their seqs, read alone
             again = (await conn.execute(statement.with_only_columns(self._seq))).scalars()
             # The same first rows, oldest first (a row written since comes after them).
             all_seqs = list(again)[: len(rows) + len(fetch_errors)]
-            missing = [seq for seq in all_seqs if seq not in set(seqs)]
+            unfetched = [seq for seq in all_seqs if seq not in set(seqs)]
             unreadable += [
                 (f"{self._table.name} row {seq}", error)
-                for seq, error in zip(missing, fetch_errors, strict=False)
+                for seq, error in zip(unfetched, fetch_errors, strict=False)
             ]
             seqs = all_seqs
-        return seqs, ClaimedBatch(records, len(seqs), mark, unreadable)
+        return _Claimed(seqs, ctids, unfetched, ClaimedBatch(records, len(seqs), mark, unreadable))
+
+    async def _mark_locked(self, conn: AsyncConnection, claimed: _Claimed) -> None:
+        """PostgreSQL: the fetched rows by their ctids, the rows that would not fetch by seq."""
+        await mark_by_ctid(conn, self._mark_by_ctid, claimed.ctids, to_micros(self._clock.now()))
+        await self._mark(conn, claimed.unfetched)
 
     async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
         if seqs:

@@ -13,10 +13,20 @@ Idempotency is by record id (unique index). Ids already stored are looked up
 before the allocation; if a concurrent append stores one of them in between,
 the insert fails on the unique index, the whole transaction (allocation
 included) rolls back, and the append is retried, finding it this time.
+
+On PostgreSQL an append is one statement (`APPEND_POSTGRES`), run in
+autocommit: look the ids up, allocate, insert the records and their subjects
+from arrays, instead of BEGIN, a look-up, the allocation, an INSERT per record
+and one per subject, and COMMIT. The head row's lock is held to the end of that
+statement's transaction, so the guarantees above hold unchanged. The look-up
+is a seek in the id index's own order per id (`id >= $1 ORDER BY id LIMIT 1`),
+which no other plan can serve: written as `id IN (...)`, a journal without
+statistics was read whole for every append (docs/benchmarks.md, "Round 3").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,6 +52,58 @@ ALLOCATE_POSITIONS: TextClause = text(
     "WHERE id = 1 RETURNING last_position"
 )
 
+#: The whole append on PostgreSQL (see the module docstring). The drafts come as arrays
+#: (ids distinct), their subjects as (draft's 1-based index, kind, value) arrays. Returns
+#: (id, position) of every draft: found, or placed at head + 1, head + 2, ... in order.
+APPEND_POSTGRES: TextClause = text("""
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:namespaces AS text[]),
+            CAST(:subjects AS json[]), CAST(:correlation_ids AS text[]),
+            CAST(:trace_ids AS text[]), CAST(:times AS bigint[]), CAST(:attributes AS json[])
+        ) WITH ORDINALITY AS v(id, type, namespace, subjects, correlation_id, trace_id,
+                               time, attributes, ord)
+    ),
+    found AS MATERIALIZED (
+        SELECT v.id, e.position FROM v
+        CROSS JOIN LATERAL (
+            SELECT j.id, j.position FROM events_journal AS j
+            WHERE j.id >= v.id ORDER BY j.id LIMIT 1
+        ) AS e
+        WHERE e.id = v.id
+    ),
+    new AS MATERIALIZED (
+        SELECT v.*, row_number() OVER (ORDER BY v.ord) AS k FROM v
+        WHERE v.id NOT IN (SELECT id FROM found)
+    ),
+    head AS (
+        UPDATE events_journal_head
+        SET last_position = last_position + (SELECT count(*) FROM new)
+        WHERE id = 1 AND EXISTS (SELECT 1 FROM new)
+        RETURNING last_position
+    ),
+    placed AS MATERIALIZED (
+        SELECT new.*, head.last_position - (SELECT count(*) FROM new) + new.k AS position
+        FROM new CROSS JOIN head
+    ),
+    records AS (
+        INSERT INTO events_journal
+            (position, id, type, namespace, subjects, correlation_id, trace_id, time, attributes)
+        SELECT position, id, type, namespace, subjects, correlation_id, trace_id, time, attributes
+        FROM placed
+    ),
+    subjects AS (
+        INSERT INTO events_journal_subjects (position, kind, value)
+        SELECT placed.position, s.kind, s.value
+        FROM unnest(CAST(:subject_of AS bigint[]), CAST(:subject_kinds AS text[]),
+                    CAST(:subject_values AS text[])) AS s(ord, kind, value)
+        JOIN placed ON placed.ord = s.ord
+    )
+    SELECT id, position FROM found
+    UNION ALL
+    SELECT id, position FROM placed
+""")
+
 #: Appends retried after losing a race on a record id (each retry finds the winner's row).
 APPEND_ATTEMPTS = 3
 
@@ -51,13 +113,16 @@ class SqlJournalStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def journal_append(self, params: JournalAppendParams) -> list[int]:
         if not params.drafts:
             return []
+        append = self._append_postgres if self._postgres else self._append_once
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
-                return await self._append_once(params)
+                return await append(params)
             except IntegrityError:
                 log.info("journal append raced on a record id; retrying (attempt %d)", attempt)
         raise Aborted("journal append kept conflicting with concurrent appends; retry")
@@ -79,6 +144,31 @@ class SqlJournalStore:
                 if subject_rows:
                     await conn.execute(insert(journal_subjects), subject_rows)
                 positions.update({row["id"]: row["position"] for row in rows})
+        return [positions[d.id] for d in params.drafts]
+
+    async def _append_postgres(self, params: JournalAppendParams) -> list[int]:
+        unique: dict[str, JournalDraft] = {}
+        for draft in params.drafts:
+            unique.setdefault(draft.id, draft)  # a repeated id refers to its first occurrence
+        drafts = list(unique.values())
+        now_us = to_micros(params.now)
+        subjects = [(i, k, v) for i, d in enumerate(drafts, 1) for k, v in d.subjects.items()]
+        values = {
+            "ids": [d.id for d in drafts],
+            "types": [d.type for d in drafts],
+            "namespaces": [d.namespace for d in drafts],
+            "subjects": [json.dumps(dict(d.subjects)) for d in drafts],
+            "correlation_ids": [d.correlation_id for d in drafts],
+            "trace_ids": [d.trace_id for d in drafts],
+            "times": [to_micros(d.time) if d.time is not None else now_us for d in drafts],
+            "attributes": [json.dumps(dict(d.attributes)) for d in drafts],
+            "subject_of": [i for i, _, _ in subjects],
+            "subject_kinds": [k for _, k, _ in subjects],
+            "subject_values": [v for _, _, v in subjects],
+        }
+        async with self._autocommit.connect() as conn:
+            result = await conn.execute(APPEND_POSTGRES, values)
+            positions = {row.id: row.position for row in result}
         return [positions[d.id] for d in params.drafts]
 
     async def _existing_positions(self, conn: AsyncConnection, ids: list[str]) -> dict[str, int]:

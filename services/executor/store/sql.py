@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import opt_to_micros, to_micros
@@ -26,6 +26,7 @@ from conveyor_executor.domain.model import (
 )
 from conveyor_executor.errors import OutputNotFound, RunNotFound
 from conveyor_executor.runners.context import Step
+from conveyor_executor.store.attempt_batches import finish_attempts, start_attempts
 from conveyor_executor.store.base import (
     AttemptFinish,
     AttemptStart,
@@ -73,18 +74,24 @@ def journal_rows(drafts: Sequence[JournalDraft]) -> list[dict[str, Any]]:
     ]
 
 
+#: Executed with many rows: RETURNING makes SQLAlchemy send them as one multi-row INSERT
+#: ("insertmanyvalues") instead of one execution per row.
+JOURNAL_INSERT = insert(journal_outbox).returning(journal_outbox.c.seq)
+
+
 class SqlRunStore:
     """RunStore over one async engine (PostgreSQL or SQLite)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
         # A run and its attempts are read in two statements. Under PostgreSQL's READ
         # COMMITTED each statement sees the commits made before it began, so a run
         # ending between them read as RUNNING with its attempt already FAILED. One
         # snapshot for both (REPEATABLE READ); SQLite's read transaction is one already.
         self._snapshot = (
             engine.execution_options(isolation_level="REPEATABLE READ")
-            if engine.dialect.name == "postgresql"
+            if self._postgres
             else engine
         )
 
@@ -199,49 +206,8 @@ class SqlRunStore:
         """`run_start_attempt` of many attempts in one transaction (without reading back)."""
         if not batch:
             return
-        keys = sorted({(p.ref.namespace, p.ref.run_id) for p in batch})
         async with self._engine.begin() as conn:
-            existing: set[tuple[str, str]] = set()
-            for namespace in sorted({ns for ns, _ in keys}):
-                ids = [run_id for ns, run_id in keys if ns == namespace]
-                stmt = (
-                    select(rc.run_id)
-                    .where(rc.namespace == namespace, rc.run_id.in_(ids))
-                    .order_by(rc.run_id)
-                    .with_for_update()
-                )
-                existing.update((namespace, r) for r in (await conn.execute(stmt)).scalars())
-            fresh: dict[tuple[str, str], AttemptStart] = {}
-            again: list[AttemptStart] = []
-            for p in batch:
-                key = (p.ref.namespace, p.ref.run_id)
-                if key in existing or key in fresh:
-                    again.append(p)
-                else:
-                    fresh[key] = p
-            if fresh:
-                await conn.execute(insert(runs), [_new_run_row(p) for p in fresh.values()])
-            for p in again:  # a later attempt of a known run: rare, one by one
-                now_us = to_micros(p.now)
-                await conn.execute(
-                    update(runs)
-                    .where(_run_key(p.ref))
-                    .values(
-                        state=RunState.RUNNING.value,
-                        attempt=p.attempt,
-                        updated_at=now_us,
-                        ended_at=None,
-                        started_at=func.coalesce(rc.started_at, now_us),
-                    )
-                )
-                await conn.execute(
-                    attempts.delete().where(
-                        ac.namespace == p.ref.namespace,
-                        ac.run_id == p.ref.run_id,
-                        ac.number == p.attempt,
-                    )
-                )
-            await conn.execute(insert(attempts), [_new_attempt_row(p) for p in batch])
+            await start_attempts(conn, batch, self._postgres)
             await self._journal(conn, [d for p in batch for d in p.journal])
 
     async def run_finish_attempts(self, batch: Sequence[AttemptFinish]) -> None:
@@ -249,8 +215,7 @@ class SqlRunStore:
         if not batch:
             return
         async with self._engine.begin() as conn:
-            await conn.execute(_FINISH_ATTEMPT, [_finish_attempt_params(p) for p in batch])
-            await conn.execute(_FINISH_RUN, [_finish_run_params(p) for p in batch])
+            await finish_attempts(conn, batch, self._postgres)
             await self._journal(conn, [d for p in batch for d in p.journal])
 
     async def run_abort_pending(
@@ -405,7 +370,7 @@ class SqlRunStore:
 
     async def _journal(self, conn: AsyncConnection, drafts: Sequence[JournalDraft]) -> None:
         if drafts:
-            await conn.execute(insert(journal_outbox), journal_rows(drafts))
+            await conn.execute(JOURNAL_INSERT, journal_rows(drafts))
 
     async def _run_row(self, conn: AsyncConnection, ref: RunRef) -> Any:
         row = (await conn.execute(select(runs).where(_run_key(ref)))).first()
@@ -432,114 +397,6 @@ class SqlRunStore:
         for row in await conn.execute(stmt):
             out.setdefault(row.run_id, []).append(attempt_from_row(row._mapping))
         return {k: tuple(v) for k, v in out.items()}
-
-
-def _new_run_row(p: AttemptStart) -> dict[str, Any]:
-    now_us, origin = to_micros(p.now), p.origin
-    return {
-        "namespace": p.ref.namespace,
-        "run_id": p.ref.run_id,
-        "kind": origin.kind.value,
-        "state": RunState.RUNNING.value,
-        "work_order": origin.work_order,
-        "job": origin.job,
-        "job_version": origin.job_version,
-        "schedule": origin.schedule,
-        "slot_time": opt_to_micros(origin.slot_time),
-        "fire_id": origin.fire_id,
-        "correlation_id": origin.correlation_id,
-        "trace_id": origin.trace_id,
-        "created_at": now_us,
-        "updated_at": now_us,
-        "started_at": now_us,
-        "attempt": p.attempt,
-        "work_found": False,
-        "summary": "",
-        "input_tokens": 0,
-        "output_tokens": 0,
-        "cost_usd": 0.0,
-    }
-
-
-def _new_attempt_row(p: AttemptStart) -> dict[str, Any]:
-    return {
-        "namespace": p.ref.namespace,
-        "run_id": p.ref.run_id,
-        "number": p.attempt,
-        "executor": p.executor,
-        "state": RunState.RUNNING.value,
-        "started_at": to_micros(p.now),
-        "summary": "",
-    }
-
-
-# Executed many: one parameter set per attempt (see `run_finish_attempts`).
-_FINISH_ATTEMPT = (
-    update(attempts)
-    .where(
-        ac.namespace == bindparam("k_namespace"),
-        ac.run_id == bindparam("k_run_id"),
-        ac.number == bindparam("k_attempt"),
-    )
-    .values(
-        state=bindparam("v_state"),
-        ended_at=bindparam("v_at"),
-        error=bindparam("v_error", type_=attempts.c.error.type),
-        summary=bindparam("v_summary"),
-    )
-)
-# Only the run's latest attempt moves the run (see `run_finish_attempt`); usage adds up.
-_FINISH_RUN = (
-    update(runs)
-    .where(
-        rc.namespace == bindparam("k_namespace"),
-        rc.run_id == bindparam("k_run_id"),
-        rc.attempt == bindparam("k_attempt"),
-    )
-    .values(
-        state=bindparam("v_state"),
-        updated_at=bindparam("v_at"),
-        ended_at=bindparam("v_ended_at"),
-        error=bindparam("v_error", type_=runs.c.error.type),
-        work_found=bindparam("v_work_found"),
-        summary=bindparam("v_summary"),
-        input_tokens=rc.input_tokens + bindparam("v_input_tokens"),
-        output_tokens=rc.output_tokens + bindparam("v_output_tokens"),
-        cost_usd=rc.cost_usd + bindparam("v_cost_usd", type_=runs.c.cost_usd.type),
-    )
-)
-
-
-def _finish_attempt_params(p: AttemptFinish) -> dict[str, Any]:
-    end = p.end
-    return {
-        "k_namespace": p.ref.namespace,
-        "k_run_id": p.ref.run_id,
-        "k_attempt": p.attempt,
-        "v_state": end.attempt_state.value,
-        "v_at": to_micros(end.at),
-        "v_error": error_to_json(end.error),
-        "v_summary": end.summary,
-    }
-
-
-def _finish_run_params(p: AttemptFinish) -> dict[str, Any]:
-    end = p.end
-    at_us = to_micros(end.at)
-    return {
-        "k_namespace": p.ref.namespace,
-        "k_run_id": p.ref.run_id,
-        "k_attempt": p.attempt,
-        "v_state": end.run_state.value,
-        "v_at": at_us,
-        "v_ended_at": at_us if end.run_state.terminal else None,
-        "v_error": error_to_json(end.error),
-        "v_work_found": end.work_found,
-        "v_summary": end.summary,
-        "v_input_tokens": end.usage.input_tokens,
-        "v_output_tokens": end.usage.output_tokens,
-        "v_cost_usd": end.usage.cost_usd,
-    }
 
 
 def _step_row(d: StepDraft) -> dict[str, Any]:

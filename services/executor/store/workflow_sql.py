@@ -42,10 +42,9 @@ from conveyor_executor.errors import (
 )
 from conveyor_executor.store.base import JournalDraft
 from conveyor_executor.store.rows import error_from_json, error_to_json
-from conveyor_executor.store.sql import journal_rows
+from conveyor_executor.store.sql import JOURNAL_INSERT, journal_rows
 from conveyor_executor.store.tables import (
     handler_runs,
-    journal_outbox,
     mutations,
     sessions,
     workflows,
@@ -285,7 +284,7 @@ class SqlWorkflowStore:
 
     async def _journal(self, conn: AsyncConnection, drafts: Sequence[JournalDraft]) -> None:
         if drafts:
-            await conn.execute(insert(journal_outbox), journal_rows(drafts))
+            await conn.execute(JOURNAL_INSERT, journal_rows(drafts))
 
     # -- workflows ----------------------------------------------------------------------
 

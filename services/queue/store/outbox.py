@@ -43,7 +43,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import Clock, SystemClock, from_micros, to_micros
 from conveyor_core.outbox import OutboxBatch, OutboxNotifier, OutboxRecord, trace_id_of
-from conveyor_core.outbox_table import ClaimedBatch, fetch_each, records_of
+from conveyor_core.outbox_table import (
+    CTID,
+    ClaimedBatch,
+    fetch_each,
+    mark_by_ctid,
+    mark_by_ctid_statement,
+    records_of,
+)
 from conveyor_queue.domain.model import (
     CompletedWorkOrder,
     LeasedWorkOrder,
@@ -86,7 +93,9 @@ def claim_statement(limit: int, postgres: bool) -> Select[Any]:
     """The oldest undelivered rows (partial index); locked and skipped-if-locked on PostgreSQL."""
     statement = select(work_order_events).where(ev.journaled_at.is_(None))
     statement = statement.order_by(ev.seq).limit(limit)
-    return statement.with_for_update(skip_locked=True) if postgres else statement
+    if postgres:  # each row's ctid too: the mark updates the locked tuples by it
+        return statement.add_columns(CTID).with_for_update(skip_locked=True)
+    return statement
 
 
 #: Undelivered rows of some orders up to a seq: finds rows held by another relay (PostgreSQL).
@@ -100,12 +109,16 @@ UNDELIVERED_OF_ORDERS = (
     .order_by(ev.seq)
 )
 
-#: Mark rows delivered. One array parameter on PostgreSQL keeps the statement cacheable.
+#: Mark rows delivered by seq (PostgreSQL: only rows the claim could not fetch; one array
+#: parameter keeps the statement cacheable).
 MARK_DELIVERED_POSTGRES = (
     update(work_order_events)
     .where(ev.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))))
     .values(journaled_at=bindparam("now"))
 )
+#: Mark a fetched row delivered by its ctid (a TID scan: as `seq = ANY(...)` the planner,
+#: without statistics, read the whole history for every batch).
+MARK_BY_CTID = mark_by_ctid_statement(work_order_events.name, ev.journaled_at.name)
 
 
 def record_type(from_state: S | None, to_state: S, timeout_kind: str | None) -> str:
@@ -196,8 +209,9 @@ class SqlQueueOutbox:
                     },
                 )
                 rows = in_order(rows, [(r.work_order_id, r.seq) for r in undelivered])
-            seqs = [row.seq for row in rows] + [seq for seq, _ in unreadable]
-            yield self._batch(rows, claimed, lambda: self._mark(conn, seqs), unreadable)
+            ctids = [row.ctid for row in rows]
+            seqs = [seq for seq, _ in unreadable]
+            yield self._batch(rows, claimed, lambda: self._mark(conn, seqs, ctids), unreadable)
 
     @asynccontextmanager
     async def _claim_single_writer(self, limit: int) -> AsyncIterator[OutboxBatch]:
@@ -238,10 +252,13 @@ class SqlQueueOutbox:
         unreadable += [(f"{work_order_events.name} row {seq}", e) for seq, e in unfetched]
         return ClaimedBatch(records, claimed, mark, unreadable)
 
-    async def _mark(self, conn: AsyncConnection, seqs: Sequence[int]) -> None:
+    async def _mark(
+        self, conn: AsyncConnection, seqs: Sequence[int], ctids: Sequence[Any] = ()
+    ) -> None:
+        now_us = to_micros(self._clock.now())
+        await mark_by_ctid(conn, MARK_BY_CTID, ctids, now_us)
         if not seqs:
             return
-        now_us = to_micros(self._clock.now())
         if self._postgres:
             await conn.execute(MARK_DELIVERED_POSTGRES, {"seqs": list(seqs), "now": now_us})
         else:
