@@ -118,9 +118,12 @@ async def test_a_running_task_shows_its_progress_change_until_it_ends(
     await page.goto(f"/{handle.run}")
     await expect(page.locator("#run-progress")).to_have_text("10%")
     await expect(page.locator("#run-state")).to_have_text("RUNNING")
+    reason = page.get_by_label("Reason")
+    await reason.fill("half typed")  # the abort form: outside what the refreshes redraw
     first, second = helpers.GATES["browser"]
     first.set()
     await expect(page.locator("#run-progress")).to_have_text("70%")  # refreshed by itself
+    await expect(reason).to_have_value("half typed")  # kept through the refresh
     await expect(page.locator("#run-progress-message")).to_have_text("step at 70%")
     second.set()
     await expect(page.locator("#run-state")).to_have_text("SUCCEEDED")

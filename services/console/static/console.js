@@ -150,7 +150,8 @@
     return (key, build) => {
       if (key === shown) return;
       shown = key;
-      box.replaceChildren(h("h2", {}, "Actions"), build());
+      const built = build();
+      box.replaceChildren(...(built ? [h("h2", {}, "Actions"), built] : []));
     };
   }
   /* Draw `render()` now and, if `every`, again every refresh period while `keep()` is true. */
@@ -218,9 +219,12 @@
 
   pages.run = () => {
     let final = false;
+    const setActions = actions();
     live(async () => {
       const [{ run }, steps] = await Promise.all([api("/runs/" + enc(A.run)), api("/runs/" + enc(A.run) + "/steps")]);
       final = run.final;
+      setActions(run.final, () => run.final ? null :  // outside the refreshed part: a reason typed stays
+        actionForm("Abort run", async (reason) => { await api("/runs/" + enc(A.run) + "/abort", { reason }); return "Abort requested."; }));
       const pct = run.progress ? run.progress.percent : (run.final ? 100 : 0);
       const outputs = await Promise.all(steps.outputs.slice(0, 10).map(o =>
         api("/runs/" + enc(A.run) + "/outputs/" + enc(o)).catch(err => ({ output: { display_name: o, text: "(" + err.message + ")" } }))));
@@ -245,9 +249,7 @@
           s.failure ? failure(s.failure) : (s.attributes ? h("code", {}, JSON.stringify(s.attributes)) : "")]), "No steps yet."),
         h("h2", {}, "Outputs"),
         outputs.length ? outputs.map(o => [h("h3", {}, o.output.display_name || leaf(o.output.name || "")), h("pre", {}, o.output.text)])
-          : h("p", { class: "muted" }, "No outputs."),
-        run.final ? null : h("div", {}, h("h2", {}, "Abort"),
-          actionForm("Abort run", async (reason) => { await api("/runs/" + enc(A.run) + "/abort", { reason }); return "Abort requested."; })));
+          : h("p", { class: "muted" }, "No outputs."));
     }, true, () => !final);
   };
 
