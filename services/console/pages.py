@@ -36,6 +36,7 @@ PAGES: list[tuple[str, str, str]] = [
     ("", "overview", "Overview"),
     ("/runs", "runs", "Runs"),
     ("/runs/{run}", "run", "Run"),
+    ("/queues/{queue}", "queue", "Queue"),
     ("/queues/{queue}/workOrders/{order}", "work-order", "Work order"),
     ("/queues/{queue}/dead-letters", "queue-dead-letters", "Dead letters"),
     ("/dead-letters", "dead-letters", "Dead letters"),
@@ -134,6 +135,7 @@ def page(
         kind
         if kind in {k for k, _, _ in NAV}
         else {
+            "queue": "overview",
             "run": "runs",
             "work-order": "runs",
             "queue-dead-letters": "dead-letters",

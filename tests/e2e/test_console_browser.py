@@ -22,6 +22,7 @@ import conveyor
 from conveyor_core.fake_shop import FakeShop
 from conveyor_core.settings import CoreSettings
 from tests.helpers import console as helpers
+from tests.helpers import scheduler as scheduler_helpers
 from tests.helpers.console import NS, ConsolePlatform, start_console_platform
 from tests.helpers.e2e import eventually
 from tests.helpers.services import services_required
@@ -117,9 +118,12 @@ async def test_a_running_task_shows_its_progress_change_until_it_ends(
     await page.goto(f"/{handle.run}")
     await expect(page.locator("#run-progress")).to_have_text("10%")
     await expect(page.locator("#run-state")).to_have_text("RUNNING")
+    reason = page.get_by_label("Reason")
+    await reason.fill("half typed")  # the abort form: outside what the refreshes redraw
     first, second = helpers.GATES["browser"]
     first.set()
     await expect(page.locator("#run-progress")).to_have_text("70%")  # refreshed by itself
+    await expect(reason).to_have_value("half typed")  # kept through the refresh
     await expect(page.locator("#run-progress-message")).to_have_text("step at 70%")
     second.set()
     await expect(page.locator("#run-state")).to_have_text("SUCCEEDED")
@@ -209,6 +213,85 @@ async def test_redriving_a_dead_letter_from_its_queue_page(
     await expect(page.locator("table").last).to_contain_text("parser fixed")  # past redrives
     await page.goto(f"/{dead.name}")
     await expect(page.locator("dl.kv dd").first).to_have_text("QUEUED")
+
+
+async def test_pausing_a_queue_from_its_page_shows_it_paused(
+    page: Any, site: ConsolePlatform
+) -> None:
+    from playwright.async_api import expect
+
+    await site.submit("held", {"n": 1})
+    await sign_in(page, site, "viewer")
+    await page.goto(f"/namespaces/{NS}/queues/held")
+    await expect(page.locator("#queue-state")).to_have_text("ACTIVE")
+    await page.get_by_role("button", name="Pause queue…").click()
+    await page.get_by_role("button", name="Pause queue", exact=True).click()  # confirmed
+    refused = page.get_by_role("alert")
+    await expect(refused).to_contain_text("PERMISSION_DENIED (403)")
+    await expect(refused).to_contain_text("operator")  # the platform's message
+    await expect(page.locator("#queue-state")).to_have_text("ACTIVE")  # nothing changed
+    await sign_in(page, site)
+    await page.get_by_role("link", name="held", exact=True).click()  # the overview's card
+    await expect(page.locator("h1")).to_have_text("Queue")
+    await page.get_by_role("button", name="Pause queue…").click()
+    await page.get_by_role("button", name="Cancel").click()  # changed nothing
+    await expect(page.get_by_role("button", name="Pause queue…")).to_be_visible()
+    await page.get_by_role("button", name="Pause queue…").click()
+    await page.get_by_role("button", name="Pause queue", exact=True).click()
+    await expect(page.locator(".notice")).to_contain_text("Queue held paused")
+    await expect(page.locator("#queue-state")).to_have_text("PAUSED")
+    await page.goto(f"/namespaces/{NS}")
+    await expect(page.locator(".card.queue[data-queue=held] h3")).to_contain_text("PAUSED")
+    await page.goto(f"/namespaces/{NS}/queues/held")
+    await page.get_by_role("button", name="Resume queue…").click()
+    await page.get_by_role("button", name="Resume queue", exact=True).click()
+    await expect(page.locator(".notice")).to_contain_text("Queue held resumed")
+    await expect(page.locator("#queue-state")).to_have_text("ACTIVE")
+
+
+async def test_pausing_a_workflow_asks_for_a_reason_and_shows_who_and_why(
+    page: Any, site: ConsolePlatform
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, site)
+    await page.goto(f"/namespaces/{NS}/workflows/shop")
+    await expect(page.locator("#workflow-paused")).to_have_text("no")
+    await page.get_by_role("button", name="Pause workflow").click()  # no reason yet
+    await expect(page.get_by_role("alert")).to_contain_text("reason: required")
+    await page.get_by_label("Reason").fill("shop API down")
+    await page.get_by_role("button", name="Pause workflow").click()
+    await expect(page.locator(".notice")).to_contain_text("Workflow shop paused")
+    paused = page.locator("#workflow-paused")
+    await expect(paused).to_contain_text("by oncall (on behalf of console): shop API down")
+    await page.get_by_role("button", name="Resume workflow…").click()
+    await page.get_by_role("button", name="Resume workflow", exact=True).click()
+    await expect(page.locator("#workflow-paused")).to_have_text("no")
+
+
+async def test_a_schedule_paused_then_triggered_now_from_its_page(
+    page: Any, site: ConsolePlatform
+) -> None:
+    from playwright.async_api import expect
+
+    await site.create_schedule(
+        "hourly", scheduler_helpers.http_job(queue="hourly"), scheduler_helpers.interval(3600)
+    )
+    await sign_in(page, site)
+    await page.goto(f"/namespaces/{NS}/jobs/hourly/schedules/every")
+    await expect(page.locator("#schedule-paused")).to_have_text("no")
+    await page.get_by_role("button", name="Pause schedule…").click()
+    await page.get_by_role("button", name="Pause schedule", exact=True).click()
+    await expect(page.locator("#schedule-paused")).to_have_text("PAUSED")
+    await page.get_by_role("button", name="Resume schedule…").click()
+    await page.get_by_role("button", name="Resume schedule", exact=True).click()
+    await expect(page.locator("#schedule-paused")).to_have_text("no")
+    await page.get_by_role("button", name="Trigger now…").click()
+    await page.get_by_role("button", name="Trigger now", exact=True).click()
+    await expect(page.locator(".notice")).to_contain_text("Triggered: fire")
+    triggered = page.locator("table").last.locator("tbody tr", has_text="TRIGGERED")
+    await expect(triggered).to_have_count(1)  # fired once
+    await expect(triggered.get_by_role("link", name="order", exact=True)).to_be_visible()
 
 
 async def test_screenshots_of_the_main_pages(

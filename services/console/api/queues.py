@@ -66,11 +66,31 @@ async def get_queue(ns: str, queue: str, call: CallerDep) -> dict[str, Any]:
     name = _queue(ns, queue)
     reply = await call("queue", "GetQueue", q.GetQueueRequest(name=name))
     stats = await call("queue", "GetQueueStats", q.GetQueueStatsRequest(name=name))
-    row = convert.message(reply.queue)
-    assert row is not None
-    row["id"] = queue
+    row = _queue_row(reply.queue)
     row["stats"] = _stats(stats)
     return {"queue": row}
+
+
+def _queue_row(message: Any) -> dict[str, Any]:
+    row = convert.message(message)
+    assert row is not None
+    row["id"] = convert.leaf(message.name)
+    return row
+
+
+@router.post(
+    "/namespaces/{ns}/queues/{queue}/pause",
+    summary="Pause a queue: it leases nothing until resumed; submits are still accepted",
+)
+async def pause_queue(ns: str, queue: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call("queue", "PauseQueue", q.PauseQueueRequest(name=_queue(ns, queue)))
+    return {"queue": _queue_row(reply.queue)}
+
+
+@router.post("/namespaces/{ns}/queues/{queue}/resume", summary="Resume leasing from a queue")
+async def resume_queue(ns: str, queue: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call("queue", "ResumeQueue", q.ResumeQueueRequest(name=_queue(ns, queue)))
+    return {"queue": _queue_row(reply.queue)}
 
 
 @router.get("/namespaces/{ns}/queues/{queue}/work-orders", summary="Work orders of a queue")

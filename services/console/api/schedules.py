@@ -44,7 +44,7 @@ async def list_schedules(ns: str, call: CallerDep, page_token: str = "") -> dict
 async def get_schedule(
     ns: str, job: str, schedule: str, call: CallerDep, next_fires: int = Query(5, ge=0, le=100)
 ) -> dict[str, Any]:
-    name = f"namespaces/{ns}/jobs/{job}/schedules/{schedule}"
+    name = _name(ns, job, schedule)
     reply = await call("scheduler", "GetSchedule", s.GetScheduleRequest(name=name))
     fires, preview = await call.gateway.gather(
         call("scheduler", "ListFires", s.ListFiresRequest(parent=name, page_size=100)),
@@ -63,3 +63,40 @@ async def get_schedule(
         "fires": convert.messages(fires.fires),
         "next_page_token": fires.next_page_token,
     }
+
+
+def _name(ns: str, job: str, schedule: str) -> str:
+    return f"namespaces/{ns}/jobs/{job}/schedules/{schedule}"
+
+
+@router.post(
+    "/namespaces/{ns}/jobs/{job}/schedules/{schedule}/pause",
+    summary="Pause a schedule: it fires nothing until resumed",
+)
+async def pause_schedule(ns: str, job: str, schedule: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call(
+        "scheduler", "PauseSchedule", s.PauseScheduleRequest(name=_name(ns, job, schedule))
+    )
+    return {"schedule": _schedule(reply.schedule)}
+
+
+@router.post(
+    "/namespaces/{ns}/jobs/{job}/schedules/{schedule}/resume",
+    summary="Resume a schedule from now: slots that passed while paused are not fired",
+)
+async def resume_schedule(ns: str, job: str, schedule: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call(
+        "scheduler", "ResumeSchedule", s.ResumeScheduleRequest(name=_name(ns, job, schedule))
+    )
+    return {"schedule": _schedule(reply.schedule)}
+
+
+@router.post(
+    "/namespaces/{ns}/jobs/{job}/schedules/{schedule}/trigger",
+    summary="Fire a schedule now, outside its spec (its overlap policy does not apply)",
+)
+async def trigger_schedule(ns: str, job: str, schedule: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call(
+        "scheduler", "TriggerSchedule", s.TriggerScheduleRequest(name=_name(ns, job, schedule))
+    )
+    return {"fire": convert.message(reply.fire)}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from conveyor.executor.v1 import workflow_pb2 as w
 from conveyor_console import convert
-from conveyor_console.web import ACTOR, CallerDep, ResolveBody, bad_request
+from conveyor_console.web import ACTOR, CallerDep, ReasonBody, ResolveBody, bad_request
 
 router = APIRouter(tags=["workflows"])
 
@@ -46,6 +46,37 @@ async def get_workflow(ns: str, workflow: str, call: CallerDep) -> dict[str, Any
         "sessions": [_with_id(s) for s in sessions.sessions],
         "next_page_token": sessions.next_page_token,
     }
+
+
+@router.post(
+    "/namespaces/{ns}/workflows/{workflow}/pause",
+    summary="Pause a workflow: its sessions end at once without running a handler "
+    "(reason required)",
+)
+async def pause_workflow(
+    ns: str, workflow: str, body: ReasonBody, call: CallerDep
+) -> dict[str, Any]:
+    reply = await call(
+        "workflows",
+        "PauseWorkflow",
+        w.PauseWorkflowRequest(
+            name=f"namespaces/{ns}/workflows/{workflow}", reason=body.reason, paused_by=ACTOR
+        ),
+    )
+    return {"workflow": _with_id(reply.workflow)}
+
+
+@router.post(
+    "/namespaces/{ns}/workflows/{workflow}/resume",
+    summary="Resume a paused workflow: a session starts for the work that waited",
+)
+async def resume_workflow(ns: str, workflow: str, call: CallerDep) -> dict[str, Any]:
+    reply = await call(
+        "workflows",
+        "ResumeWorkflow",
+        w.ResumeWorkflowRequest(name=f"namespaces/{ns}/workflows/{workflow}"),
+    )
+    return {"workflow": _with_id(reply.workflow)}
 
 
 @router.get("/namespaces/{ns}/sessions/{session}", summary="A session: budget use and result")

@@ -124,6 +124,36 @@
     });
     return form;
   }
+  /* An action whose RPC takes no reason: "Label…" opens a question to confirm or cancel. */
+  function confirmAction(label, question, send, opts) {
+    const yes = h("button", { type: "submit" }, label);
+    const form = h("form", { class: "action confirm", hidden: true }, h("p", {}, question), yes, " ",
+      h("button", { type: "button", onclick: () => { form.hidden = true; open.hidden = false; } }, "Cancel"));
+    const open = h("button", { type: "button", onclick: () => { form.hidden = false; open.hidden = true; } }, label + "…");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      yes.disabled = true;
+      try {
+        say(notice(await send()));
+        form.hidden = true; open.hidden = false;
+        if (opts && opts.after) await opts.after();
+      } catch (err) { say(errorBox(err)); } finally { yes.disabled = false; }
+    });
+    return h("div", { class: "confirm-action" }, open, form);
+  }
+  /* A box of actions under the refreshed content, rebuilt only when `key` changes (paused or
+     not), so a reason being typed survives the page's refreshes. */
+  function actions() {
+    const box = h("div", { class: "actions" });
+    root.appendChild(box);
+    let shown = null;
+    return (key, build) => {
+      if (key === shown) return;
+      shown = key;
+      const built = build();
+      box.replaceChildren(...(built ? [h("h2", {}, "Actions"), built] : []));
+    };
+  }
   /* Draw `render()` now and, if `every`, again every refresh period while `keep()` is true. */
   async function live(render, every, keep) {
     try {
@@ -151,7 +181,7 @@
       const push = (k, v) => { hist[k].push(v || 0); if (hist[k].length > 60) hist[k].shift(); };
       push("depth", d.QUEUED); push("inflight", s.in_flight); push("add", s.add_rate_per_second); push("dispatch", s.dispatch_rate_per_second);
       return h("div", { class: "card queue", "data-queue": q.id },
-        h("h3", {}, q.id, q.paused ? [" ", state("PAUSED")] : null),
+        h("h3", {}, h("a", { href: base + "/queues/" + enc(q.id) }, q.id), q.paused ? [" ", state("PAUSED")] : null),
         kv([["queued", String(d.QUEUED || 0)], ["in flight", h("span", { class: "in-flight" }, String(s.in_flight || 0))],
           ["oldest queued", secs(s.oldest_queued_age)],
           ["added / dispatched", rate(s.add_rate_per_second) + " / " + rate(s.dispatch_rate_per_second)],
@@ -189,9 +219,12 @@
 
   pages.run = () => {
     let final = false;
+    const setActions = actions();
     live(async () => {
       const [{ run }, steps] = await Promise.all([api("/runs/" + enc(A.run)), api("/runs/" + enc(A.run) + "/steps")]);
       final = run.final;
+      setActions(run.final, () => run.final ? null :  // outside the refreshed part: a reason typed stays
+        actionForm("Abort run", async (reason) => { await api("/runs/" + enc(A.run) + "/abort", { reason }); return "Abort requested."; }));
       const pct = run.progress ? run.progress.percent : (run.final ? 100 : 0);
       const outputs = await Promise.all(steps.outputs.slice(0, 10).map(o =>
         api("/runs/" + enc(A.run) + "/outputs/" + enc(o)).catch(err => ({ output: { display_name: o, text: "(" + err.message + ")" } }))));
@@ -216,10 +249,36 @@
           s.failure ? failure(s.failure) : (s.attributes ? h("code", {}, JSON.stringify(s.attributes)) : "")]), "No steps yet."),
         h("h2", {}, "Outputs"),
         outputs.length ? outputs.map(o => [h("h3", {}, o.output.display_name || leaf(o.output.name || "")), h("pre", {}, o.output.text)])
-          : h("p", { class: "muted" }, "No outputs."),
-        run.final ? null : h("div", {}, h("h2", {}, "Abort"),
-          actionForm("Abort run", async (reason) => { await api("/runs/" + enc(A.run) + "/abort", { reason }); return "Abort requested."; })));
+          : h("p", { class: "muted" }, "No outputs."));
     }, true, () => !final);
+  };
+
+  pages.queue = () => {
+    const path = "/queues/" + enc(A.queue);
+    const setActions = actions();
+    const render = async () => {
+      const { queue: q } = await api(path);
+      const s = q.stats || {}, d = s.depth_by_state || {};
+      const limit = r => r && r.per_second ? r.per_second + "/s (burst " + (r.burst || 0) + ")" : "none";
+      setActions(q.paused, () => q.paused
+        ? confirmAction("Resume queue", "Resume leasing from " + A.queue + "?", async () => {
+          await api(path + "/resume", {}); return "Queue " + A.queue + " resumed: workers lease from it again.";
+        }, { after: refresh })
+        : confirmAction("Pause queue", "Pause " + A.queue + "? Nothing is leased from it until it is resumed; submits are still accepted.", async () => {
+          await api(path + "/pause", {}); return "Queue " + A.queue + " paused: nothing is leased from it.";
+        }, { after: refresh }));
+      return h("div", {},
+        kv([["state", h("span", { id: "queue-state" }, state(q.paused ? "PAUSED" : "ACTIVE"))],
+          ["queued / in flight", (d.QUEUED || 0) + " / " + (s.in_flight || 0)], ["oldest queued", secs(s.oldest_queued_age)],
+          ["added / dispatched", rate(s.add_rate_per_second) + " / " + rate(s.dispatch_rate_per_second)],
+          ["succeeded / failed / dead", [d.SUCCEEDED, d.FAILED, d.DEAD].map(x => x || 0).join(" / ")],
+          ["max in flight (per key)", (q.max_in_flight || "∞") + " (" + (q.max_in_flight_per_key || "∞") + ")"],
+          ["fair", q.fair ? "yes" : "no"], ["rate limit (per key)", limit(q.rate_limit) + " (" + limit(q.rate_limit_per_key) + ")"],
+          ["updated", time(q.update_time)]]),
+        h("div", {}, h("a", { href: base + "/queues/" + enc(A.queue) + "/dead-letters" }, "dead letters (" + (d.DEAD || 0) + ")")));
+    };
+    const refresh = () => live(render);
+    live(render, true);
   };
 
   pages["work-order"] = () => live(async () => {
@@ -289,18 +348,32 @@
       h("p", { class: "muted" }, "No workflows in " + NS + ".");
   }, true);
 
-  pages.workflow = () => live(async () => {
-    const data = await api("/workflows/" + enc(A.workflow));
-    const w = data.workflow;
-    return h("div", {},
-      kv([["queue", w.queue], ["paused", w.paused ? "yes, by " + w.paused_by + ": " + w.pause_reason : "no"],
-        ["iteration budget", String(w.iteration_budget || "∞")], ["cost budget", "$" + (w.cost_budget_usd || 0).toFixed(2)]]),
-      h("h2", {}, "Sessions"),
-      table(["session", "state", "trigger", "iterations", "handler runs", "cost", "started", "summary"], data.sessions.map(s => [
-        h("a", { href: base + "/sessions/" + enc(s.id) }, s.id), state(s.state), s.trigger, String(s.iterations),
-        String(s.handler_runs), s.usage ? "$" + s.usage.cost_usd.toFixed(4) : "—", time(s.start_time),
-        [s.summary, s.follow_up ? [" → follow-up ", link(s.follow_up)] : null]]), "No sessions yet."));
-  }, true);
+  pages.workflow = () => {
+    const path = "/workflows/" + enc(A.workflow);
+    const setActions = actions();
+    const render = async () => {
+      const data = await api(path);
+      const w = data.workflow;
+      setActions(w.paused, () => w.paused
+        ? confirmAction("Resume workflow", "Resume " + A.workflow + "? A session starts for the work that waited.", async () => {
+          await api(path + "/resume", {}); return "Workflow " + A.workflow + " resumed: a session starts for the work that waited.";
+        }, { after: refresh })
+        : actionForm("Pause workflow", async (reason) => {
+          await api(path + "/pause", { reason }); return "Workflow " + A.workflow + " paused: its sessions end at once without running a handler.";
+        }, { after: refresh }));
+      return h("div", {},
+        kv([["queue", w.queue], ["paused", h("span", { id: "workflow-paused" },
+          w.paused ? ["yes, by " + w.paused_by + (w.pause_reason ? ": " + w.pause_reason : ""), " ", state("PAUSED")] : "no")],
+          ["iteration budget", String(w.iteration_budget || "∞")], ["cost budget", "$" + (w.cost_budget_usd || 0).toFixed(2)]]),
+        h("h2", {}, "Sessions"),
+        table(["session", "state", "trigger", "iterations", "handler runs", "cost", "started", "summary"], data.sessions.map(s => [
+          h("a", { href: base + "/sessions/" + enc(s.id) }, s.id), state(s.state), s.trigger, String(s.iterations),
+          String(s.handler_runs), s.usage ? "$" + s.usage.cost_usd.toFixed(4) : "—", time(s.start_time),
+          [s.summary, s.follow_up ? [" → follow-up ", link(s.follow_up)] : null]]), "No sessions yet."));
+    };
+    const refresh = () => live(render);
+    live(render, true);
+  };
 
   pages.session = () => live(async () => {
     const data = await api("/sessions/" + enc(A.session));
@@ -410,21 +483,39 @@
       time(s.next_fire_time), s.paused ? state("PAUSED") : "no"]), "No schedules in " + NS + ".");
   }, true);
 
-  pages.schedule = () => live(async () => {
-    const data = await api("/jobs/" + enc(A.job) + "/schedules/" + enc(A.schedule));
-    const s = data.schedule;
-    const missed = data.fires.filter(f => f.outcome === "SKIPPED" || f.outcome === "MISSED");
-    return h("div", {},
-      kv([["job", A.job], ["paused", s.paused ? "yes" : "no"], ["overlap", s.overlap_policy], ["catch-up", s.catch_up_mode],
-        ["backoff level", String(s.backoff_level)]]),
-      h("h2", {}, "Next fires"), data.next_fires.length ? h("ol", { class: "next-fires" }, data.next_fires.map(t => h("li", {}, time(t)))) : h("p", { class: "muted" }, "None planned."),
-      missed.length ? h("div", { class: "warning" }, missed.length + " slot(s) skipped or missed below.") : null,
-      h("h2", {}, "Fire history"),
-      table(["slot", "kind", "outcome", "fired", "work order", "runs", "reason"], data.fires.map(f => [
-        time(f.slot_time), f.kind, state(f.outcome), time(f.fire_time), link(f.work_order, "order"),
-        f.work_order ? h("a", { href: base + "/runs?work_order=" + enc(f.work_order) }, "runs") : "—",
-        f.reason || f.error_type || ""]), "No fires yet."));
-  }, true);
+  pages.schedule = () => {
+    const path = "/jobs/" + enc(A.job) + "/schedules/" + enc(A.schedule);
+    const setActions = actions();
+    const render = async () => {
+      const data = await api(path);
+      const s = data.schedule;
+      setActions(s.paused, () => h("div", {},
+        s.paused
+          ? confirmAction("Resume schedule", "Resume " + A.schedule + " from now? Slots that passed while it was paused are not fired.", async () => {
+            await api(path + "/resume", {}); return "Schedule " + A.schedule + " resumed from now.";
+          }, { after: refresh })
+          : confirmAction("Pause schedule", "Pause " + A.schedule + "? It fires nothing until it is resumed.", async () => {
+            await api(path + "/pause", {}); return "Schedule " + A.schedule + " paused: it fires nothing until resumed.";
+          }, { after: refresh }),
+        confirmAction("Trigger now", "Fire " + A.schedule + " now, outside its schedule (its overlap policy does not apply)?", async () => {
+          const { fire } = await api(path + "/trigger", {});
+          return "Triggered: fire " + leaf(fire.name) + " (its work order shows in the fire history).";
+        }, { after: refresh })));
+      const missed = data.fires.filter(f => f.outcome === "SKIPPED" || f.outcome === "MISSED");
+      return h("div", {},
+        kv([["job", A.job], ["paused", h("span", { id: "schedule-paused" }, s.paused ? state("PAUSED") : "no")], ["overlap", s.overlap_policy], ["catch-up", s.catch_up_mode],
+          ["backoff level", String(s.backoff_level)]]),
+        h("h2", {}, "Next fires"), data.next_fires.length ? h("ol", { class: "next-fires" }, data.next_fires.map(t => h("li", {}, time(t)))) : h("p", { class: "muted" }, "None planned."),
+        missed.length ? h("div", { class: "warning" }, missed.length + " slot(s) skipped or missed below.") : null,
+        h("h2", {}, "Fire history"),
+        table(["slot", "kind", "outcome", "fired", "work order", "runs", "reason"], data.fires.map(f => [
+          time(f.slot_time), f.kind, state(f.outcome), time(f.fire_time), link(f.work_order, "order"),
+          f.work_order ? h("a", { href: base + "/runs?work_order=" + enc(f.work_order) }, "runs") : "—",
+          f.reason || f.error_type || ""]), "No fires yet."));
+    };
+    const refresh = () => live(render);
+    live(render, true);
+  };
 
   pages.journal = () => {
     const params = new URLSearchParams(location.search);
