@@ -49,6 +49,7 @@ from tests.bench.environment import (
     redis_url,
 )
 from tests.helpers import leftovers
+from tests.helpers.polling import eventually
 
 OUT = Path(".bench")
 app = conveyor.App("bench", queue="noop")
@@ -65,6 +66,16 @@ async def _succeeded(channel: grpc.aio.Channel) -> int:
     )
     depth = {d.state: d.count for d in stats.stats.depth}
     return int(depth.get(queue_pb.WORK_ORDER_STATE_SUCCEEDED, 0))
+
+
+async def _all_succeeded(channel: grpc.aio.Channel, count: int) -> None:
+    """Until the queue counts `count` SUCCEEDED; one channel, polled every 0.1 s (the poll,
+    a stats query, is not free for the queue)."""
+
+    async def done() -> bool:
+        return await _succeeded(channel) >= count
+
+    await eventually(done, f"{count} tasks SUCCEEDED", 600, every=0.1)
 
 
 def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
@@ -118,9 +129,7 @@ async def throughput(address: str, tasks: int) -> dict[str, Any]:
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(tasks)))
         submitted = time.perf_counter() - started
-        # One channel, every 0.1 s: the poll (a stats query) is not free for the queue.
-        while await _succeeded(channel) - before < tasks:  # noqa: ASYNC110 - polls another process
-            await asyncio.sleep(0.1)
+        await _all_succeeded(channel, before + tasks)
         elapsed = time.perf_counter() - started
     return {
         "tasks": tasks,
@@ -151,8 +160,7 @@ async def latency(
                 await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
                 pending.append(asyncio.create_task(one()))
             await asyncio.gather(*pending)
-            while await _succeeded(channel) - before < count:  # noqa: ASYNC110 - another process
-                await asyncio.sleep(0.1)
+            await _all_succeeded(channel, before + count)
             return {"rate": rate, "count": count}
 
         result = await measured(pids, database, count, window)
