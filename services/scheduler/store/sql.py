@@ -263,10 +263,12 @@ class SqlSchedulerStore(FiringQueries):
                     pending_since=None,
                     updated_at=to_micros(new.now),
                 )
+                .returning(*schedules.c)
             )
-        if result.rowcount != 1:
+            row = result.first()
+        if row is None:
             raise ScheduleNotFound(ref.name)
-        return await self.schedule_get(ref)
+        return rows.schedule_from_row(row._mapping)  # as written, not as the fire loop left it
 
     async def schedule_delete(self, ref: ScheduleRef) -> None:
         schedule = await self.schedule_get(ref)
@@ -281,13 +283,19 @@ class SqlSchedulerStore(FiringQueries):
         self, ref: ScheduleRef, paused: bool, timing: ScheduleTiming, now: datetime
     ) -> Schedule:
         schedule = await self.schedule_get(ref)
+        # The row as this statement wrote it: a read after the commit could already see
+        # the fire loop's next write (a resumed schedule due now fires at once).
+        statement = (
+            update(schedules)
+            .where(s.uid == schedule.uid)
+            .values(paused=paused, updated_at=to_micros(now), **timing_values(timing))
+            .returning(*schedules.c)
+        )
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(schedules)
-                .where(s.uid == schedule.uid)
-                .values(paused=paused, updated_at=to_micros(now), **timing_values(timing))
-            )
-        return await self.schedule_get(ref)
+            row = (await conn.execute(statement)).first()
+        if row is None:  # deleted between the read and the update
+            raise ScheduleNotFound(ref.name)
+        return rows.schedule_from_row(row._mapping)
 
     async def schedule_set_timing(
         self, uid: uuid.UUID, timing: ScheduleTiming, now: datetime, *, only_if_idle: bool = False

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -65,13 +66,22 @@ async def _assert_each_slot_queued_once(cluster: SchedulerCluster, expected: int
 async def test_two_replicas_fire_every_slot_exactly_once(cluster: SchedulerCluster) -> None:
     await eventually(lambda: len(cluster.leaders()) == 1)
     names = await _create(cluster)
+    seen: set[str] = set()
+    tokens_by_round: list[set[int]] = []
     for round_number in range(1, ROUNDS + 1):
         await eventually(lambda n=round_number: _all_submitted(cluster, names, n))
-        assert len(cluster.leaders()) == 1
+        fresh = [o for o in await cluster.host.orders() if o.name not in seen]
+        seen.update(o.name for o in fresh)
+        tokens_by_round.append({int(o.spec.labels["fencing_token"]) for o in fresh})
         cluster.clock.advance(timedelta(seconds=60))
     await _assert_each_slot_queued_once(cluster, SCHEDULES * ROUNDS)
-    tokens = {o.spec.labels["fencing_token"] for o in await cluster.host.orders()}
-    assert len(tokens) == 1  # one leader fired them all
+    # One leader at a time: every slot was fired under the fencing token of the lease
+    # held then. Usually one leader fires them all; on a starved machine a leader that
+    # misses its renewal is legally replaced (a higher token), and leadership only
+    # ever moves forward: no round holds an order fired under an older lease than a
+    # previous round's.
+    for earlier, later in pairwise(tokens_by_round):
+        assert max(earlier) <= min(later), tokens_by_round
 
 
 async def test_a_deposed_leaders_firing_transaction_aborts(cluster: SchedulerCluster) -> None:
