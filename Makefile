@@ -8,6 +8,8 @@ BUF    := .tools/node_modules/.bin/buf
 NODE_GRPC := .tools/node_modules/@grpc/grpc-js/package.json
 NODE_GRPC_PACKAGES := @grpc/grpc-js@1.14.7 @grpc/proto-loader@0.8.1 protobufjs@7.6.6
 PYTEST_ARGS ?= -x -q
+# Test worker processes (pytest-xdist); 0 runs the suite in this process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test protos lint typecheck bench clean venv
 
@@ -32,7 +34,7 @@ run: venv
 
 ## test: the whole suite (PostgreSQL/Redis tests skip unless found, or fail under CONVEYOR_REQUIRE_SERVICES=1)
 test: venv $(BUF) $(NODE_GRPC)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## protos: regenerate the Python stubs in libs/conveyor_proto from protos/
 protos: venv
