@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
@@ -48,10 +49,17 @@ from tests.bench.environment import (
     delete_redis_prefix,
     redis_url,
 )
+from tests.bench.otlp_sink import OtlpSink
 from tests.helpers import leftovers
 from tests.helpers.polling import eventually
 
 OUT = Path(".bench")
+#: --tracing: the servers' tracing settings (exported adds the receiver's endpoint).
+TRACING = {
+    "off": {"CONVEYOR_TRACE_SAMPLE_RATIO": "0"},
+    "recorded": {"CONVEYOR_TRACE_SAMPLE_RATIO": "1"},
+    "exported": {"CONVEYOR_TRACE_SAMPLE_RATIO": "1"},
+}
 app = conveyor.App("bench", queue="noop")
 
 
@@ -201,11 +209,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lease-batch", type=int, default=64, help="most orders per lease")
     parser.add_argument("--profile", choices=["", "worker", "platform"], default="")
+    parser.add_argument(
+        "--tracing",
+        choices=list(TRACING),
+        default="recorded",
+        help="off: sample ratio 0; recorded: ratio 1, no collector (the default "
+        "settings); exported: ratio 1, spans exported over OTLP to a receiver here",
+    )
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        tracing_env = dict(TRACING[args.tracing])
+        sink = stack.enter_context(OtlpSink()) if args.tracing == "exported" else None
+        if sink is not None:
+            tracing_env["CONVEYOR_OTLP_ENDPOINT"] = sink.endpoint
+        results = _run(args, tracing_env)
+        results["tracing"] = args.tracing
+        if sink is not None:
+            results["spans_exported"] = sink.spans()
+    OUT.mkdir(exist_ok=True)
+    (OUT / "sdk_tasks.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace, tracing_env: dict[str, str]) -> dict[str, Any]:
     database = ScratchDatabase(admin_url())
     prefix = f"conveyor-bench:{leftovers.current_run_id()}:"
     asyncio.run(database.create())
-    platform = ServerProcess(database.url, redis_url(), prefix, OUT / "sdk-platform.log", "queue")
+    platform = ServerProcess(
+        database.url,
+        redis_url(),
+        prefix,
+        OUT / "sdk-platform.log",
+        "queue",
+        extra_env=tracing_env,
+    )
     platform.command[-1:] = ["queue", "events"]
     worker = ServerProcess(
         database.url,
@@ -218,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "CONVEYOR_EXECUTOR_CONCURRENCY": str(args.concurrency),
             "CONVEYOR_EXECUTOR_MAX_LEASE_BATCH": str(args.lease_batch),
             "CONVEYOR_EXECUTOR_LEASE_WAIT_SECONDS": "1",
+            **tracing_env,
         },
     )
     worker.command[-2:] = [
@@ -255,10 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         platform.stop()
         asyncio.run(database.drop())
         asyncio.run(delete_redis_prefix(redis_url(), prefix))
-    OUT.mkdir(exist_ok=True)
-    (OUT / "sdk_tasks.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    return 0
+    return results
 
 
 if __name__ == "__main__":
