@@ -337,7 +337,11 @@ async def postgres_core(
     """PostgreSQL (a fresh clone of the template) + Redis (a private key prefix)."""
     url = await make_postgres_database(template=platform_template_db)
     return CoreSettings(
-        database_url=url, redis_url=redis_url, redis_key_prefix=redis_prefix, data_dir=tmp_path
+        database_url=url,
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        data_dir=tmp_path,
+        db_pool_size=services.TEST_DB_POOL_SIZE,
     )
 
 

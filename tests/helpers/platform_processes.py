@@ -29,6 +29,7 @@ from conveyor_events.api.servicer import SERVICE_NAME as EVENTS_SERVICE
 from conveyor_executor.api.servicer import SERVICE_NAME as EXECUTOR_SERVICE
 from conveyor_queue.api.servicer import SERVICE_NAME as QUEUE_SERVICE
 from conveyor_scheduler.api.servicer import SERVICE_NAME as SCHEDULER_SERVICE
+from tests.helpers import services
 from tests.helpers.polling import eventually
 
 #: Start order: each service's peers are up before it.
@@ -50,7 +51,8 @@ def free_port() -> int:
 def base_environment(**settings: str) -> dict[str, str]:
     """This process's environment without CONVEYOR_* variables, plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    return {**env, "CONVEYOR_LOG_LEVEL": "INFO", **settings}
+    pool = str(services.TEST_DB_POOL_SIZE)
+    return {**env, "CONVEYOR_LOG_LEVEL": "INFO", "CONVEYOR_DB_POOL_SIZE": pool, **settings}
 
 
 def scrape(port: int) -> str:

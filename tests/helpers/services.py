@@ -40,6 +40,13 @@ POSTGRES_URL_ENV = "CONVEYOR_TEST_POSTGRES_URL"
 REDIS_URL_ENV = "CONVEYOR_TEST_REDIS_URL"
 REQUIRE_SERVICES_ENV = "CONVEYOR_REQUIRE_SERVICES"
 
+#: PostgreSQL connections per service engine in tests (production default: 20). A test
+#: hosts up to four services, the two xdist workers one test each, and PostgreSQL's
+#: default max_connections is 100 for everything on the machine: at 20 a burst of
+#: two four-service tests (plus a benchmark or another worktree's run) ran it out
+#: ("sorry, too many clients already").
+TEST_DB_POOL_SIZE = 10
+
 LOCAL_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
