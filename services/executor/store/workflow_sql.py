@@ -48,6 +48,7 @@ from conveyor_executor.store.tables import (
     workflows,
 )
 from conveyor_executor.store.workflow_base import Advance, HandlerRunListParams, MutationListParams
+from conveyor_executor.store.workflow_pg import PgCheckpoints
 from conveyor_executor.store.workflow_statements import (
     MUTATION_UPSERTS,
     RUN_INSERTS,
@@ -297,6 +298,8 @@ class SqlWorkflowStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # PostgreSQL: a run's create and its checkpoints are one statement each.
+        self._pg = PgCheckpoints(engine) if engine.dialect.name == "postgresql" else None
 
     async def _journal(self, conn: AsyncConnection, drafts: Sequence[JournalDraft]) -> None:
         if drafts:
@@ -416,6 +419,10 @@ class SqlWorkflowStore:
     ) -> HandlerRun:
         """Idempotent per run id: a create repeated (a retried write whose answer was
         lost) returns the stored run and journals nothing again."""
+        if self._pg is not None:
+            if await self._pg.create(_run_row(run), journal):
+                return run
+            return await self.handler_run_get(run.namespace, run.handler_run_id)
         async with self._engine.begin() as conn:
             stmt = RUN_INSERTS[conn.dialect.name]
             inserted = (await conn.execute(stmt, _run_row(run))).first()
@@ -433,6 +440,18 @@ class SqlWorkflowStore:
         base = params.base
         if base is not None and (params.revision is None or base.revision != params.revision):
             base = None  # not the run at the revision guarded: read the moved row back
+        if self._pg is not None and base is not None:
+            mutation = None if params.mutation is None else _mutation_row(params.mutation)
+            key = {
+                "namespace": params.namespace,
+                "handler_run_id": params.handler_run_id,
+                "expect": [p.value for p in params.expect],
+                "revision": params.revision,
+            }
+            revision = await self._pg.advance(key, values, mutation, params.journal)
+            if revision is None:
+                raise await self._not_moved(params)
+            return moved_run(base, params, revision)
         stmt = advance_statement(
             tuple(sorted(values)),
             tuple(p.value for p in params.expect),
