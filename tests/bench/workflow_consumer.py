@@ -24,7 +24,9 @@ COMMITTED and no run FAILED or is SUSPENDED; their events add up to --events;
 the ledger has one APPLIED mutation per such run; the consumer's state has one
 version per such run and counts every event.
 
-Prints the figures and writes .bench/workflow_consumer.json.
+The CPU of each process (from /proc) is measured from the first consumed events seen
+to the last, and given per consumer run and per event too. Prints the figures and
+writes .bench/workflow_consumer.json.
 """
 
 from __future__ import annotations
