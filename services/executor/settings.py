@@ -181,6 +181,13 @@ class ExecutorSettings(BaseSettings):
     relay_backoff_initial_seconds: float = Field(0.2, gt=0)
     relay_backoff_max_seconds: float = Field(30.0, gt=0)
     relay_append_timeout_seconds: float = Field(10.0, gt=0)
+    relay_linger_seconds: float = Field(
+        0.05,
+        ge=0,
+        le=5.0,
+        description="After a wake-up, how long the journal relay lets more records join a "
+        "batch before claiming it (a consumer run pokes at each of its checkpoints). 0: at once.",
+    )
     self_check_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline of each start-up self-check (queue reachable)."
     )

@@ -24,7 +24,9 @@ COMMITTED and no run FAILED or is SUSPENDED; their events add up to --events;
 the ledger has one APPLIED mutation per such run; the consumer's state has one
 version per such run and counts every event.
 
-Prints the figures and writes .bench/workflow_consumer.json.
+The CPU of each process (from /proc) is measured from the first consumed events seen
+to the last, and given per consumer run and per event too. Prints the figures and
+writes .bench/workflow_consumer.json.
 """
 
 from __future__ import annotations
@@ -145,8 +147,11 @@ async def topic_stats(address: str, batch: int) -> events_pb.TopicStats:
         return reply.stats
 
 
-async def wait_consumed(address: str, batch: int, total: int, limit: float) -> dict[str, float]:
-    """Poll the consumed count every 0.5 s until it reaches `total`; perf_counter times."""
+async def wait_consumed(
+    address: str, batch: int, total: int, limit: float, on_first: Any = None
+) -> dict[str, float]:
+    """Poll the consumed count every 0.5 s until it reaches `total`; perf_counter times.
+    `on_first()` is called when the first consumed events show."""
     started = time.perf_counter()
     first = 0.0
     async with create_channel(address) as channel:
@@ -158,6 +163,8 @@ async def wait_consumed(address: str, batch: int, total: int, limit: float) -> d
             now = time.perf_counter()
             if stats.consumed and not first:
                 first = now
+                if on_first is not None:
+                    on_first()
             if stats.consumed >= total:
                 return {"first_consumed_seen": first - started, "all_consumed_seen": now - started}
             if now - started > limit:
@@ -366,12 +373,15 @@ def run_batch(
         window = CpuWindow(
             {"worker": worker.pid, "platform": platform.pid}, database.name if database else ""
         )
-        window.start()
+        # The CPU of the consuming: from the first consumed events seen to the last (the
+        # worker's start-up, imports and registration are not the consumer's cost).
         if args.profile and batch == args.profile_batch:
             pid = worker.pid if args.profile == "worker" else platform.pid
             spy = Spy(pid, OUT / f"profile-wf-{store}-b{batch}-{args.profile}.txt")
-        polled = asyncio.run(wait_consumed(platform.address, batch, args.events, args.timeout))
-        cpu, _ = window.stop()
+        polled = asyncio.run(
+            wait_consumed(platform.address, batch, args.events, args.timeout, window.start)
+        )
+        cpu, cpu_seconds = window.stop()
         window.close()
         profile = spy.stop() if spy else ""
         result = asyncio.run(records(worker.address, platform.address, batch, args.events))
@@ -387,6 +397,15 @@ def run_batch(
             "worker_start_to_all_consumed_seconds": round(polled["all_consumed_seen"], 2),
             "worker_start_to_first_consumed_seconds": round(polled["first_consumed_seen"], 2),
             "cpu_percent": cpu,
+            "cpu_window_seconds": round(cpu_seconds, 2),
+            # CPU ms per consumer run and per event in that window, by process.
+            "cpu_ms_per_run": {
+                k: round(10 * v * cpu_seconds / max(1, result["consumer_runs"]), 2)
+                for k, v in cpu.items()
+            },
+            "cpu_us_per_event": {
+                k: round(10_000 * v * cpu_seconds / args.events, 1) for k, v in cpu.items()
+            },
             "machine_busy_percent_before": load_before,
         }
     )

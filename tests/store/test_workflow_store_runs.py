@@ -96,6 +96,7 @@ async def move(
             mutation,
             tuple(draft(clock, j) for j in journal),
             revision=run.revision,
+            base=run,
         )
     )
 
@@ -464,3 +465,33 @@ async def test_mutation_list_filters_and_pages_newest_first(
     )
     assert in_flight == [ledgered[2], ledgered[0]]
     assert await workflow_store.mutation_list(MutationListParams(f"{NS}-elsewhere")) == []
+
+
+async def test_advance_given_the_run_read_returns_what_reading_it_back_gives(
+    workflow_store: WorkflowStore, clock: ManualClock
+) -> None:
+    """With `base` (the run as read at `revision`) the store builds the moved run from the
+    caller's values instead of reading the row back: it must equal the stored row, also
+    for what storing normalises (an error's message cut at its limit)."""
+    run = await prepared(workflow_store, clock)
+    clock.advance(1)
+    long_error = ClassifiedError(ErrorType.HANDLER_LOGIC, "x" * 5000, False, {"line": "7"})
+    failed = await move(workflow_store, clock, run, Phase.FAILED, error=long_error, state_version=3)
+    assert failed.error is not None and len(failed.error.message) == 4096
+    assert await workflow_store.handler_run_get(NS, run.handler_run_id) == failed
+    stale = await prepared(workflow_store, clock)
+    moved = await move(workflow_store, clock, stale, Phase.MUTATING)
+    # No revision guarded: `base` may not be the run moved, so the row is read back.
+    unguarded = await workflow_store.handler_run_advance(
+        Advance(
+            NS,
+            stale.handler_run_id,
+            (Phase.MUTATING,),
+            Phase.MUTATED,
+            clock.now(),
+            {"mutation_result": {"kind": "none", "value": None}},
+            base=stale,
+        )
+    )
+    assert unguarded.revision == moved.revision + 1 and unguarded.events == (EVENT,)
+    assert await workflow_store.handler_run_get(NS, stale.handler_run_id) == unguarded

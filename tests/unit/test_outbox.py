@@ -151,6 +151,57 @@ async def test_a_notify_wakes_an_idle_relay_long_before_its_poll(
     await notifier.close()
 
 
+class WakeCounting(CountingCoordination):
+    """Counts the wake-ups its listeners' wait() returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakes = 0
+
+    @asynccontextmanager
+    async def _counted(self, channels: Sequence[str]) -> AsyncIterator[object]:
+        async with super().listen(channels) as listener:
+            outer = self
+
+            class Counted:
+                async def wait(self, timeout: float) -> bool:  # noqa: ASYNC109
+                    woken = await listener.wait(timeout)
+                    outer.wakes += woken
+                    return woken
+
+            yield Counted()
+
+    def listen(self, channels: Sequence[str], *, waiter: bool = False):  # type: ignore[no-untyped-def,override]
+        return self._counted(channels)
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.3])
+async def test_a_lingering_relay_takes_records_written_after_its_wake_up_in_one_batch(
+    linger: float,
+) -> None:
+    """Without linger the record that woke the relay goes alone and the ones written right
+    after in another append; with linger they share one (a consumer run pokes at each
+    checkpoint)."""
+    coordination = WakeCounting()
+    await coordination.start()
+    outbox, journal = MemoryOutbox(), MemoryJournal()
+    outbox_relay = relay(outbox, journal, coordination, linger_seconds=linger)
+    notifier = OutboxNotifier(coordination, outbox.channel)
+    notifier.enabled = True
+    await outbox_relay.start()
+    await eventually(lambda: outbox_relay.stats.passes == 1)  # found nothing; waits
+    outbox.rows.append(rec(1))
+    notifier.poke()
+    await eventually(lambda: coordination.wakes == 1)
+    outbox.rows += [rec(2), rec(3)]
+    notifier.poke()
+    await eventually(lambda: len(outbox.delivered) == 3, limit=5)
+    await outbox_relay.stop()
+    await notifier.close()
+    await coordination.stop()
+    assert journal.calls == (1 if linger else 2)
+
+
 async def test_start_and_stop_are_idempotent_and_a_relay_restarts(
     coordination: CountingCoordination,
 ) -> None:

@@ -37,6 +37,9 @@ class Advance:
     mutation: Mutation | None = None  # upserted in the same transaction
     journal: tuple[JournalDraft, ...] = ()
     revision: int | None = None  # the run's revision read; None: any
+    # The run as the caller read it, at `revision`: the store returns it with the changes
+    # applied (what a read would give) instead of reading the moved row back.
+    base: HandlerRun | None = None
 
 
 @dataclass(frozen=True, slots=True)

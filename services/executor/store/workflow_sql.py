@@ -14,8 +14,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor_core.clock import from_micros, opt_from_micros, opt_to_micros, to_micros
@@ -50,6 +48,13 @@ from conveyor_executor.store.tables import (
     workflows,
 )
 from conveyor_executor.store.workflow_base import Advance, HandlerRunListParams, MutationListParams
+from conveyor_executor.store.workflow_pg import PgCheckpoints
+from conveyor_executor.store.workflow_statements import (
+    MUTATION_UPSERTS,
+    RUN_INSERTS,
+    advance_statement,
+    moved_run,
+)
 
 wc, sc, hc, mc = workflows.c, sessions.c, handler_runs.c, mutations.c
 
@@ -174,22 +179,6 @@ def _event_dict(e: HeldEvent) -> dict[str, Any]:
     }
 
 
-_MUTATION_KEYS = ("namespace", "handler_run_id")
-
-
-def _mutation_upsert(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE of a mutation row, built once per dialect (its
-    construction cost more than its execution): the row is bound at execute time."""
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(mutations)
-    return stmt.on_conflict_do_update(
-        index_elements=list(_MUTATION_KEYS),
-        set_={c.name: stmt.excluded[c.name] for c in mutations.c if c.name not in _MUTATION_KEYS},
-    )
-
-
-_MUTATION_UPSERTS = {name: _mutation_upsert(name) for name in ("postgresql", "sqlite")}
-
-
 def _run_values(changes: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in changes.items():
@@ -309,6 +298,8 @@ class SqlWorkflowStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # PostgreSQL: a run's create and its checkpoints are one statement each.
+        self._pg = PgCheckpoints(engine) if engine.dialect.name == "postgresql" else None
 
     async def _journal(self, conn: AsyncConnection, drafts: Sequence[JournalDraft]) -> None:
         if drafts:
@@ -428,10 +419,13 @@ class SqlWorkflowStore:
     ) -> HandlerRun:
         """Idempotent per run id: a create repeated (a retried write whose answer was
         lost) returns the stored run and journals nothing again."""
-        dialect = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect(handler_runs).values(_run_row(run)).on_conflict_do_nothing()
+        if self._pg is not None:
+            if await self._pg.create(_run_row(run), journal):
+                return run
+            return await self.handler_run_get(run.namespace, run.handler_run_id)
         async with self._engine.begin() as conn:
-            inserted = (await conn.execute(stmt.returning(hc.handler_run_id))).first()
+            stmt = RUN_INSERTS[conn.dialect.name]
+            inserted = (await conn.execute(stmt, _run_row(run))).first()
             if inserted is None:
                 key = and_(hc.namespace == run.namespace, hc.handler_run_id == run.handler_run_id)
                 return _run((await conn.execute(select(handler_runs).where(key))).one()._mapping)
@@ -439,41 +433,76 @@ class SqlWorkflowStore:
         return run
 
     async def handler_run_advance(self, params: Advance) -> HandlerRun:
-        key = and_(hc.namespace == params.namespace, hc.handler_run_id == params.handler_run_id)
         values = _run_values({**params.changes, "phase": params.phase})
         values["updated_at"] = to_micros(params.now)
         if params.phase.terminal:
-            values["ended_at"] = to_micros(params.now)
-        values["revision"] = hc.revision + 1
-        guarded = key & hc.phase.in_([p.value for p in params.expect])
-        if params.revision is not None:
-            guarded = guarded & (hc.revision == params.revision)
+            values["ended_at"] = values["updated_at"]
+        base = params.base
+        if base is not None and (params.revision is None or base.revision != params.revision):
+            base = None  # not the run at the revision guarded: read the moved row back
+        if self._pg is not None and base is not None:
+            mutation = None if params.mutation is None else _mutation_row(params.mutation)
+            key = {
+                "namespace": params.namespace,
+                "handler_run_id": params.handler_run_id,
+                "expect": [p.value for p in params.expect],
+                "revision": params.revision,
+            }
+            revision = await self._pg.advance(key, values, mutation, params.journal)
+            if revision is None:
+                raise await self._not_moved(params)
+            return moved_run(base, params, revision)
+        stmt = advance_statement(
+            tuple(sorted(values)),
+            tuple(p.value for p in params.expect),
+            params.revision is not None,
+            whole=base is None,
+        )
+        bound = {f"v_{k}": v for k, v in values.items()}
+        bound["k_namespace"], bound["k_run"] = params.namespace, params.handler_run_id
+        bound["k_revision"] = params.revision
         async with self._engine.begin() as conn:
-            # UPDATE ... RETURNING: the moved row in the same statement (no re-SELECT).
-            stmt = update(handler_runs).where(guarded).values(values).returning(*handler_runs.c)
-            row = (await conn.execute(stmt)).first()
+            # UPDATE ... RETURNING: the moved row (or, with `base`, its revision) in the
+            # same statement.
+            row = (await conn.execute(stmt, bound)).first()
             if row is None:  # not moved: missing, or in another phase or revision
-                current = (await conn.execute(select(handler_runs).where(key))).first()
-                if current is None:
-                    raise HandlerRunNotFound(params.namespace, params.handler_run_id)
-                run = _run(current._mapping)
-                raise PhaseConflict(run.name, run.phase.value, params.phase.value, run.revision)
+                raise await self._not_moved(params, conn)
             if params.mutation is not None:
                 await self._upsert_mutation(conn, params.mutation)
             await self._journal(conn, params.journal)
-            return _run(row._mapping)
+        return _run(row._mapping) if base is None else moved_run(base, params, row[0])
 
-    async def _upsert_mutation(self, conn: AsyncConnection, mutation: Mutation) -> None:
-        """One INSERT ... ON CONFLICT DO UPDATE (both PostgreSQL and SQLite have it)."""
-        await conn.execute(_MUTATION_UPSERTS[conn.dialect.name], _mutation_row(mutation))
+    async def _not_moved(
+        self, params: Advance, conn: AsyncConnection | None = None
+    ) -> HandlerRunNotFound | PhaseConflict:
+        """Why a compare-and-set moved nothing: no such run, or it is in another phase or
+        at another revision."""
+        try:
+            run = (
+                await self.handler_run_get(params.namespace, params.handler_run_id)
+                if conn is None
+                else await self._run_in(conn, params.namespace, params.handler_run_id)
+            )
+        except HandlerRunNotFound as missing:
+            return missing
+        return PhaseConflict(run.name, run.phase.value, params.phase.value, run.revision)
 
-    async def handler_run_get(self, namespace: str, handler_run_id: str) -> HandlerRun:
+    async def _run_in(
+        self, conn: AsyncConnection, namespace: str, handler_run_id: str
+    ) -> HandlerRun:
         key = and_(hc.namespace == namespace, hc.handler_run_id == handler_run_id)
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(handler_runs).where(key))).first()
+        row = (await conn.execute(select(handler_runs).where(key))).first()
         if row is None:
             raise HandlerRunNotFound(namespace, handler_run_id)
         return _run(row._mapping)
+
+    async def _upsert_mutation(self, conn: AsyncConnection, mutation: Mutation) -> None:
+        """One INSERT ... ON CONFLICT DO UPDATE (both PostgreSQL and SQLite have it)."""
+        await conn.execute(MUTATION_UPSERTS[conn.dialect.name], _mutation_row(mutation))
+
+    async def handler_run_get(self, namespace: str, handler_run_id: str) -> HandlerRun:
+        async with self._engine.connect() as conn:
+            return await self._run_in(conn, namespace, handler_run_id)
 
     async def handler_run_list(self, params: HandlerRunListParams) -> list[HandlerRun]:
         stmt = select(handler_runs).where(hc.namespace == params.namespace)

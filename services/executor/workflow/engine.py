@@ -166,6 +166,7 @@ class WorkflowEngine:
                 decided,
                 journal,
                 revision=run.revision,
+                base=run,
             )
         )
         self._poke()

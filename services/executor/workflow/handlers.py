@@ -95,6 +95,7 @@ class PhaseDriver(DriverBase):
                 mutation,
                 tuple(journal),
                 revision=run.revision,
+                base=run,
             )
         )
         self._poke()
