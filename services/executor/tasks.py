@@ -160,8 +160,9 @@ def _bind(
 
 @functools.lru_cache(maxsize=4096)
 def _hints(fn: Any) -> dict[str, Any]:
-    """The task function's resolved annotations, once per function (resolving them took
-    about as long as the rest of a no-op task's run)."""
+    """The task function's resolved annotations, once per function (typing.get_type_hints
+    evaluates every annotation: about 20 µs per call here, and 3 % of the worker's samples
+    in the paced SDK window)."""
     try:
         return typing.get_type_hints(fn)
     except Exception:  # unresolvable annotations: pass the JSON as it is
