@@ -179,7 +179,7 @@ class ExecutorSettings(BaseSettings):
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")
     relay_poll_seconds: float = Field(1.0, gt=0, description="Relay re-check period.")
     relay_wake_interval_seconds: float = Field(
-        0.05,
+        0.01,
         gt=0,
         le=10,
         description="While writes keep coming, the outbox relay is woken at most once per "

@@ -82,7 +82,7 @@ class QueueSettings(BaseSettings):
         1.0, gt=0, description="Relay re-check of the outbox when no wake-up arrives."
     )
     relay_wake_interval_seconds: float = Field(
-        0.05,
+        0.01,
         gt=0,
         le=10,
         description="While writes keep coming, the outbox relay is woken at most once per "
