@@ -24,6 +24,7 @@ from conveyor_executor.runners.context import Step
 from conveyor_executor.store.base import (
     AttemptFinish,
     AttemptStart,
+    BatchPartlyWritten,
     JournalDraft,
     RunStore,
     StepDraft,
@@ -95,12 +96,17 @@ class RunRecorder:
         try:
             await many(batch)
             results: list[BaseException | None] = [None] * len(batch)
-        except Exception:
-            if len(batch) == 1:
+        except Exception as error:
+            # Written before the failure: durable already, never written twice.
+            written = error.written if isinstance(error, BatchPartlyWritten) else frozenset()
+            if len(batch) == 1 and not written:
                 raise
             log.warning("%d attempt records: batch not written, one by one", len(batch))
             results = []
-            for params in batch:
+            for i, params in enumerate(batch):
+                if i in written:
+                    results.append(None)
+                    continue
                 try:
                     await one(params)
                     results.append(None)

@@ -116,7 +116,9 @@ class ExecutorService:
         self.store = SqlRunStore(self.engine_db)
         self.workflow_store = SqlWorkflowStore(self.engine_db)
         self.outbox = SqlExecutorOutbox(self.engine_db, self.clock)
-        self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
+        self.outbox_notifier = OutboxNotifier(
+            coordination, OUTBOX_CHANNEL, min_interval=s.relay_wake_interval_seconds
+        )
         self.hub = WatchHub(s.watch_queue_size)
         poke = self.outbox_notifier.poke
         self.sessions = (

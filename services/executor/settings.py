@@ -178,6 +178,13 @@ class ExecutorSettings(BaseSettings):
     # -- journal outbox relay ------------------------------------------------------
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")
     relay_poll_seconds: float = Field(1.0, gt=0, description="Relay re-check period.")
+    relay_wake_interval_seconds: float = Field(
+        0.01,
+        gt=0,
+        le=10,
+        description="While writes keep coming, the outbox relay is woken at most once per "
+        "this many seconds (the first write after a quiet spell wakes it at once).",
+    )
     relay_backoff_initial_seconds: float = Field(0.2, gt=0)
     relay_backoff_max_seconds: float = Field(30.0, gt=0)
     relay_append_timeout_seconds: float = Field(10.0, gt=0)

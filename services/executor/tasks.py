@@ -145,10 +145,9 @@ def _bind(
 ) -> tuple[list[Any], dict[str, Any]]:
     leading = (task_ctx,) if task.wants_context else ()
     bound = task.signature.bind(*leading, *call.args, **call.kwargs)
-    try:
-        hints = typing.get_type_hints(task.fn)
-    except Exception:  # unresolvable annotations: pass the JSON as it is
-        hints = {}
+    if not bound.arguments:
+        return [], {}
+    hints = _hints(task.fn)
     for name, value in list(bound.arguments.items()):
         parameter = task.signature.parameters[name]
         if value is task_ctx or parameter.kind is inspect.Parameter.VAR_KEYWORD:
@@ -157,6 +156,17 @@ def _bind(
             continue
         bound.arguments[name] = from_json(value, hints.get(name))
     return list(bound.args), dict(bound.kwargs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hints(fn: Any) -> dict[str, Any]:
+    """The task function's resolved annotations, once per function (typing.get_type_hints
+    evaluates every annotation: about 20 µs per call here, and 3 % of the worker's samples
+    in the paced SDK window)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: pass the JSON as it is
+        return {}
 
 
 async def _forward_cancel(ctx: AttemptContext, task_ctx: TaskContext) -> None:

@@ -49,7 +49,9 @@ class QueueService:
         self.coordination = coordination
         self.database_url = core.database_url_for(self.name)
         self.engine_db = db.create_engine(self.database_url, core)
-        self.outbox_notifier = OutboxNotifier(coordination, OUTBOX_CHANNEL)
+        self.outbox_notifier = OutboxNotifier(
+            coordination, OUTBOX_CHANNEL, min_interval=self.settings.relay_wake_interval_seconds
+        )
         self.store = NotifyingWorkOrderStore(
             SqlWorkOrderStore(
                 self.engine_db,

@@ -81,6 +81,14 @@ class QueueSettings(BaseSettings):
     relay_poll_seconds: float = Field(
         1.0, gt=0, description="Relay re-check of the outbox when no wake-up arrives."
     )
+    relay_wake_interval_seconds: float = Field(
+        0.01,
+        gt=0,
+        le=10,
+        description="While writes keep coming, the outbox relay is woken at most once per "
+        "this many seconds (the first write after a quiet spell wakes it at once): each "
+        "pass costs a claim, an append and a mark whatever it carries.",
+    )
     relay_backoff_initial_seconds: float = Field(
         0.2, gt=0, description="First retry delay after a failed journal append."
     )

@@ -148,7 +148,12 @@ async def throughput(address: str, tasks: int) -> dict[str, Any]:
 
 
 async def latency(
-    address: str, rate: float, seconds: float, pids: dict[str, int], database: str
+    address: str,
+    rate: float,
+    seconds: float,
+    pids: dict[str, int],
+    database: str,
+    profile: str = "",
 ) -> dict[str, Any]:
     """Submits at `rate` for `seconds`, measured (`measured`) until the last task started;
     the submit-to-start delays are read afterwards, so reading adds nothing to the window."""
@@ -171,7 +176,7 @@ async def latency(
             await _all_succeeded(channel, before + count)
             return {"rate": rate, "count": count}
 
-        result = await measured(pids, database, count, window)
+        result = await measured(pids, database, count, window, profile)
         gate = asyncio.Semaphore(16)
 
         async def delay(at: float, handle: conveyor.TaskHandle[float]) -> float:
@@ -215,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         default="recorded",
         help="off: sample ratio 0; recorded: ratio 1, no collector (the default "
         "settings); exported: ratio 1, spans exported over OTLP to a receiver here",
+    )
+    parser.add_argument(
+        "--profile-window",
+        choices=["throughput", "latency"],
+        default="throughput",
+        help="the window --profile records",
     )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
@@ -282,12 +293,19 @@ def _run(args: argparse.Namespace, tracing_env: dict[str, str]) -> dict[str, Any
                 database.name,
                 args.tasks,
                 lambda: throughput(platform.address, args.tasks),
-                args.profile,
+                args.profile if args.profile_window == "throughput" else "",
             )
         )
         if args.seconds > 0:
             results["latency"] = asyncio.run(
-                latency(platform.address, args.rate, args.seconds, pids, database.name)
+                latency(
+                    platform.address,
+                    args.rate,
+                    args.seconds,
+                    pids,
+                    database.name,
+                    args.profile if args.profile_window == "latency" else "",
+                )
             )
     finally:
         worker.stop()

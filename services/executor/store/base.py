@@ -83,6 +83,15 @@ class RunListParams:
     limit: int = 50
 
 
+class BatchPartlyWritten(Exception):
+    """A batch write failed after committing some of its items: `written` (their indexes
+    in the batch) are durable and must not be written again; the others are not."""
+
+    def __init__(self, written: frozenset[int], cause: BaseException) -> None:
+        super().__init__(f"{len(written)} items written before: {cause!r}")
+        self.written = written
+
+
 class RunStore(Protocol):
     async def run_start_attempt(self, params: AttemptStart) -> Run:
         """Create the run if new, record the attempt, and set the run RUNNING."""
@@ -90,11 +99,17 @@ class RunStore(Protocol):
 
     async def run_finish_attempt(self, params: AttemptFinish) -> Run: ...
     async def run_start_attempts(self, batch: Sequence[AttemptStart]) -> None:
-        """`run_start_attempt` of each, in one transaction; nothing is read back."""
+        """`run_start_attempt` of each, each attempt's records committed together (one
+        transaction or statement per batch, or two); nothing is read back.
+
+        Raises:
+            BatchPartlyWritten: some attempts were recorded before the failure.
+        """
         ...
 
     async def run_finish_attempts(self, batch: Sequence[AttemptFinish]) -> None:
-        """`run_finish_attempt` of each, in one transaction; nothing is read back."""
+        """`run_finish_attempt` of each, in one transaction or statement; nothing is read
+        back."""
         ...
 
     async def run_abort_pending(

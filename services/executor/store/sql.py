@@ -26,10 +26,12 @@ from conveyor_executor.domain.model import (
 )
 from conveyor_executor.errors import OutputNotFound, RunNotFound
 from conveyor_executor.runners.context import Step
+from conveyor_executor.store import attempt_statements as one_statement
 from conveyor_executor.store.attempt_batches import finish_attempts, start_attempts
 from conveyor_executor.store.base import (
     AttemptFinish,
     AttemptStart,
+    BatchPartlyWritten,
     JournalDraft,
     RunListParams,
     StepDraft,
@@ -94,6 +96,8 @@ class SqlRunStore:
             if self._postgres
             else engine
         )
+        # Attempt starts and ends as one self-contained statement (attempt_statements.py).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- runs and attempts ------------------------------------------------------------
 
@@ -206,13 +210,41 @@ class SqlRunStore:
         """`run_start_attempt` of many attempts in one transaction (without reading back)."""
         if not batch:
             return
-        async with self._engine.begin() as conn:
-            await start_attempts(conn, batch, self._postgres)
-            await self._journal(conn, [d for p in batch for d in p.journal])
+        rest = await self._start_new_runs(batch) if self._postgres else list(batch)
+        if not rest:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                await start_attempts(conn, rest, self._postgres)
+                await self._journal(conn, [d for p in rest for d in p.journal])
+        except Exception as error:
+            if len(rest) == len(batch):
+                raise
+            left = {id(p) for p in rest}
+            written = frozenset(i for i, p in enumerate(batch) if id(p) not in left)
+            raise BatchPartlyWritten(written, error) from error
+
+    async def _start_new_runs(self, batch: Sequence[AttemptStart]) -> list[AttemptStart]:
+        """Starts of runs new to the store, in one autocommit statement; returns the rest
+        (known runs, and a run's second attempt in the batch) for the transaction."""
+        first: dict[tuple[str, str], AttemptStart] = {}
+        for p in batch:
+            first.setdefault((p.ref.namespace, p.ref.run_id), p)
+        values = one_statement.start_values(list(first.values()))
+        async with self._autocommit.connect() as conn:
+            result = await conn.execute(one_statement.START_POSTGRES, values)
+            started = {(row.namespace, row.run_id) for row in result}
+        done = {id(first[key]) for key in started}
+        return [p for p in batch if id(p) not in done]
 
     async def run_finish_attempts(self, batch: Sequence[AttemptFinish]) -> None:
         """`run_finish_attempt` of many attempts in one transaction (without reading back)."""
         if not batch:
+            return
+        if self._postgres and one_statement.distinct_attempts(batch):
+            values = one_statement.finish_values(batch)
+            async with self._autocommit.connect() as conn:
+                await conn.execute(one_statement.FINISH_POSTGRES, values)
             return
         async with self._engine.begin() as conn:
             await finish_attempts(conn, batch, self._postgres)
