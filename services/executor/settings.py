@@ -90,6 +90,12 @@ class ExecutorSettings(BaseSettings):
     http_call_timeout_seconds: float = Field(_R.http_call_timeout_seconds, gt=0)
     http_max_call_timeout_seconds: float = Field(_R.http_max_call_timeout_seconds, gt=0)
     http_connect_timeout_seconds: float = Field(_R.http_connect_timeout_seconds, gt=0)
+    http_client_pools: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="HTTP clients (connection pools) the runs use in turn (SharedHttpClient).",
+    )
     retry_initial_interval_seconds: float = Field(_R.retry_initial_interval_seconds, gt=0)
     retry_backoff_coefficient: float = Field(_R.retry_backoff_coefficient, ge=1)
     retry_maximum_interval_seconds: float = Field(_R.retry_maximum_interval_seconds, gt=0)
