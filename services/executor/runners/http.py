@@ -27,7 +27,12 @@ from conveyor.common.v1 import job_pb2
 from conveyor_core.clock import Clock
 from conveyor_core.coordination import Coordination
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
-from conveyor_executor.runners.breaker import BreakerPolicy, SharedBreaker, breaker_key
+from conveyor_executor.runners.breaker import (
+    BreakerPolicy,
+    SharedBreaker,
+    StateReads,
+    breaker_key,
+)
 from conveyor_executor.runners.context import RunContext, RunnerOutcome, Step, StepKind, StepStatus
 from conveyor_executor.runners.http_call import (
     EndpointCaller,
@@ -113,12 +118,15 @@ async def run_http(
     clock: Clock,
     *,
     client: httpx.AsyncClient | None = None,
+    breaker_reads: StateReads | None = None,
 ) -> RunnerOutcome:
     """Run one attempt of an HTTP job over `endpoints` of `target` (empty = all).
 
     Never raises for a failure of the job: every failure is a classified
     error in the returned outcome. `client` is the process's shared client
     (SharedHttpClient); without one, the attempt opens and closes its own.
+    `breaker_reads` is the process's StateReads over `coordination` (the breakers'
+    reads of concurrent runs batched); without it, each breaker reads on its own.
     """
     try:
         plan = build_plan(target, endpoints)
@@ -133,7 +141,9 @@ async def run_http(
         if client is None:
             client = await stack.enter_async_context(new_http_client())
         breakers = {
-            r.endpoint.name: _breaker(r.endpoint, target, ctx, settings, coordination, clock)
+            r.endpoint.name: _breaker(
+                r.endpoint, target, ctx, settings, coordination, clock, breaker_reads
+            )
             for r in requests
         }
         caller = EndpointCaller(client, ctx, settings, clock, scrubber, breakers)
@@ -201,6 +211,7 @@ def _breaker(
     settings: RunnerSettings,
     coordination: Coordination,
     clock: Clock,
+    reads: StateReads | None,
 ) -> SharedBreaker:
     configured = target.circuit_breaker
     threshold = configured.failure_threshold or settings.breaker_failure_threshold
@@ -213,7 +224,7 @@ def _breaker(
         trial_timeout_micros=round(settings.breaker_trial_timeout_seconds * 1e6),
     )
     key = breaker_key(ctx.namespace, endpoint.method or "GET", endpoint.url)
-    return SharedBreaker(coordination, clock, key, policy, settings.breaker_key_prefix)
+    return SharedBreaker(coordination, clock, key, policy, settings.breaker_key_prefix, reads)
 
 
 class _PlanExecutor:
