@@ -91,7 +91,7 @@ class ExecutorSettings(BaseSettings):
     http_max_call_timeout_seconds: float = Field(_R.http_max_call_timeout_seconds, gt=0)
     http_connect_timeout_seconds: float = Field(_R.http_connect_timeout_seconds, gt=0)
     http_client_pools: int = Field(
-        8,
+        16,
         ge=1,
         le=256,
         description="HTTP clients (connection pools) the runs use in turn (SharedHttpClient).",

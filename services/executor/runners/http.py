@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -75,7 +76,8 @@ class SharedHttpClient:
     rather than one because httpcore's pool scans every connection it holds,
     and polls each idle one's socket, whenever a request is queued or a
     response closed: with 64 calls in flight on one pool that scan was 10-14 %
-    of the executor's CPU; with 8 pools each scans an eighth. Cookies are never
+    of the executor's CPU; with 16 pools each scans a sixteenth. The pools share
+    one TLS context (the CA bundle is loaded once). Cookies are never
     stored, so no job's calls carry what another job's endpoint set. `get()`
     reopens a client after `close()` (a restarted service).
     """
@@ -85,6 +87,7 @@ class SharedHttpClient:
             raise ValueError(f"pools is {pools}; it must be at least 1 (http_client_pools)")
         self._clients: list[httpx.AsyncClient | None] = [None] * pools
         self._next = 0
+        self._tls: ssl.SSLContext | None = None  # one CA bundle loaded, for every pool
 
     def get(self) -> httpx.AsyncClient:
         """The next client in turn (opened if it is not)."""
@@ -92,7 +95,9 @@ class SharedHttpClient:
         self._next = (index + 1) % len(self._clients)
         client = self._clients[index]
         if client is None or client.is_closed:
-            client = self._clients[index] = new_http_client()
+            if self._tls is None:
+                self._tls = httpx.create_ssl_context(trust_env=False)
+            client = self._clients[index] = new_http_client(self._tls)
         return client
 
     async def close(self) -> None:
@@ -102,11 +107,15 @@ class SharedHttpClient:
                 await client.aclose()
 
 
-def new_http_client() -> httpx.AsyncClient:
+def new_http_client(tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     """A client for job calls: no redirects followed, no proxy from the environment, no
-    cookie kept (timeouts are per request)."""
+    cookie kept (timeouts are per request). `tls`: a verifying context to share (without
+    one the client loads the CA bundle into a context of its own)."""
     no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False, cookies=no_cookies)
+    verify: ssl.SSLContext | bool = True if tls is None else tls
+    return httpx.AsyncClient(
+        follow_redirects=False, trust_env=False, cookies=no_cookies, verify=verify
+    )
 
 
 async def run_http(
