@@ -144,7 +144,7 @@ class ExecutorService:
         secrets = SecretSource(
             s.secrets_dir, os.environ if environ is None else environ, s.secrets_env_prefix
         )
-        self.http_client = SharedHttpClient(s.http_client_pools)
+        self.http_client = SharedHttpClient(s.http_client_pools, s.http_transport)
         if runners is None:
             runners = default_runners(
                 s.runner_settings(), coordination, self.clock, s.workspace_root, self.http_client

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,6 +96,10 @@ class ExecutorSettings(BaseSettings):
         ge=1,
         le=256,
         description="HTTP clients (connection pools) the runs use in turn (SharedHttpClient).",
+    )
+    http_transport: Literal["httpcore", "keepalive"] = Field(
+        "httpcore",
+        description="httpcore (httpx's own) or keepalive (runners/http_transport.py).",
     )
     retry_initial_interval_seconds: float = Field(_R.retry_initial_interval_seconds, gt=0)
     retry_backoff_coefficient: float = Field(_R.retry_backoff_coefficient, ge=1)

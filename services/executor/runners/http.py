@@ -41,6 +41,7 @@ from conveyor_executor.runners.http_call import (
     EndpointStatus,
     PreparedRequest,
 )
+from conveyor_executor.runners.http_transport import KeepAliveTransport
 from conveyor_executor.runners.plan import Plan, PlanInvalid, blocked_by, build_plan, check_graph
 from conveyor_executor.runners.scrub import Scrubber
 from conveyor_executor.runners.settings import RunnerSettings
@@ -82,9 +83,12 @@ class SharedHttpClient:
     reopens a client after `close()` (a restarted service).
     """
 
-    def __init__(self, pools: int = 1) -> None:
+    def __init__(self, pools: int = 1, transport: str = "httpcore") -> None:
         if pools < 1:
             raise ValueError(f"pools is {pools}; it must be at least 1 (http_client_pools)")
+        if transport not in ("httpcore", "keepalive"):
+            raise ValueError(f"transport is {transport!r}; httpcore or keepalive (http_transport)")
+        self._transport = transport
         self._clients: list[httpx.AsyncClient | None] = [None] * pools
         self._next = 0
         self._tls: ssl.SSLContext | None = None  # one CA bundle loaded, for every pool
@@ -97,7 +101,8 @@ class SharedHttpClient:
         if client is None or client.is_closed:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context(trust_env=False)
-            client = self._clients[index] = new_http_client(self._tls)
+            lean = KeepAliveTransport(self._tls) if self._transport == "keepalive" else None
+            client = self._clients[index] = new_http_client(self._tls, lean)
         return client
 
     async def close(self) -> None:
@@ -107,14 +112,20 @@ class SharedHttpClient:
                 await client.aclose()
 
 
-def new_http_client(tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+def new_http_client(
+    tls: ssl.SSLContext | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """A client for job calls: no redirects followed, no proxy from the environment, no
     cookie kept (timeouts are per request). `tls`: a verifying context to share (without
     one the client loads the CA bundle into a context of its own)."""
     no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
     verify: ssl.SSLContext | bool = True if tls is None else tls
     return httpx.AsyncClient(
-        follow_redirects=False, trust_env=False, cookies=no_cookies, verify=verify
+        follow_redirects=False,
+        trust_env=False,
+        cookies=no_cookies,
+        verify=verify,
+        transport=transport,
     )
 
 
