@@ -40,6 +40,7 @@ from conveyor_executor.pool import WorkerPool
 from conveyor_executor.queue_client import QueueClient
 from conveyor_executor.recording import RunRecorder
 from conveyor_executor.runners import RunnerSettings, SharedHttpClient, run_command, run_http
+from conveyor_executor.runners.breaker import StateReads
 from conveyor_executor.runners.context import RunContext, RunnerOutcome
 from conveyor_executor.secrets import SecretSource
 from conveyor_executor.settings import ExecutorSettings
@@ -67,6 +68,7 @@ def default_runners(
     http_client: SharedHttpClient,
 ) -> dict[str, Runner]:
     """The runner of each target kind: HTTP endpoints and commands."""
+    breaker_reads = StateReads(coordination)
 
     async def http(invocation: job_pb2.JobInvocation, ctx: RunContext) -> RunnerOutcome:
         return await run_http(
@@ -77,6 +79,7 @@ def default_runners(
             coordination,
             clock,
             client=http_client.get(),
+            breaker_reads=breaker_reads,
         )
 
     async def command(invocation: job_pb2.JobInvocation, ctx: RunContext) -> RunnerOutcome:
@@ -143,7 +146,7 @@ class ExecutorService:
         secrets = SecretSource(
             s.secrets_dir, os.environ if environ is None else environ, s.secrets_env_prefix
         )
-        self.http_client = SharedHttpClient()
+        self.http_client = SharedHttpClient(s.http_client_pools, s.http_transport)
         if runners is None:
             runners = default_runners(
                 s.runner_settings(), coordination, self.clock, s.workspace_root, self.http_client

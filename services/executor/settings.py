@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,16 @@ class ExecutorSettings(BaseSettings):
     http_call_timeout_seconds: float = Field(_R.http_call_timeout_seconds, gt=0)
     http_max_call_timeout_seconds: float = Field(_R.http_max_call_timeout_seconds, gt=0)
     http_connect_timeout_seconds: float = Field(_R.http_connect_timeout_seconds, gt=0)
+    http_client_pools: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="HTTP clients (connection pools) the runs use in turn (SharedHttpClient).",
+    )
+    http_transport: Literal["httpcore", "keepalive"] = Field(
+        "httpcore",
+        description="httpcore (httpx's own) or keepalive (runners/http_transport.py).",
+    )
     retry_initial_interval_seconds: float = Field(_R.retry_initial_interval_seconds, gt=0)
     retry_backoff_coefficient: float = Field(_R.retry_backoff_coefficient, ge=1)
     retry_maximum_interval_seconds: float = Field(_R.retry_maximum_interval_seconds, gt=0)

@@ -21,6 +21,13 @@ breakers. Times come from the injected Clock (wall time, epoch microseconds),
 so replicas must have roughly synchronised clocks; a skew only shifts the
 cool-down. When the coordination backend is unreachable the breaker lets calls
 through (fail open) and logs: losing the breaker must not stop all work.
+
+Every call reads its breaker's state before and after it: with many calls in flight
+that was two coordination round trips per call. A process's breakers read through
+one `StateReads`, which group-commits them (conveyor_sdk._batching): the reads asked
+while one is in flight go out together in the next, one GET per distinct key. Each
+caller still gets a value read after it asked, as its own GET would have, so the
+state machine (and the compare-and-set that follows a read) is unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 from conveyor_core.clock import Clock, to_micros
 from conveyor_core.coordination import Coordination, CoordinationUnavailable
 from conveyor_core.metrics import meter
+from conveyor_sdk._batching import Coalescer
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -153,8 +161,36 @@ def breaker_key(namespace: str, method: str, url: str) -> str:
     return f"{namespace} {method.upper()} {bare}"
 
 
+class StateReads:
+    """Breaker state reads of one process, group-committed over one coordination backend.
+
+    `get(name)` returns the value a `value_get(name)` issued after the call would have:
+    the reads asked while a batch is read wait for the next batch, which reads each
+    distinct name once (one key per endpoint: a batch of any size is usually one GET).
+    """
+
+    def __init__(self, coordination: Coordination, batch_size: int = 256) -> None:
+        self.coordination = coordination
+        self._reads: Coalescer[str, str | None] = Coalescer(self._read, batch_size, "breaker-reads")
+
+    async def get(self, name: str) -> str | None:
+        return await self._reads.submit(name)
+
+    async def _read(self, names: Sequence[str]) -> list[str | BaseException | None]:
+        values: dict[str, str | BaseException | None] = {}
+        for name in dict.fromkeys(names):
+            try:
+                values[name] = await self.coordination.value_get(name)
+            except Exception as exc:  # each waiting caller gets it, as from its own GET
+                values[name] = exc
+        return [values[name] for name in names]
+
+
 class SharedBreaker:
-    """One endpoint's breaker over a coordination backend (one per call site is fine)."""
+    """One endpoint's breaker over a coordination backend (one per call site is fine).
+
+    `reads`, when given, is the process's shared `StateReads` over the same backend.
+    """
 
     def __init__(
         self,
@@ -163,12 +199,14 @@ class SharedBreaker:
         key: str,
         policy: BreakerPolicy,
         prefix: str,
+        reads: StateReads | None = None,
     ) -> None:
         self._coordination = coordination
         self._clock = clock
         self.key = key
         self._name = prefix + key
         self._policy = policy
+        self._read = coordination.value_get if reads is None else reads.get
 
     async def state(self) -> BreakerState:
         return Snapshot.decode(await self._coordination.value_get(self._name)).state
@@ -194,8 +232,10 @@ class SharedBreaker:
     ) -> tuple[T, Transition | None] | None:
         """Read, compute, compare-and-set until it sticks; (result, transition) or None."""
         try:
-            for _ in range(_MAX_CAS_ROUNDS):
-                raw = await self._coordination.value_get(self._name)
+            for round_ in range(_MAX_CAS_ROUNDS):
+                # A lost compare-and-set reads again on its own: it is contended, not common.
+                read = self._read if round_ == 0 else self._coordination.value_get
+                raw = await read(self._name)
                 before = Snapshot.decode(raw)
                 result, after = step(before, to_micros(self._clock.now()))
                 if after == before or await self._coordination.value_compare_and_set(

@@ -8,6 +8,7 @@ backend, as between executor processes. Time is a ManualClock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -22,6 +23,7 @@ from conveyor_executor.runners.breaker import (
     BreakerPolicy,
     BreakerState,
     SharedBreaker,
+    StateReads,
     breaker_key,
 )
 from conveyor_executor.runners.context import StepKind, StepStatus
@@ -202,3 +204,68 @@ async def test_unreachable_coordination_lets_calls_through(fake: HttpFake) -> No
         assert len(fake.requests("/up")) == 1
     finally:
         await unreachable.stop()
+
+
+class CountedReads(InProcessCoordination):
+    """The in-process backend, counting value reads; `hold` parks the next read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.hold: asyncio.Event | None = None
+        self.parked = asyncio.Event()
+
+    async def value_get(self, name: str) -> str | None:
+        self.reads += 1
+        value = await super().value_get(name)
+        hold, self.hold = self.hold, None
+        if hold is not None:  # read, and its answer not back yet
+            self.parked.set()
+            await hold.wait()
+        return value
+
+
+async def test_a_read_asked_during_another_waits_for_a_read_of_its_own() -> None:
+    coordination = CountedReads()
+    reads = StateReads(coordination)
+    coordination.hold = release = asyncio.Event()
+    first = asyncio.create_task(reads.get("k"))
+    await coordination.parked.wait()  # the first batch is reading (the old value)
+    assert await coordination.value_compare_and_set("k", None, "new")
+    second = asyncio.create_task(reads.get("k"))
+    release.set()
+    assert await first is None
+    assert await second == "new"  # not the answer of the read that began before it asked
+
+
+async def test_concurrent_runs_share_breaker_reads_and_still_open_it(fake: HttpFake) -> None:
+    clock = ManualClock()
+    fake.route("GET", "/flaky", Reply(500))
+    target = job_pb2.HttpTarget(
+        endpoints=[job_pb2.HttpEndpoint(name="flaky", method="GET", url=fake.url("/flaky"))],
+        circuit_breaker=job_pb2.CircuitBreakerPolicy(failure_threshold=3),
+    )
+    settings = RunnerSettings(breaker_cool_down_seconds=60)
+    coordination = CountedReads()
+    reads = StateReads(coordination)
+
+    async def run() -> ErrorType | None:
+        outcome = await run_http(
+            target, [], MemoryRunContext(), settings, coordination, clock, breaker_reads=reads
+        )
+        return None if outcome.error is None else outcome.error.type
+
+    errors = await asyncio.gather(*(run() for _ in range(20)))
+    assert set(errors) <= {ErrorType.HANDLER_LOGIC, ErrorType.CIRCUIT_OPEN}
+    assert len(fake.requests("/flaky")) == errors.count(ErrorType.HANDLER_LOGIC)
+    key = breaker_key(MemoryRunContext().namespace, "GET", fake.url("/flaky"))
+    breaker = SharedBreaker(coordination, clock, key, POLICY, RunnerSettings().breaker_key_prefix)
+    assert await breaker.state() is BreakerState.OPEN
+    assert coordination.reads < 2 * 20  # without StateReads: one before and one after each call
+
+    assert await run() is ErrorType.CIRCUIT_OPEN  # open for the next run too
+    fake.route("GET", "/flaky", Reply(200))
+    clock.advance(60)
+    trials = await asyncio.gather(run(), run())
+    assert sorted(map(str, trials)) == sorted(map(str, [None, ErrorType.CIRCUIT_OPEN]))  # 1 trial
+    assert await run() is None and await breaker.state() is BreakerState.CLOSED

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conveyor.common.v1 import job_pb2
 from conveyor_core.clock import SystemClock
 from conveyor_core.coordination import InProcessCoordination
@@ -45,3 +47,19 @@ async def test_a_closed_shared_client_is_reopened_for_the_next_run() -> None:
     assert first.is_closed
     assert not shared.get().is_closed
     await shared.close()
+
+
+async def test_runs_take_the_pools_in_turn_and_close_closes_every_one() -> None:
+    shared = SharedHttpClient(pools=3)
+    clients = [shared.get() for _ in range(6)]
+    assert len({id(c) for c in clients[:3]}) == 3
+    assert clients[3:] == clients[:3]  # the same three, in the same turn
+    await shared.close()
+    assert all(c.is_closed for c in clients)
+    assert not shared.get().is_closed
+    await shared.close()
+
+
+def test_no_pool_at_all_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="http_client_pools"):
+        SharedHttpClient(pools=0)
