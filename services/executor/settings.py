@@ -186,6 +186,11 @@ class ExecutorSettings(BaseSettings):
         description="Testing aid: exit the process (as kill -9 would) right after a handler run "
         "durably enters this phase (e.g. PREPARED). Empty: never.",
     )
+    fault_exit_handler: str = Field(
+        "",
+        description="Testing aid: only runs of this handler (e.g. charge_order) trigger "
+        "fault_exit_after_phase. Empty: a run of any handler.",
+    )
     # -- journal outbox relay ------------------------------------------------------
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")
     relay_poll_seconds: float = Field(1.0, gt=0, description="Relay re-check period.")

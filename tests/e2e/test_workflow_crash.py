@@ -132,7 +132,16 @@ async def test_an_executor_killed_in_a_consumer_phase_is_taken_over_without_doub
         APP,
         "--address",
         platform,
-        env=_worker_env(core, shop, CONVEYOR_EXECUTOR_FAULT_EXIT_AFTER_PHASE=phase),
+        env=_worker_env(
+            core,
+            shop,
+            CONVEYOR_EXECUTOR_FAULT_EXIT_AFTER_PHASE=phase,
+            # The charge run's phase, not the first of any hosted workflow's runs: on a
+            # loaded machine the `tight` consumer's run (its 30 s debounce over) reached
+            # MUTATING first, the worker exited before the charge, and the takers charged
+            # once with no reconcile (reconciled == "").
+            CONVEYOR_EXECUTOR_FAULT_EXIT_HANDLER="charge_order",
+        ),
     )
     # Registration fires the producer's first slot: the order is polled and charged.
     _, stderr = await asyncio.wait_for(doomed.communicate(), 90)

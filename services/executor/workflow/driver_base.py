@@ -107,7 +107,14 @@ class DriverBase:
             run.usage.cost_usd + used.cost_usd,
         )
 
-    def _fault_exit(self, *phases: Phase) -> None:
+    def _fault_exit(self, run: HandlerRun, *phases: Phase) -> None:
+        only = self.settings.fault_exit_handler
+        if only and run.handler != only:
+            return
         if self.settings.fault_exit_after_phase in {p.value for p in phases}:
-            log.warning("fault_exit_after_phase=%s: exiting as kill -9 would", phases[0].value)
+            log.warning(
+                "fault_exit_after_phase=%s: exiting as kill -9 would (a run of %s)",
+                phases[0].value,
+                run.handler,
+            )
             os._exit(137)

@@ -99,7 +99,7 @@ class PhaseDriver(DriverBase):
             )
         )
         self._poke()
-        self._fault_exit(phase, *passed)
+        self._fault_exit(run, phase, *passed)
         return advanced
 
     async def create(
@@ -136,7 +136,7 @@ class PhaseDriver(DriverBase):
         created = await self.store.handler_run_create(run, tuple(journal))
         self._poke()
         if preparing:
-            self._fault_exit(Phase.PREPARING)
+            self._fault_exit(run, Phase.PREPARING)
         return created
 
     async def _fail(
