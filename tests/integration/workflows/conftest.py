@@ -20,6 +20,11 @@ from conveyor_executor.workflow.registration import job_id
 from tests.helpers import workflow_app
 from tests.helpers.e2e import eventually
 
+#: Registering the test app creates a job and schedules for each handler of its
+#: workflows (tens of scheduler calls at the executor's start): on a 2-core machine
+#: loaded by other suites that took over 30 s.
+REGISTRATION_LIMIT = 120.0
+
 EXECUTOR_ENV = {
     "LEASE_WAIT_SECONDS": "0.2",
     "HEARTBEAT_INTERVAL_SECONDS": "0.2",
@@ -46,7 +51,7 @@ class Env:
         ident = job_id(workflow, handler)
         name = f"namespaces/wf/jobs/{ident}/schedules/{ident}"
         await eventually(
-            lambda: self._schedule_exists(name), "lambda: self._schedule_exists(name)", 30
+            lambda: self._schedule_exists(name), f"schedule {name}", REGISTRATION_LIMIT
         )
         await self.scheduler.TriggerSchedule(sched_rpc.TriggerScheduleRequest(name=name))
 
@@ -67,7 +72,7 @@ class Env:
                 return False
             return True
 
-        await eventually(found, f"workflow {workflow} registered", 30)
+        await eventually(found, f"workflow {workflow} registered", REGISTRATION_LIMIT)
 
     async def runs(self, workflow: str, *phases: int) -> list[wf_pb.HandlerRun]:
         reply = await self.workflows.ListHandlerRuns(

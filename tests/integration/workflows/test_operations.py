@@ -33,7 +33,7 @@ from conveyor_executor.domain.invocation import JOB_INVOCATION_CONTENT_TYPE
 from tests.helpers import workflow_app
 from tests.helpers.e2e import eventually
 from tests.helpers.security import Principals
-from tests.integration.workflows.conftest import EXECUTOR_ENV, Env
+from tests.integration.workflows.conftest import EXECUTOR_ENV, REGISTRATION_LIMIT, Env
 
 
 async def _publish(env: Env, topic: str, message_id: str, payload: object) -> None:
@@ -60,7 +60,9 @@ async def _charged(env: Env, order_id: int) -> bool:
 
 async def test_events_published_by_anyone_fire_the_consumer_after_its_debounce(env: Env) -> None:
     await eventually(
-        lambda: env._schedule_exists(_consumer_schedule("charge_order")), "trigger", 30
+        lambda: env._schedule_exists(_consumer_schedule("charge_order")),
+        "trigger",
+        REGISTRATION_LIMIT,
     )
 
     async def quiet() -> bool:  # the producer's first slot fired at registration: let it end
@@ -103,7 +105,9 @@ async def test_a_paused_workflow_runs_nothing_until_it_is_resumed(env: Env) -> N
 async def test_each_producer_has_its_own_schedule(env: Env) -> None:
     five = "namespaces/wf/jobs/wf-timing-every-five-minutes/schedules/wf-timing-every-five-minutes"
     hourly = "namespaces/wf/jobs/wf-timing-hourly/schedules/wf-timing-hourly"
-    await eventually(lambda: env._schedule_exists(hourly), "the producers' schedules", 30)
+    await eventually(
+        lambda: env._schedule_exists(hourly), "the producers' schedules", REGISTRATION_LIMIT
+    )
     await env.registered("timing")
     first = (await env.scheduler.GetSchedule(sched_rpc.GetScheduleRequest(name=five))).schedule
     second = (await env.scheduler.GetSchedule(sched_rpc.GetScheduleRequest(name=hourly))).schedule
@@ -160,7 +164,7 @@ async def test_transitions_are_journaled_and_one_trace_spans_the_fire_to_the_com
     spans.clear()
     env.shop.add_order("ray", 8)
     async with conveyor.Client(env.address, namespace="wf") as client:
-        await eventually(lambda: _fire(client, workflow_app.poll_orders), "fired", 30)
+        await eventually(lambda: _fire(client, workflow_app.poll_orders), "fired")
     await eventually(lambda: _charged(env, 1), "the order charged", 60)
     async with create_channel(env.address) as channel:
         journal = events_grpc.JournalServiceStub(channel)
@@ -198,7 +202,7 @@ async def test_transitions_are_journaled_and_one_trace_spans_the_fire_to_the_com
     async def traced() -> bool:
         return one_trace()
 
-    await eventually(traced, "producer and consumer spans in one trace", 30)
+    await eventually(traced, "producer and consumer spans in one trace")
     trace_id = next(
         s.context.trace_id
         for s in spans.get_finished_spans()
@@ -232,7 +236,7 @@ async def test_resolving_needs_the_operator_role_and_records_who(
     operator = principals.add("oncall", ["wf"], ["operator", "viewer"])
     order = fake_shop.add_order("sam", 9, mode="apply_then_cut_unknown")
     async with conveyor.Client(address, namespace="wf", token=operator) as ops:
-        await eventually(lambda: _fire(ops), "the producer fired", 30)
+        await eventually(lambda: _fire(ops), "the producer fired")
         blocked = await eventually(lambda: ops.workflows.blocked_runs("shop"), "a blocked run", 60)
         async with conveyor.Client(address, namespace="wf", token=viewer) as auditor:
             assert [r.name for r in await auditor.workflows.blocked_runs("shop")] == [

@@ -259,7 +259,7 @@ async def test_a_session_stopped_inside_a_handler_call_ends_failed_not_running(
         found = [s for s in await env.sessions("stuck") if s.state == P.SESSION_STATE_RUNNING]
         return found[0] if found else None
 
-    session = await eventually(running, "a session of `stuck` running", 30)
+    session = await eventually(running, "a session of `stuck` running")
     order = f"namespaces/wf/queues/stuck-sessions/workOrders/{session.name.rsplit('/', 1)[-1]}"
     async with create_channel(env.address) as channel:
         queue = q_grpc.WorkOrderQueueServiceStub(channel)
@@ -269,7 +269,7 @@ async def test_a_session_stopped_inside_a_handler_call_ends_failed_not_running(
         now = {s.name: s for s in await env.sessions("stuck")}[session.name]
         return now if now.state != P.SESSION_STATE_RUNNING else None
 
-    done = await eventually(ended, "the cancelled session's end recorded", 30)
+    done = await eventually(ended, "the cancelled session's end recorded")
     assert done.state == P.SESSION_STATE_FAILED
     assert done.summary.startswith("session stopped:") and "cancelled" in done.summary
     assert done.end_time.ToNanoseconds() >= done.start_time.ToNanoseconds()
