@@ -159,7 +159,8 @@ class JournalEngine:
             raise InvalidArgument(violations)
         positions = await self.store.journal_append(JournalAppendParams(drafts, self.clock.now()))
         metrics.appended(drafts)
-        trace_appends(drafts, positions)
+        if self.settings.journal_record_spans:
+            trace_appends(drafts, positions)
         if positions:
             await self._coordination.notify(JOURNAL_CHANNEL)
         return positions

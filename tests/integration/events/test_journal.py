@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor.events.v1 import service_pb2 as rpc
 from conveyor_core.grpc import rich_error_details
@@ -215,3 +216,22 @@ async def test_invalid_reads_are_refused(env: JournalEnv) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "page_size" in fields
     code, fields = await _violations(env.read(namespace="Bad NS", type_prefix="t" * 129))
     assert {"filter.namespace", "filter.type_prefix"} <= set(fields)
+
+
+@pytest.mark.parametrize("record_spans", [True, False])
+async def test_each_appended_record_is_a_span_in_its_own_trace_unless_turned_off(
+    core: CoreSettings, spans: InMemorySpanExporter, record_spans: bool
+) -> None:
+    journal = await JournalEnv(core, EventStoreSettings(journal_record_spans=record_spans)).start()
+    try:
+        spans.clear()
+        traces = ["0af7651916cd43dd8448eb211c80319c", "1bf7651916cd43dd8448eb211c80319d"]
+        await journal.append(record("s-1", trace_id=traces[0]), record("s-2", trace_id=traces[1]))
+    finally:
+        await journal.stop()
+    appended = [s for s in spans.get_finished_spans() if s.name == "journal.append"]
+    if not record_spans:
+        assert appended == []
+        return
+    assert sorted(f"{s.context.trace_id:032x}" for s in appended) == traces
+    assert {s.attributes["conveyor.journal.position"] for s in appended} == {1, 2}
