@@ -410,7 +410,7 @@ class RedisCoordination(HubListening):
             await pubsub.psubscribe(*self._wake_patterns)
             await self._dispatch(pubsub)
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # unannotated before redis-py 8.2
             await client.aclose()
 
     async def _dispatch(self, pubsub: PubSub) -> None:
