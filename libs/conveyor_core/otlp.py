@@ -15,6 +15,10 @@ export keeps retrying for most of that timeout (about 7 s with the default
   `CONVEYOR_OTLP_SHUTDOWN_TIMEOUT_SECONDS`; a collector known to be down is
   not called at all during shutdown.
 
+The requests themselves are encoded by `conveyor_core.otlp_wire` (the same bytes as the
+SDK's encoder, about 4 times faster) and sent through the SDK exporter's own channel,
+retries and reconnection (`otlp_wire.WireSpanExporter`).
+
 Settings also cover TLS (`CONVEYOR_OTLP_CA_FILE`, or an https:// endpoint for
 the system roots), headers (`CONVEYOR_OTLP_HEADERS`, e.g. an API key) and the
 sampling ratio (`CONVEYOR_TRACE_SAMPLE_RATIO`, in conveyor_core.telemetry).
@@ -139,16 +143,16 @@ def otlp_span_exporter(settings: CoreSettings) -> QuietSpanExporter:
         ConfigurationError: the CA file is unreadable or the headers are malformed
             (checked when settings load, see CoreSettings).
     """
-    # Imported here: the exporter pulls in its own gRPC channel machinery,
-    # which processes without a collector never need.
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
     logging.getLogger(SDK_EXPORTER_LOGGER).setLevel(logging.CRITICAL)
     endpoint = settings.otlp_endpoint
     credentials = None
     if settings.otlp_ca_file:
         credentials = grpc.ssl_channel_credentials(Path(settings.otlp_ca_file).read_bytes())
-    inner = OTLPSpanExporter(
+    # Imported here: the exporter pulls in its own gRPC channel machinery, which
+    # processes without a collector never need.
+    from conveyor_core.otlp_wire import WireSpanExporter
+
+    inner = WireSpanExporter(
         endpoint=endpoint,
         insecure=None if credentials or endpoint.startswith("https://") else True,
         credentials=credentials,
