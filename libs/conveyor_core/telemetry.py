@@ -20,6 +20,7 @@ import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
@@ -125,6 +126,35 @@ def tracer(name: str) -> trace.Tracer:
     recording once a provider is installed.
     """
     return trace.get_tracer(name)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def trace_context_of(traceparent: str) -> otel_context.Context | None:
+    """The context to start a span in the trace of a W3C `traceparent` (a work order's),
+    as `propagate.extract({"traceparent": traceparent})` gives it; None for "".
+
+    A version-00 header (what Conveyor writes) is read directly, a third of the
+    propagator's cost, paid per order and span; anything else goes to the propagator,
+    which also decides what is invalid (an empty context)."""
+    if not traceparent:
+        return None
+    if (
+        len(traceparent) == 55
+        and traceparent.startswith("00-")
+        and traceparent[35] == "-"
+        and traceparent[52] == "-"
+        and _HEX.issuperset(traceparent[3:35])
+        and _HEX.issuperset(traceparent[36:52])
+        and _HEX.issuperset(traceparent[53:])
+    ):
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+        if trace_id and span_id:
+            flags = trace.TraceFlags(int(traceparent[53:], 16))
+            parent = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+            return trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    return propagate.extract({"traceparent": traceparent})
 
 
 class TelemetryContextFilter(logging.Filter):

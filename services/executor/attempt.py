@@ -16,13 +16,13 @@ from typing import Any
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.propagate import extract
 
 from conveyor.common.v1 import job_pb2, types_pb2
 from conveyor.queue.v1 import messages_pb2 as queue_pb
 from conveyor.queue.v1 import service_pb2 as queue_rpc
 from conveyor_core.clock import Clock
 from conveyor_core.context import correlation_scope, is_valid_correlation_id
+from conveyor_core.telemetry import trace_context_of
 from conveyor_executor import metrics
 from conveyor_executor.context import AttemptContext, StopCause
 from conveyor_executor.domain.failure import ClassifiedError, ErrorType
@@ -110,19 +110,22 @@ class AttemptExecution:
 
     async def run(self) -> RunState:
         order = self.leased.work_order
-        parent = extract({"traceparent": order.traceparent}) if order.traceparent else None
         correlation = (
             order.correlation_id if is_valid_correlation_id(order.correlation_id) else None
         )
+        attributes: dict[str, str | int] = {
+            "conveyor.run": self.ref.name,
+            "conveyor.work_order.id": order.id,
+            "conveyor.work_order.attempt": order.attempt,
+        }
+        if correlation:
+            attributes["conveyor.correlation_id"] = correlation
         with (
             correlation_scope(correlation),
-            tracer.start_as_current_span("executor.run", context=parent) as span,
+            tracer.start_as_current_span(
+                "executor.run", context=trace_context_of(order.traceparent), attributes=attributes
+            ) as span,
         ):
-            span.set_attribute("conveyor.run", self.ref.name)
-            span.set_attribute("conveyor.work_order.id", order.id)
-            span.set_attribute("conveyor.work_order.attempt", order.attempt)
-            if correlation:
-                span.set_attribute("conveyor.correlation_id", correlation)
             state = await self._run_in_span()
             span.set_attribute("conveyor.run.state", state.value)
             return state

@@ -92,7 +92,13 @@ async def platform(
     postgres_core: CoreSettings, receiver: OtlpReceiver
 ) -> AsyncIterator[PlatformProcesses]:
     started = await PlatformProcesses.start(
-        environment(postgres_core, CONVEYOR_OTLP_ENDPOINT=receiver.endpoint)
+        environment(
+            postgres_core,
+            CONVEYOR_OTLP_ENDPOINT=receiver.endpoint,
+            # Off by default (their export cost); on here, so the event store's part of
+            # the order's life shows in its trace too.
+            CONVEYOR_EVENTS_JOURNAL_RECORD_SPANS="true",
+        )
     )
     yield started
     await started.stop()

@@ -7,12 +7,13 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from conveyor_core import logscrub
 from conveyor_core.context import correlation_scope
 from conveyor_core.settings import CoreSettings
-from conveyor_core.telemetry import configure_logging, configure_tracing, tracer
+from conveyor_core.telemetry import configure_logging, configure_tracing, trace_context_of, tracer
 
 logger = logging.getLogger("conveyor_test.telemetry")
 
@@ -104,3 +105,34 @@ def test_configure_logging_replaces_its_own_handler_only(restore_root_logger: No
 
     assert root.handlers == [*others, handler]
     assert root.level == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03",
+        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # upper case
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # zero span id
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # forbidden version
+        "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",  # not hex
+        "00-0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01",  # short
+        " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "garbage",
+    ],
+)
+def test_trace_context_of_reads_a_traceparent_as_the_propagator_does(traceparent: str) -> None:
+    expected = trace.get_current_span(
+        propagate.extract({"traceparent": traceparent})
+    ).get_span_context()
+    context = trace_context_of(traceparent)
+    assert context is not None
+    assert trace.get_current_span(context).get_span_context() == expected
+
+
+def test_trace_context_of_nothing_is_none() -> None:
+    assert trace_context_of("") is None
