@@ -118,7 +118,13 @@ class _Connection:
         if self._writer.transport.is_closing():
             return False
         sock = self._writer.get_extra_info("socket")
-        return sock is None or not select.select([sock], [], [], 0)[0]
+        if sock is None:
+            return True
+        # poll, not select: select() refuses descriptors past FD_SETSIZE (1024), which a
+        # busy executor's sockets reach.
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def close(self) -> None:
         if not self._closed:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -78,6 +80,29 @@ async def test_requests_reuse_one_kept_alive_connection(client: httpx.AsyncClien
         for _ in range(5):
             response = await client.get(f"http://127.0.0.1:{counting.port}/x")
             assert (response.status_code, response.content) == (200, b"hello")
+    assert counting.connections == 1
+
+
+async def test_connections_past_descriptor_1024_are_reused(client: httpx.AsyncClient) -> None:
+    """The idle check polls the one socket: select() would refuse a descriptor past
+    FD_SETSIZE (1024), which an executor with many connections reaches."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the open-files limit is {hard}: no descriptor past 1024 to test")
+    if soft < 1200:  # a low default (1024 on many systems): raise it as far as allowed
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    counting = Server(answering(b"hello"))
+    null = os.open(os.devnull, os.O_RDONLY)
+    held = [os.dup(null) for _ in range(1100)]  # so the connection's socket gets a high number
+    held.append(null)
+    try:
+        async with await counting.start():
+            for _ in range(3):
+                response = await client.get(f"http://127.0.0.1:{counting.port}/x")
+                assert response.content == b"hello"
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
     assert counting.connections == 1
 
 
