@@ -98,7 +98,7 @@ class ExecutorSettings(BaseSettings):
         description="HTTP clients (connection pools) the runs use in turn (SharedHttpClient).",
     )
     http_transport: Literal["httpcore", "keepalive"] = Field(
-        "httpcore",
+        "keepalive",
         description="httpcore (httpx's own) or keepalive (runners/http_transport.py).",
     )
     retry_initial_interval_seconds: float = Field(_R.retry_initial_interval_seconds, gt=0)

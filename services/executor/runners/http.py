@@ -83,7 +83,7 @@ class SharedHttpClient:
     reopens a client after `close()` (a restarted service).
     """
 
-    def __init__(self, pools: int = 1, transport: str = "httpcore") -> None:
+    def __init__(self, pools: int = 1, transport: str = "keepalive") -> None:
         if pools < 1:
             raise ValueError(f"pools is {pools}; it must be at least 1 (http_client_pools)")
         if transport not in ("httpcore", "keepalive"):
