@@ -8,7 +8,10 @@ change committed. `OutboxRelay` then delivers the rows at least once:
 2. append them to the journal over gRPC (`JournalSink.append`, i.e.
    `JournalService.AppendJournalRecords`);
 3. mark them delivered, only after the append succeeded
-   (`OutboxBatch.mark_delivered`).
+   (`OutboxBatch.mark_delivered`);
+4. apart from the passes, every `CONVEYOR_OUTBOX_PURGE_INTERVAL_SECONDS`, delete the rows
+   delivered longer ago than `CONVEYOR_OUTBOX_PURGE_AFTER_SECONDS` (`purge_delivered`):
+   the journal holds them, and an outbox that kept them would grow without end.
 
 A crash between 2 and 3 delivers the batch again. That is harmless because
 record ids are deterministic (a service derives them from its row, e.g.
@@ -128,6 +131,13 @@ class OutboxSource(Protocol):
         Leaving the context without `mark_delivered()` (an exception, or a
         crash) leaves them undelivered, to be claimed again.
         """
+        ...
+
+    async def purge_delivered(self, older_than_seconds: float, limit: int) -> int:
+        """Delete up to `limit` rows delivered more than `older_than_seconds` ago (by the
+        source's clock), oldest first; return how many went. Undelivered rows are never
+        deleted. A source whose rows are a record in their own right (the queue's order
+        history) keeps them and returns 0."""
         ...
 
 
@@ -267,6 +277,7 @@ class RelayStats:
     batches: int = 0
     failures: int = 0
     poisoned: int = 0  # rows or records quarantined (unreadable, or refused by the journal)
+    purged: int = 0  # delivered rows deleted once past the purge age
 
 
 class OutboxRelay:
@@ -289,6 +300,7 @@ class OutboxRelay:
         name: str = "outbox",
         service: str = "",
         linger_seconds: float = 0.0,
+        purge: PurgeSettings | None = None,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -304,7 +316,9 @@ class OutboxRelay:
         #: it: a writer that pokes at every transaction (a consumer run's checkpoints) then
         #: costs one claim, append and mark per linger, not one per transaction. 0: at once.
         self._linger = linger_seconds
+        self._purge = purge or PurgeSettings()
         self._task: asyncio.Task[None] | None = None
+        self._purging: asyncio.Task[None] | None = None
         self._held_back = 0
 
     @property
@@ -314,11 +328,36 @@ class OutboxRelay:
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.name}")
+        if self._purging is None and self._purge.after_seconds > 0:
+            self._purging = asyncio.create_task(
+                self._purge_forever(), name=f"outbox-purge:{self.name}"
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            await cancel_and_wait(task)
+        purging, self._purging = self._purging, None
+        for running in (task, purging):
+            if running is not None:
+                await cancel_and_wait(running)
+
+    async def purge_once(self) -> int:
+        """Delete the rows delivered longer ago than the purge age, a batch per statement
+        until none is left; return how many went."""
+        purged, limit = 0, self._purge.batch
+        while True:
+            gone = await self.source.purge_delivered(self._purge.after_seconds, limit)
+            purged += gone
+            self.stats.purged += gone
+            if gone < limit:
+                return purged
+
+    async def _purge_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._purge.interval_seconds)
+            try:
+                await self.purge_once()
+            except Exception as error:  # the next interval tries again; rows only wait
+                log.warning("outbox %s: purge of delivered rows failed: %s", self.name, error)
 
     async def deliver_once(self) -> int:
         """Claim, append and mark one batch; return how many rows the claim took."""
@@ -416,6 +455,25 @@ def _describe(error: Exception) -> str:
 
 
 @dataclass(frozen=True)
+class PurgeSettings:
+    """When a relay deletes delivered rows (CoreSettings.outbox_purge_*): `after_seconds`
+    past their delivery, checked every `interval_seconds`, `batch` rows per statement.
+    `after_seconds` 0: never."""
+
+    after_seconds: float = 0.0
+    interval_seconds: float = 60.0
+    batch: int = 5000
+
+    @classmethod
+    def of(cls, core: CoreSettings) -> PurgeSettings:
+        return cls(
+            core.outbox_purge_after_seconds,
+            core.outbox_purge_interval_seconds,
+            core.outbox_purge_batch,
+        )
+
+
+@dataclass(frozen=True)
 class RelaySettings:
     """How a service's journal outbox is relayed (each service names these in its settings)."""
 
@@ -478,6 +536,7 @@ class JournalDelivery:
             backoff=Backoff(s.backoff_initial_seconds, s.backoff_max_seconds),
             name=self._name,
             linger_seconds=s.linger_seconds,
+            purge=PurgeSettings.of(self._core),
         )
         await self.relay.start()
         log.info("%s outbox relay delivering to the journal at %s", self._name, address)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     TextClause,
     bindparam,
+    delete,
     func,
     literal_column,
     select,
@@ -199,6 +200,25 @@ class TableOutbox:
                 .where(self._seq.in_(list(seqs)))
                 .values({self._delivered.key: to_micros(self._clock.now())})
             )
+
+    async def purge_delivered(self, older_than_seconds: float, limit: int) -> int:
+        """Delete up to `limit` of the oldest rows delivered over `older_than_seconds` ago.
+
+        The rows are found in `seq` order (the primary key: delivery goes oldest first, so
+        the first rows it meets qualify), on PostgreSQL skipping rows another purge has
+        locked."""
+        before_us = to_micros(self._clock.now()) - round(older_than_seconds * 1_000_000)
+        doomed = (
+            select(self._seq)
+            .where(self._delivered.is_not(None), self._delivered < before_us)
+            .order_by(self._seq)
+            .limit(limit)
+        )
+        if self._postgres:
+            doomed = doomed.with_for_update(skip_locked=True)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(self._table).where(self._seq.in_(doomed)))
+        return int(result.rowcount or 0)
 
     async def undelivered_count(self) -> int:
         async with self._engine.connect() as conn:

@@ -115,6 +115,18 @@ class CoreSettings(BaseSettings):
         "app defines a job's workflow target. Empty: the executor hosted in the same "
         "process, if any; else such targets are accepted with a warning.",
     )
+    outbox_purge_after_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Journal outbox rows (the executor's and the scheduler's) are deleted this "
+        "long after their delivery to the journal, which holds them from then on. 0: kept.",
+    )
+    outbox_purge_interval_seconds: float = Field(
+        60.0, gt=0, description="How often each journal relay deletes the rows past that age."
+    )
+    outbox_purge_batch: int = Field(
+        5000, ge=1, description="Rows one purge statement deletes (it repeats until done)."
+    )
     otlp_endpoint: str = Field("", description="OTLP/gRPC collector (Jaeger); empty: no export.")
     otlp_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="Deadline of one span export call (its retries included)."

@@ -195,6 +195,11 @@ class SqlQueueOutbox:
     def claim(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]:
         return self._claim_locked(limit) if self._postgres else self._claim_single_writer(limit)
 
+    async def purge_delivered(self, older_than_seconds: float, limit: int) -> int:
+        """Nothing: these rows are the orders' history (GetWorkOrder shows it), kept with
+        the orders, not a copy of the journal's."""
+        return 0
+
     @asynccontextmanager
     async def _claim_locked(self, limit: int) -> AsyncIterator[OutboxBatch]:
         async with self._engine.begin() as conn:  # row locks held until the batch is done
