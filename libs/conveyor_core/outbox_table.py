@@ -10,7 +10,7 @@ one writer: a plain read, then a short transaction to mark the rows.
 Marking on PostgreSQL updates each claimed row by its ctid (the claim holds the row
 locks, so the tuples cannot move): a TID scan, one tuple each. As `seq IN (...)`
 over a table without statistics the planner chose a sequential scan of every row
-ever written (delivered rows stay), so the mark's cost grew with the table
+ever written (delivered rows stay until purged), so the mark's cost grew with the table
 (docs/benchmarks.md, "Round 3").
 
 The queue's outbox is not one of these: it relays its order history with an
