@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -66,10 +67,20 @@ class SnapshotGauges:
         self._loop = asyncio.get_running_loop()
         _LIVE.add(self)
 
-    def stop(self) -> None:
-        """Stop reporting (the service stops; its database goes away)."""
+    async def stop(self) -> None:
+        """Stop reporting (the service stops; its database goes away), and end a refresh in
+        flight: left running, it would hold a pooled connection past the engine's dispose
+        and leave it to the garbage collector, unclosed."""
         _LIVE.discard(self)
         self._loop = None
+        with self._lock:
+            inflight, self._inflight = self._inflight, None
+        if inflight is None or inflight.done():
+            return
+        inflight.cancel()
+        waited = inflight if isinstance(inflight, asyncio.Task) else asyncio.wrap_future(inflight)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await waited
 
     async def refresh(self) -> None:
         """Run the query now and keep its answer."""

@@ -90,7 +90,7 @@ class EventStoreService:
         await migrations.require_head(self.engine_db, MIGRATIONS)
 
     async def stop(self) -> None:
-        self.gauges.stop()
+        await self.gauges.stop()
         await self.engine_db.dispose()
         self._started = False
 

@@ -299,7 +299,7 @@ class ExecutorService:
 
     async def stop(self) -> None:
         """Drain the pool (see pool.py), then stop the relay and close connections."""
-        self.gauges.stop()
+        await self.gauges.stop()
         await self.drain()
         await self.outbox_notifier.close()
         await self.http_client.close()

@@ -120,7 +120,7 @@ class QueueService:
         await self.journal.stop(flush=True)
 
     async def stop(self) -> None:
-        self.gauges.stop()
+        await self.gauges.stop()
         await self.drain()
         await self.outbox_notifier.close()
         await self.engine.stop()
