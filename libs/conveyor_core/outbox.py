@@ -299,7 +299,6 @@ class OutboxRelay:
         backoff: Backoff | None = None,
         name: str = "outbox",
         service: str = "",
-        linger_seconds: float = 0.0,
         purge: PurgeSettings | None = None,
     ) -> None:
         self.source = source
@@ -312,10 +311,6 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._backoff = backoff or Backoff()
-        #: After a wake-up, how long to let further writes join the batch before claiming
-        #: it: a writer that pokes at every transaction (a consumer run's checkpoints) then
-        #: costs one claim, append and mark per linger, not one per transaction. 0: at once.
-        self._linger = linger_seconds
         self._purge = purge or PurgeSettings()
         self._task: asyncio.Task[None] | None = None
         self._purging: asyncio.Task[None] | None = None
@@ -420,11 +415,9 @@ class OutboxRelay:
                 if claimed < self._batch_size:
                     # Rows held back behind another relay's batch go as soon as it is
                     # done, which sends no wake-up: look again shortly.
-                    woken = await listener.wait(
+                    await listener.wait(
                         HELD_BACK_RECHECK if self._held_back else self._poll_seconds
                     )
-                    if woken and self._linger > 0:
-                        await asyncio.sleep(self._linger)
 
     async def _after_failure(self, error: Exception) -> None:
         self.stats.failures += 1
@@ -482,7 +475,6 @@ class RelaySettings:
     backoff_initial_seconds: float = 0.2
     backoff_max_seconds: float = 30.0
     append_timeout_seconds: float = 10.0
-    linger_seconds: float = 0.0
 
     @classmethod
     def of(cls, service_settings: object) -> RelaySettings:
@@ -535,7 +527,6 @@ class JournalDelivery:
             poll_seconds=s.poll_seconds,
             backoff=Backoff(s.backoff_initial_seconds, s.backoff_max_seconds),
             name=self._name,
-            linger_seconds=s.linger_seconds,
             purge=PurgeSettings.of(self._core),
         )
         await self.relay.start()

@@ -195,22 +195,16 @@ class ExecutorSettings(BaseSettings):
     relay_batch_size: int = Field(200, ge=1, le=1000, description="Records per journal append.")
     relay_poll_seconds: float = Field(1.0, gt=0, description="Relay re-check period.")
     relay_wake_interval_seconds: float = Field(
-        0.01,
+        0.05,
         gt=0,
         le=10,
         description="While writes keep coming, the outbox relay is woken at most once per "
-        "this many seconds (the first write after a quiet spell wakes it at once).",
+        "this many seconds (the first write after a quiet spell wakes it at once): a "
+        "consumer run's checkpoints each write records, so its later ones share a pass.",
     )
     relay_backoff_initial_seconds: float = Field(0.2, gt=0)
     relay_backoff_max_seconds: float = Field(30.0, gt=0)
     relay_append_timeout_seconds: float = Field(10.0, gt=0)
-    relay_linger_seconds: float = Field(
-        0.05,
-        ge=0,
-        le=5.0,
-        description="After a wake-up, how long the journal relay lets more records join a "
-        "batch before claiming it (a consumer run pokes at each of its checkpoints). 0: at once.",
-    )
     self_check_timeout_seconds: float = Field(
         5.0, gt=0, description="Deadline of each start-up self-check (queue reachable)."
     )

@@ -98,10 +98,3 @@ class QueueSettings(BaseSettings):
     relay_append_timeout_seconds: float = Field(
         10.0, gt=0, description="Deadline of one journal append."
     )
-    relay_linger_seconds: float = Field(
-        0.0,
-        ge=0,
-        le=5.0,
-        description="After a wake-up, how long the journal relay lets more records join a "
-        "batch before claiming it. 0: at once.",
-    )

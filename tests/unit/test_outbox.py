@@ -175,31 +175,33 @@ class WakeCounting(CountingCoordination):
         return self._counted(channels)
 
 
-@pytest.mark.parametrize("linger", [0.0, 0.3])
-async def test_a_lingering_relay_takes_records_written_after_its_wake_up_in_one_batch(
-    linger: float,
-) -> None:
-    """Without linger the record that woke the relay goes alone and the ones written right
-    after in another append; with linger they share one (a consumer run pokes at each
-    checkpoint)."""
+@pytest.mark.parametrize("interval", [0.0, 0.3])
+async def test_writes_within_the_wake_interval_share_one_relay_pass(interval: float) -> None:
+    """The first write after a quiet spell wakes the relay at once (its record goes alone);
+    writes that follow within the notifier's interval share one more wake-up and one
+    append (a consumer run writes records at each checkpoint). With no interval, each
+    poke is a wake-up of its own."""
     coordination = WakeCounting()
     await coordination.start()
     outbox, journal = MemoryOutbox(), MemoryJournal()
-    outbox_relay = relay(outbox, journal, coordination, linger_seconds=linger)
-    notifier = OutboxNotifier(coordination, outbox.channel)
+    outbox_relay = relay(outbox, journal, coordination)
+    notifier = OutboxNotifier(coordination, outbox.channel, min_interval=interval or 1e-9)
     notifier.enabled = True
     await outbox_relay.start()
     await eventually(lambda: outbox_relay.stats.passes == 1)  # found nothing; waits
     outbox.rows.append(rec(1))
     notifier.poke()
-    await eventually(lambda: coordination.wakes == 1)
-    outbox.rows += [rec(2), rec(3)]
-    notifier.poke()
+    await eventually(lambda: len(outbox.delivered) == 1)
+    for n in (2, 3):  # two transactions, each poking (no await between them: one burst)
+        outbox.rows.append(rec(n))
+        notifier.poke()
+        if not interval:  # here each write is delivered before the next one comes
+            await eventually(lambda n=n: len(outbox.delivered) == n)
     await eventually(lambda: len(outbox.delivered) == 3, limit=5)
     await outbox_relay.stop()
     await notifier.close()
     await coordination.stop()
-    assert journal.calls == (1 if linger else 2)
+    assert journal.calls == (2 if interval else 3)
 
 
 async def test_start_and_stop_are_idempotent_and_a_relay_restarts(
