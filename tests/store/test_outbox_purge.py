@@ -85,17 +85,9 @@ async def test_a_purge_pass_deletes_batch_by_batch_until_none_is_left(
     executor_db: AsyncEngine,
     clock: ManualClock,
 ) -> None:
-    await _purge_everything_before(executor_outbox, clock)
-    await _write(run_store, clock, 7)
-    await _deliver(executor_outbox, 7)
-    clock.advance(HOUR + 1)
+    await _delivered_an_hour_ago(run_store, executor_outbox, clock, 7)
     assert await executor_outbox.purge_delivered(HOUR, 3) == 3  # one statement: the limit
-    relay = OutboxRelay(
-        executor_outbox,
-        UnusedSink(),
-        InProcessCoordination(),
-        purge=PurgeSettings(after_seconds=HOUR, batch=3),
-    )
+    relay = _purging_relay(executor_outbox, PurgeSettings(after_seconds=HOUR, batch=3))
     assert await relay.purge_once() == 4  # 3, then 1: done
     assert relay.stats.purged == 4
     assert await _rows(executor_db) == 0
@@ -107,15 +99,9 @@ async def test_a_running_relay_purges_on_its_interval(
     executor_db: AsyncEngine,
     clock: ManualClock,
 ) -> None:
-    await _purge_everything_before(executor_outbox, clock)
-    await _write(run_store, clock, 2)
-    await _deliver(executor_outbox, 2)
-    clock.advance(HOUR + 1)
-    relay = OutboxRelay(
-        executor_outbox,
-        UnusedSink(),
-        InProcessCoordination(),
-        purge=PurgeSettings(after_seconds=HOUR, interval_seconds=0.05, batch=100),
+    await _delivered_an_hour_ago(run_store, executor_outbox, clock, 2)
+    relay = _purging_relay(
+        executor_outbox, PurgeSettings(after_seconds=HOUR, interval_seconds=0.05, batch=100)
     )
     await relay.start()
     try:
@@ -134,6 +120,20 @@ async def test_a_relay_with_purging_off_starts_no_purge(
         assert relay._purging is None
     finally:
         await relay.stop()
+
+
+async def _delivered_an_hour_ago(
+    run_store: RunStore, outbox: SqlExecutorOutbox, clock: ManualClock, count: int
+) -> None:
+    """`count` rows of this test only, delivered over an hour ago by the clock."""
+    await _purge_everything_before(outbox, clock)
+    await _write(run_store, clock, count)
+    await _deliver(outbox, count)
+    clock.advance(HOUR + 1)
+
+
+def _purging_relay(outbox: SqlExecutorOutbox, purge: PurgeSettings) -> OutboxRelay:
+    return OutboxRelay(outbox, UnusedSink(), InProcessCoordination(), purge=purge)
 
 
 async def _purge_everything_before(outbox: SqlExecutorOutbox, clock: ManualClock) -> None:
